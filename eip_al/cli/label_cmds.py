@@ -1,0 +1,1 @@
+"""`eip-al label | ingest`: labeling frames outside the loop."""

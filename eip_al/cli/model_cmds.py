@@ -1,0 +1,1 @@
+"""`eip-al train | predict | evaluate`: the model outside the loop."""

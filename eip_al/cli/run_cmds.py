@@ -1,0 +1,78 @@
+"""`eip-al run | status | report | schema | serve`: driving and inspecting runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from eip_al.cli.app import app, user_errors
+from eip_al.rundir import RunDir, load_valid
+from eip_al.schemas import STEPS, json_schemas
+
+out = Console()
+
+
+@app.command()
+@user_errors
+def schema(
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Write one <Artifact>.json per schema here.")
+    ] = None,
+) -> None:
+    """Print (or write) the JSON Schema of every step artifact."""
+    schemas = json_schemas()
+    if out_dir is None:
+        print(json.dumps(schemas, indent=2))
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, sch in schemas.items():
+        (out_dir / f"{name}.json").write_text(json.dumps(sch, indent=2) + "\n")
+    out.print(f"wrote {len(schemas)} schemas to {out_dir}")
+
+
+@app.command()
+@user_errors
+def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Per-generation table: which steps are done, dataset size, selection and labels."""
+    from eip_al.schemas import DatasetManifest, LabelingResult, SelectionResult, TrainingResult
+
+    run = RunDir(run_dir)
+    if not run.config_path.exists():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
+    table = Table(title=f"run {run.root}")
+    for col in ("gen", *STEPS, "dataset", "force MAE", "σ mean", "cand. frac", "selected", "label fail"):
+        table.add_column(col)
+    seed = load_valid(run.seed_dir / "artifact.json", DatasetManifest)
+    out.print(f"seed dataset: {seed.n_frames if seed else '—'} frames")
+    for gen in run.generations():
+        done = ["✓" if load_valid_any(run.artifact_path(gen, s)) else "·" for s in STEPS]
+        tr = load_valid(run.artifact_path(gen, "train"), TrainingResult)
+        se = load_valid(run.artifact_path(gen, "select"), SelectionResult)
+        la = load_valid(run.artifact_path(gen, "label"), LabelingResult)
+        me = load_valid(run.artifact_path(gen, "merge"), DatasetManifest)
+        table.add_row(
+            str(gen),
+            *done,
+            str(me.n_frames) if me else "—",
+            f"{tr.valid.force_mae:.3f}" if tr else "—",
+            f"{tr.valid.sigma_mean:.3f}" if tr else "—",
+            f"{se.overall.candidate:.2f}" if se else "—",
+            str(se.n_selected) if se else "—",
+            str(la.n_failed) if la else "—",
+        )
+    out.print(table)
+
+
+def load_valid_any(path: Path) -> bool:
+    """True if `path` holds a JSON artifact with the current schema version."""
+    from eip_al.schemas import SCHEMA_VERSION
+
+    try:
+        return json.loads(path.read_text()).get("schema_version") == SCHEMA_VERSION
+    except (OSError, ValueError):
+        return False

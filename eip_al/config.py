@@ -1,0 +1,284 @@
+"""The run configuration users edit (`configs/*.yaml`), as one validated pydantic model.
+
+Loading never shows a traceback for a user mistake: `load_config` raises `ConfigError`
+whose message names the file and each bad field, e.g.
+``configs/x.yaml: selection.n_select: must be > 0 (got 0)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PosFloat = Annotated[float, Field(gt=0)]
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class ConfigError(ValueError):
+    """A configuration file or mapping is malformed; the message names file and fields."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SystemConfig(Section):
+    """What is simulated: a generated water box, or any structure file ASE/pymatgen reads."""
+
+    kind: Literal["water", "file"] = "water"
+    n_molecules: PosInt = 96
+    density_g_cm3: PosFloat = 0.997
+    structure_file: Path | None = None  # kind=file: CIF, POSCAR, extxyz, ...
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> SystemConfig:
+        if self.kind == "file" and self.structure_file is None:
+            raise ValueError("structure_file is required when kind is 'file'")
+        return self
+
+
+class SeedDataConfig(Section):
+    """Generation-0 data: classical MD with the mock force field, or the user's extxyz."""
+
+    source: Literal["md", "file"] = "md"
+    file: Path | None = None  # source=file: labelled extxyz (energy + forces)
+    n_frames: PosInt = 1000
+    temperature_K: PosFloat = 300.0
+    timestep_fs: PosFloat = 0.5
+    equilibration_steps: NonNegInt = 2000
+    stride: PosInt = 40  # MD steps between sampled frames (decorrelation)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> SeedDataConfig:
+        if self.source == "file" and self.file is None:
+            raise ValueError("file is required when source is 'file'")
+        return self
+
+
+class ModelConfig(Section):
+    """PaiNN backbone + evidential head (docs/eip-method §1)."""
+
+    n_features: PosInt = 128
+    n_interactions: PosInt = 3
+    cutoff: PosFloat = 5.0  # Å
+    n_rbf: PosInt = 20
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class LossConfig(Section):
+    """Evidential loss (docs/eip-method §2). Defaults: see docs/defaults.md."""
+
+    q: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    lam: Annotated[float, Field(ge=0)] = 1.0  # λ, regulariser weight
+    w_energy: Annotated[float, Field(ge=0)] = 1.0  # w, energy L1 weight
+    k_force: Annotated[float, Field(ge=0)] = 1.0  # k_F
+
+
+class TrainConfig(Section):
+    epochs: PosInt = 200
+    batch_size: PosInt = 4
+    lr: PosFloat = 1e-4
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    lr_patience: PosInt = 10  # ReduceLROnPlateau patience, epochs
+    lr_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    early_stopping_patience: PosInt = 30
+    max_time_s: PosFloat | None = None
+    warm_start: bool = True  # start generation g from generation g-1's checkpoint
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    loss: LossConfig = LossConfig()
+
+
+class UDDConfig(Section):
+    """Uncertainty-driven dynamics bias (docs/eip-method §5)."""
+
+    form: Literal["kulichenko", "reference"] = "reference"
+    A: Annotated[float, Field(ge=0)] = 2000.0  # eV
+    B: PosFloat = 20.0
+    limiter: bool = True
+    C: PosFloat = 0.2  # eV/Å
+    D: PosFloat = 1.5
+
+
+class WalkerConfig(Section):
+    """One exploration trajectory template; `replicas` copies differ by seed and start frame."""
+
+    kind: Literal["md", "udd"] = "md"
+    temperature_K: PosFloat = 300.0
+    steps: PosInt = 1000
+    timestep_fs: PosFloat = 0.5
+    thermostat: Literal["berendsen", "langevin"] = "berendsen"
+    tau_fs: PosFloat = 100.0  # Berendsen time constant
+    friction_per_fs: PosFloat = 0.01  # Langevin friction
+    sample_every: PosInt = 10  # steps between candidate frames
+    replicas: PosInt = 1
+    seed: int = 0
+
+
+class CollapseConfig(Section):
+    """When a trajectory is declared collapsed (stopped cleanly, not raised)."""
+
+    min_distance: PosFloat = 0.6  # Å, any pair
+    max_oh_bond: PosFloat | None = 1.6  # Å; water only: an H farther than this from every O
+    max_temperature_factor: PosFloat = 3.0  # T > factor * target
+    max_force: PosFloat = 50.0  # eV/Å on any atom
+
+
+class ExploreConfig(Section):
+    walkers: list[WalkerConfig] = Field(
+        default_factory=lambda: [WalkerConfig(kind="md"), WalkerConfig(kind="udd")]
+    )
+    udd: UDDConfig = UDDConfig()
+    collapse: CollapseConfig = CollapseConfig()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class SelectConfig(Section):
+    """Trust bands and selection rules (DP-GEN vocabulary: accurate/candidate/failed)."""
+
+    n_select: PosInt = 1000
+    lo: PosFloat = 0.05  # eV/Å configuration sigma; below = accurate
+    hi: PosFloat = 1.0  # at or above = failed (likely unphysical)
+    lo_quantile: Fraction | None = None  # set lo adaptively from validation-set sigma
+    min_step_gap: NonNegInt = 20  # MD steps between two picks of the same walker
+    diversity: Literal["none", "fps"] = "none"
+    converge_candidate_fraction: Fraction = 0.05
+    converge_generations: PosInt = 2
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _lo_below_hi(self) -> SelectConfig:
+        if self.lo >= self.hi:
+            raise ValueError(f"lo ({self.lo}) must be below hi ({self.hi})")
+        return self
+
+
+class MockLabelerConfig(Section):
+    """The flexible-water force field that stands in for DFT (eip_al/label/mock.py)."""
+
+    energy_noise_eV: Annotated[float, Field(ge=0)] = 0.0
+    force_noise_eV_A: Annotated[float, Field(ge=0)] = 0.0
+    failure_rate: Fraction = 0.0
+    seed: int = 0
+
+
+class CP2KConfig(Section):
+    template: Path = Path("templates/cp2k/water-pbe-d3.inp")
+    user_input: Path | None = None  # a full CP2K input; parsed and regenerated
+    executable: str = "cp2k.psmp"
+    launcher: list[str] = Field(default_factory=list)  # e.g. ["mpirun", "-np", "2"]
+    cutoff_ry: PosFloat = 400.0
+    rel_cutoff_ry: PosFloat = 50.0
+    eps_scf: PosFloat = 1e-6
+    max_scf: PosInt = 50
+    retry_scf: bool = True
+    timeout_s: PosFloat = 3600.0
+
+
+class SlurmConfig(Section):
+    partition: str | None = None
+    account: str | None = None
+    time: str = "01:00:00"
+    ntasks: PosInt = 1
+    cpus_per_task: PosInt = 1
+    max_array_parallel: PosInt = 50
+    poll_interval_s: PosFloat = 30.0
+    extra_sbatch: list[str] = Field(default_factory=list)
+
+
+class LabelerConfig(Section):
+    kind: Literal["mock", "cp2k"] = "mock"
+    backend: Literal["local", "slurm", "export"] = "local"
+    n_parallel: PosInt = 1  # local jobs at once
+    max_failure_fraction: Fraction = 0.2
+    mock: MockLabelerConfig = MockLabelerConfig()
+    cp2k: CP2KConfig = CP2KConfig()
+    slurm: SlurmConfig = SlurmConfig()
+
+
+class MergeConfig(Section):
+    valid_fraction: Fraction = 0.1
+    test_fraction: Fraction = 0.1
+    allow_theory_mismatch: bool = False
+    seed: int = 0
+
+
+class FlowConfig(Section):
+    task_runner: Literal["threads", "dask"] = "threads"
+    max_workers: PosInt = 2
+    dask_address: str | None = None  # an existing Dask scheduler; None = local cluster
+
+
+class ALConfig(Section):
+    """Everything one active-learning run needs."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "al-water"
+    generations: PosInt = 3
+    run_dir: Path | None = None  # default: runs/<name>
+    system: SystemConfig = SystemConfig()
+    seed_data: SeedDataConfig = SeedDataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    explore: ExploreConfig = ExploreConfig()
+    selection: SelectConfig = SelectConfig()
+    labeler: LabelerConfig = LabelerConfig()
+    merge: MergeConfig = MergeConfig()
+    flow: FlowConfig = FlowConfig()
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir is not None else Path("runs") / self.name
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        msg = err["msg"]
+        if msg.startswith("Input should be greater than "):
+            msg = "must be > " + msg.removeprefix("Input should be greater than ")
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field (typo?)"
+        got = err.get("input")
+        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def config_from_mapping(data: Any, source: str = "<mapping>") -> ALConfig:
+    """Validate a mapping as ALConfig; ConfigError names `source` and every bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at top level, got {type(data).__name__}")
+    try:
+        return ALConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_format_errors(exc)}") from None
+
+
+def load_config(path: Path | str) -> ALConfig:
+    """Load a YAML run config. Relative paths inside stay relative to the current directory."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return config_from_mapping(data, str(path))
+
+
+def dump_config(cfg: ALConfig) -> str:
+    """The resolved config as YAML (all defaults spelled out)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

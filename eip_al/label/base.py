@@ -1,0 +1,52 @@
+"""The labeler interface: generate jobs → execute → parse.
+
+Every labeler kind (`mock`, `cp2k`) implements `Labeler`; the generation step
+(`eip_al.label.label_generation`) and `eip-al label` only talk to this interface, so CI
+swaps CP2K for the mock by one config line (`labeler.kind: mock`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from eip_al.schemas import FailureClass, TheoryFingerprint
+
+
+@dataclass
+class JobResult:
+    """What parsing one job gives: labels on success, a failure class otherwise."""
+
+    job_id: str
+    ok: bool
+    energy: float | None = None  # eV
+    forces: np.ndarray | None = None  # eV/Å, (N, 3)
+    failure_class: FailureClass | None = None
+    message: str | None = None
+    runtime_s: float | None = None
+
+
+class Labeler(ABC):
+    """A source of reference energies and forces for frames."""
+
+    kind: str
+
+    @abstractmethod
+    def theory(self) -> TheoryFingerprint:
+        """The level of theory every label of this labeler carries."""
+
+    @abstractmethod
+    def prepare(self, atoms: Atoms, job_dir: Path) -> None:
+        """Write everything job `job_dir` needs to run (input, structure, run script)."""
+
+    @abstractmethod
+    def execute(self, job_dirs: list[Path]) -> None:
+        """Run the prepared jobs (may be a no-op for `export`); must be idempotent."""
+
+    @abstractmethod
+    def parse(self, job_dir: Path, atoms: Atoms) -> JobResult:
+        """Read a finished (or failed, or never run) job; never raises for job failures."""

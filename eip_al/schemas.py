@@ -1,0 +1,301 @@
+"""Contracts between the steps: one pydantic model per step artifact.
+
+Every artifact is written as JSON into the run directory, atomically and LAST, by the
+step that produced it; a step whose artifact exists and validates is skipped on rerun.
+All paths inside artifacts are relative to the run directory, so a run directory can be
+moved or copied as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eip_al.atomic import atomic_write_text
+
+SCHEMA_VERSION = 1
+
+StepName = Literal["train", "explore", "select", "label", "merge", "report"]
+STEPS: tuple[StepName, ...] = ("train", "explore", "select", "label", "merge", "report")
+
+Source = Literal["seed", "md", "udd", "user"]
+FailureClass = Literal[
+    "not_run",
+    "crashed",
+    "walltime",
+    "scf_not_converged",
+    "truncated",
+    "inconsistent",
+    "implausible_forces",
+    "injected",
+]
+
+A = TypeVar("A", bound="Artifact")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Strict(BaseModel):
+    """Base for every schema: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Artifact(Strict):
+    """Base of every step artifact: versioned, timestamped, JSON round-trip safe."""
+
+    artifact: ClassVar[str] = "artifact"
+    schema_version: int = SCHEMA_VERSION
+    created_at: datetime = Field(default_factory=_now)
+
+    def write(self, path: Path) -> Path:
+        """Write this artifact as JSON atomically (temp file + rename)."""
+        atomic_write_text(Path(path), self.model_dump_json(indent=2) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls: type[A], path: Path) -> A:
+        """Load and validate an artifact; raises ValueError naming the file if invalid."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read {cls.__name__}: {exc}") from exc
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"{path}: schema_version {data.get('schema_version')!r} "
+                f"!= {SCHEMA_VERSION} expected by this eip-al"
+            )
+        try:
+            return cls.model_validate(data)
+        except Exception as exc:  # pydantic.ValidationError
+            raise ValueError(f"{path}: invalid {cls.__name__}: {exc}") from exc
+
+
+class TheoryFingerprint(Strict):
+    """Level of theory of a label; frames with different fingerprints never mix silently."""
+
+    code: str  # "cp2k" | "mock-qspcfw" | "external"
+    method: str  # e.g. "PBE-D3(BJ)" or "q-SPC/Fw"
+    basis: dict[str, str] = Field(default_factory=dict)  # element -> basis set
+    potential: dict[str, str] = Field(default_factory=dict)  # element -> pseudopotential
+    cutoff_ry: float | None = None
+    rel_cutoff_ry: float | None = None
+    eps_scf: float | None = None
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    def key(self) -> str:
+        """A short stable hash of the fingerprint (what frames carry in `theory`)."""
+        import hashlib
+
+        blob = self.model_dump_json(exclude_none=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- train
+class ValidationMetrics(Strict):
+    """Metrics on a labelled set (definitions: docs/eip-method §4)."""
+
+    n_frames: int
+    energy_mae_per_atom: float  # eV/atom
+    force_mae: float  # eV/Å, per component
+    force_rmse: float  # eV/Å, per component
+    sigma_mean: float  # mean per-atom epistemic sigma, eV/Å
+    aleatoric_mean: float  # mean per-atom aleatoric sigma, eV/Å
+    spearman_atom: float | None = None
+    roc_auc_atom: float | None = None
+    spearman_config: float | None = None
+    roc_auc_config: float | None = None
+
+
+class TrainingResult(Artifact):
+    artifact: ClassVar[str] = "training"
+    generation: int
+    checkpoint: str  # relative path of the best checkpoint
+    metrics_csv: str  # per-epoch metrics
+    dataset: str  # relative path of the training dataset extxyz
+    n_train: int
+    n_valid: int
+    epochs_run: int
+    best_epoch: int
+    stopped_reason: Literal["max_epochs", "early_stopping", "time_limit"]
+    warm_started_from: str | None = None
+    device: str
+    wall_time_s: float
+    valid: ValidationMetrics
+    element_energies: dict[str, float]  # eV per atom of each element (least squares fit)
+
+
+# ---------------------------------------------------------------------------- explore
+class ExplorationResult(Artifact):
+    """One walker's trajectory summary."""
+
+    artifact: ClassVar[str] = "exploration"
+    generation: int
+    walker: str  # e.g. "md-300K-0", "udd-300K-0"
+    kind: Literal["md", "udd"]
+    temperature_K: float
+    steps_requested: int
+    steps_run: int
+    simulated_time_fs: float
+    collapsed: bool
+    collapse_step: int | None = None
+    collapse_time_fs: float | None = None
+    collapse_reason: str | None = None
+    n_candidates: int
+    log_csv: str
+    frames_extxyz: str
+    sigma_mean: float | None = None
+    sigma_max: float | None = None
+    energy_mean: float | None = None
+    energy_std: float | None = None
+    bias_ratio_mean: float | None = None  # mean |F_bias|/|F| (udd only)
+    wall_time_s: float
+
+
+class ExplorationSummary(Artifact):
+    """All walkers of one generation."""
+
+    artifact: ClassVar[str] = "exploration-summary"
+    generation: int
+    walkers: list[ExplorationResult]
+
+
+# ---------------------------------------------------------------------------- select
+class TrustFractions(Strict):
+    n: int
+    accurate: float
+    candidate: float
+    failed: float
+    unphysical: float = 0.0
+
+
+class SelectionResult(Artifact):
+    artifact: ClassVar[str] = "selection"
+    generation: int
+    lo: float  # eV/Å, configuration sigma
+    hi: float
+    lo_source: Literal["config", "adaptive"]
+    n_pool: int
+    n_unphysical: int
+    n_accurate: int
+    n_candidate: int
+    n_failed: int
+    n_selected: int
+    n_requested: int
+    per_walker: dict[str, TrustFractions]
+    overall: TrustFractions
+    selected_extxyz: str
+    decisions_csv: str  # one row per pooled frame: frame_id, walker, step, sigma, band, decision, reason
+    converged: bool = False  # candidate fraction below limit for k consecutive generations
+    converged_reason: str | None = None
+
+
+# ---------------------------------------------------------------------------- label
+class LabelingJob(Strict):
+    job_id: str  # stable, e.g. "000123"
+    frame_id: str
+    job_dir: str
+    input_sha256: str
+
+
+class LabelingJobSet(Artifact):
+    artifact: ClassVar[str] = "labeling-jobs"
+    generation: int
+    labeler: Literal["mock", "cp2k"]
+    backend: Literal["local", "slurm", "export"]
+    theory: TheoryFingerprint
+    jobs: list[LabelingJob]
+
+
+class JobOutcome(Strict):
+    job_id: str
+    frame_id: str
+    status: Literal["ok", "failed"]
+    failure_class: FailureClass | None = None
+    message: str | None = None
+    runtime_s: float | None = None
+    energy_per_atom: float | None = None  # eV/atom
+    attempts: int = 1
+
+
+class LabelingResult(Artifact):
+    artifact: ClassVar[str] = "labeling"
+    generation: int
+    labeler: Literal["mock", "cp2k"]
+    backend: Literal["local", "slurm", "export"]
+    theory: TheoryFingerprint
+    outcomes: list[JobOutcome]
+    n_ok: int
+    n_failed: int
+    failures_by_class: dict[str, int]
+    labeled_extxyz: str
+    budget_exceeded: bool = False
+
+
+# ---------------------------------------------------------------------------- merge
+class DatasetManifest(Artifact):
+    artifact: ClassVar[str] = "dataset"
+    generation: int  # -1 for the seed dataset
+    dataset_extxyz: str
+    n_frames: int
+    counts_by_source: dict[str, int]
+    counts_by_generation: dict[str, int]
+    split_counts: dict[str, int]  # train / valid / test
+    theory: TheoryFingerprint
+    sha256: str  # of the dataset file
+    n_duplicates_dropped: int = 0
+    parent: str | None = None  # relative path of the previous manifest
+
+
+# ---------------------------------------------------------------------------- report
+class GenerationReport(Artifact):
+    artifact: ClassVar[str] = "report"
+    generation: int
+    report_md: str
+    report_html: str
+    figures: list[str]
+    tables: list[str]
+    numbers: dict[str, float | int | str | None]  # the headline numbers shown in the report
+
+
+class StepRecord(Strict):
+    step: StepName
+    status: Literal["pending", "done", "failed", "skipped"]
+    artifact: str | None = None
+    wall_time_s: float | None = None
+    message: str | None = None
+
+
+class GenerationRecord(Artifact):
+    """What happened in one generation, step by step; written after each step."""
+
+    artifact: ClassVar[str] = "generation"
+    generation: int
+    steps: list[StepRecord]
+    converged: bool = False
+    stop_reason: str | None = None
+
+
+ARTIFACT_TYPES: tuple[type[Artifact], ...] = (
+    TrainingResult,
+    ExplorationResult,
+    ExplorationSummary,
+    SelectionResult,
+    LabelingJobSet,
+    LabelingResult,
+    DatasetManifest,
+    GenerationReport,
+    GenerationRecord,
+)
+
+
+def json_schemas() -> dict[str, dict]:
+    """JSON Schema of every artifact, keyed by class name (for `eip-al schema`)."""
+    return {cls.__name__: cls.model_json_schema() for cls in ARTIFACT_TYPES}
