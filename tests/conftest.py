@@ -1,0 +1,13 @@
+"""Shared test settings. `WATER_DFT` is the real DFT dataset in ../shared beside the repo."""
+
+from pathlib import Path
+
+import matplotlib
+import torch
+
+matplotlib.use("Agg")
+torch.set_num_threads(2)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+WATER_DFT = SHARED / "data" / "water-dft" / "water_revPBE0-D3_cnnp-gen1.extxyz"

@@ -1,0 +1,80 @@
+"""Config loading: valid files load, malformed ones name the file and the field."""
+
+from pathlib import Path
+
+import pytest
+
+from eip_al.config import ALConfig, ConfigError, config_from_mapping, dump_config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["al-water.yaml", "al-water-demo.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(ROOT / "configs" / name)
+    assert isinstance(cfg, ALConfig)
+
+
+def test_paper_config_matches_paper():
+    cfg = load_config(ROOT / "configs" / "al-water.yaml")
+    assert cfg.system.n_molecules == 96
+    assert cfg.seed_data.n_frames == 1000
+    assert cfg.selection.n_select == 1000
+    assert cfg.labeler.kind == "cp2k"
+    assert {w.kind for w in cfg.explore.walkers} == {"md", "udd"}
+    assert all(w.temperature_K == 300 for w in cfg.explore.walkers)
+
+
+def test_demo_config_uses_mock():
+    cfg = load_config(ROOT / "configs" / "al-water-demo.yaml")
+    assert cfg.labeler.kind == "mock"
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_bad_value_names_file_and_field(tmp_path):
+    p = _write(tmp_path, "selection:\n  n_select: 0\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert str(p) in msg
+    assert "selection.n_select: must be > 0" in msg
+
+
+def test_unknown_field_is_an_error(tmp_path):
+    p = _write(tmp_path, "train:\n  epocs: 10\n")
+    with pytest.raises(ConfigError, match=r"train\.epocs: unknown field"):
+        load_config(p)
+
+
+def test_wrong_type_and_literal(tmp_path):
+    p = _write(tmp_path, "labeler:\n  kind: vasp\n")
+    with pytest.raises(ConfigError, match=r"labeler\.kind"):
+        load_config(p)
+
+
+def test_cross_field_rule(tmp_path):
+    p = _write(tmp_path, "selection:\n  lo: 2.0\n  hi: 1.0\n")
+    with pytest.raises(ConfigError, match=r"selection: lo \(2.0\) must be below hi"):
+        load_config(p)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "a: [1, 2\n"))
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(_write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_dump_roundtrip():
+    cfg = config_from_mapping({"name": "x", "generations": 5, "train": {"epochs": 3}})
+    import yaml
+
+    again = config_from_mapping(yaml.safe_load(dump_config(cfg)))
+    assert again == cfg
