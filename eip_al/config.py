@@ -216,6 +216,27 @@ class FlowConfig(Section):
     dask_address: str | None = None  # an existing Dask scheduler; None = local cluster
 
 
+class ReportConfig(Section):
+    """Per-generation reports (eip_al/report): diversity grid and the selection audit.
+
+    The entropy grid ranges are fixed so that generations (and MD vs UDD) are comparable;
+    defaults cover liquid water's H–O–H angle and O–H bond length (docs/report.md).
+    """
+
+    entropy_bins: Annotated[int, Field(ge=2)] = 40  # Ne: Ne x Ne grid
+    angle_range_deg: tuple[float, float] = (80.0, 130.0)
+    bond_range_A: tuple[float, float] = (0.85, 1.25)
+    audit: bool = True  # predict on new labels / fixed test split with this generation's model
+
+    @model_validator(mode="after")
+    def _ranges_increasing(self) -> ReportConfig:
+        for name in ("angle_range_deg", "bond_range_A"):
+            lo, hi = getattr(self, name)
+            if not lo < hi:
+                raise ValueError(f"{name}: lower bound {lo} must be below upper bound {hi}")
+        return self
+
+
 class ALConfig(Section):
     """Everything one active-learning run needs."""
 
@@ -231,6 +252,7 @@ class ALConfig(Section):
     labeler: LabelerConfig = LabelerConfig()
     merge: MergeConfig = MergeConfig()
     flow: FlowConfig = FlowConfig()
+    report: ReportConfig = ReportConfig()
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir is not None else Path("runs") / self.name
