@@ -149,6 +149,7 @@ class SelectConfig(Section):
     lo_quantile: Fraction | None = None  # set lo adaptively from validation-set sigma
     min_step_gap: NonNegInt = 20  # MD steps between two picks of the same walker
     diversity: Literal["none", "fps"] = "none"
+    fps_pool_factor: PosInt = 10  # fps picks from the top fps_pool_factor * n_select eligible frames
     converge_candidate_fraction: Fraction = 0.05
     converge_generations: PosInt = 2
     seed: int = 0

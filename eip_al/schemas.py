@@ -193,6 +193,7 @@ class SelectionResult(Artifact):
     overall: TrustFractions
     selected_extxyz: str
     decisions_csv: str  # one row per pooled frame: frame_id, walker, step, sigma, band, decision, reason
+    n_collapsed_walkers: int = 0  # walkers whose trajectory collapsed (blocks convergence)
     converged: bool = False  # candidate fraction below limit for k consecutive generations
     converged_reason: str | None = None
 
