@@ -253,6 +253,8 @@ class DatasetManifest(Artifact):
     sha256: str  # of the dataset file
     n_duplicates_dropped: int = 0
     parent: str | None = None  # relative path of the previous manifest
+    counts_by_theory: dict[str, int] = Field(default_factory=dict)  # theory key -> frames
+    notes: list[str] = Field(default_factory=list)  # e.g. an allowed theory mismatch
 
 
 # ---------------------------------------------------------------------------- report
