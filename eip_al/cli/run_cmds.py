@@ -76,3 +76,67 @@ def load_valid_any(path: Path) -> bool:
         return json.loads(path.read_text()).get("schema_version") == SCHEMA_VERSION
     except (OSError, ValueError):
         return False
+
+
+@app.command()
+@user_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="Run config YAML, e.g. configs/al-water-demo.yaml.")],
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run directory (default: runs/<name>).")
+    ] = None,
+    fork: Annotated[
+        bool, typer.Option("--fork", help="Continue an existing run dir with a changed config.")
+    ] = False,
+) -> None:
+    """Run (or resume) an active-learning run in-process (Prefect's ephemeral mode: no server)."""
+    from eip_al.config import load_config
+
+    cfg = load_config(config)  # clear config errors before Prefect starts
+    root = run_dir if run_dir is not None else cfg.resolved_run_dir()
+    RunDir(root).init(cfg, fork=fork)  # refuses a changed config early, with the reason
+    from flows.al import active_learning
+
+    result = active_learning(config=str(config.resolve()), run_dir=str(Path(root).resolve()), fork=fork)
+    out.print(
+        f"[green]done[/]: {result['generations_done']} generation(s) in {result['run_dir']}"
+        + (f"; stopped early: {result['stop_reason']}" if result["stop_reason"] else "")
+    )
+    out.print(f"summary: {Path(result['run_dir']) / 'summary.html'}")
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    gen: Annotated[list[int] | None, typer.Option("--gen", help="Only these generations.")] = None,
+) -> None:
+    """(Re)build the per-generation reports and the run summary of RUN_DIR."""
+    from eip_al.report import report_run, run_summary
+
+    run = RunDir(run_dir)
+    if not run.config_path.exists():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
+    reports = report_run(run, gen)
+    run_summary(run)
+    for r in reports:
+        out.print(f"generation {r.generation}: {run.abs(r.report_html)}")
+    out.print(f"summary: {run.root / 'summary.html'}")
+
+
+@app.command()
+@user_errors
+def serve(
+    config: Annotated[
+        Path, typer.Option("--config", help="Default config of the deployment.")
+    ] = Path("configs/al-water.yaml"),
+    name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "al-water",
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Default run dir.")] = None,
+) -> None:
+    """Serve deployment active-learning/<name> (needs PREFECT_API_URL to a running server)."""
+    from eip_al.config import load_config
+
+    load_config(config)
+    from flows.serve import serve as serve_flow
+
+    serve_flow(str(config), name=name, run_dir=str(run_dir) if run_dir else None)

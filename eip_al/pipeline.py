@@ -1,0 +1,238 @@
+"""Resumable generation steps: the glue between the run directory and the step modules.
+
+Each `*_step` function wraps one library step with skip-if-done (`run_step`: a valid
+artifact means the step is finished) and records its outcome in the generation's
+`generation.json`. The Prefect flow (`flows/`) calls exactly these functions, one task
+each; nothing here imports Prefect, so the same steps run under any engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from eip_al.config import ALConfig
+from eip_al.rundir import ARTIFACT_NAME, RunDir, load_valid, run_step
+from eip_al.schemas import (
+    DatasetManifest,
+    ExplorationResult,
+    ExplorationSummary,
+    GenerationRecord,
+    GenerationReport,
+    JobOutcome,
+    LabelingJobSet,
+    LabelingResult,
+    SelectionResult,
+    StepName,
+    StepRecord,
+    TrainingResult,
+)
+
+A = TypeVar("A")
+
+
+class LabelingBudgetExceeded(RuntimeError):
+    """More labeling jobs failed than `labeler.max_failure_fraction` allows."""
+
+
+# ----------------------------------------------------------------------------- records
+def record_path(run: RunDir, gen: int) -> Path:
+    return run.gen_dir(gen) / "generation.json"
+
+
+def record_step(
+    run: RunDir,
+    gen: int,
+    step: StepName,
+    status: str,
+    artifact: Path | None = None,
+    wall_time_s: float | None = None,
+    message: str | None = None,
+) -> GenerationRecord:
+    """Update the step's line in `gen-XXX/generation.json` (atomic rewrite)."""
+    path = record_path(run, gen)
+    rec = load_valid(path, GenerationRecord) or GenerationRecord(generation=gen, steps=[])
+    steps = [s for s in rec.steps if s.step != step]
+    steps.append(
+        StepRecord(
+            step=step,
+            status=status,  # type: ignore[arg-type]
+            artifact=run.rel(artifact) if artifact is not None else None,
+            wall_time_s=wall_time_s,
+            message=message,
+        )
+    )
+    order = ("train", "explore", "select", "label", "merge", "report")
+    steps.sort(key=lambda s: order.index(s.step))
+    rec = rec.model_copy(update={"steps": steps})
+    rec.write(path)
+    return rec
+
+
+def mark_stop(run: RunDir, gen: int, reason: str) -> None:
+    """Record in `generation.json` that the run ends after generation `gen`, and why."""
+    path = record_path(run, gen)
+    rec = load_valid(path, GenerationRecord) or GenerationRecord(generation=gen, steps=[])
+    rec.model_copy(update={"converged": True, "stop_reason": reason}).write(path)
+
+
+def _timed_step(
+    run: RunDir, gen: int, step: StepName, path: Path, cls: type[A], produce: Callable[[], A]
+) -> A:
+    """run_step + a GenerationRecord line (done / skipped / failed with the error)."""
+    t0 = time.perf_counter()
+    try:
+        result, skipped = run_step(path, cls, produce)  # type: ignore[type-var]
+    except Exception as exc:
+        record_step(run, gen, step, "failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+    if not skipped:
+        record_step(run, gen, step, "done", path, time.perf_counter() - t0)
+    return result
+
+
+# ----------------------------------------------------------------------------- steps
+def seed_step(cfg: ALConfig, run: RunDir) -> DatasetManifest:
+    """Generation-0 dataset (`<run>/seed/`)."""
+    from eip_al.seed import make_seed
+
+    result, _ = run_step(run.seed_dir / ARTIFACT_NAME, DatasetManifest, lambda: make_seed(cfg, run))
+    return result
+
+
+def train_step(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
+    from eip_al.train import train_generation
+
+    return _timed_step(
+        run, gen, "train", run.artifact_path(gen, "train"), TrainingResult,
+        lambda: train_generation(cfg, run, gen),
+    )
+
+
+def walker_names(cfg: ALConfig) -> list[str]:
+    from eip_al.explore import walker_names as names
+
+    return names(cfg)
+
+
+def walker_step(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationResult:
+    """One exploration walker; its own artifact `explore/<name>.json` makes it resumable."""
+    from eip_al.explore import run_walker
+
+    path = run.step_dir(gen, "explore") / f"{name}.json"
+    result, _ = run_step(path, ExplorationResult, lambda: run_walker(cfg, run, gen, name))
+    return result
+
+
+def explore_summary_step(
+    cfg: ALConfig, run: RunDir, gen: int, results: list[ExplorationResult]
+) -> ExplorationSummary:
+    t0 = time.perf_counter()
+    path = run.artifact_path(gen, "explore")
+    summary, skipped = run_step(
+        path, ExplorationSummary, lambda: ExplorationSummary(generation=gen, walkers=results)
+    )
+    if not skipped:
+        wall = sum(r.wall_time_s for r in results)
+        record_step(run, gen, "explore", "done", path, wall or time.perf_counter() - t0)
+    return summary
+
+
+def explore_step(cfg: ALConfig, run: RunDir, gen: int) -> ExplorationSummary:
+    """All walkers one after the other (the flow runs them in parallel instead)."""
+    results = [walker_step(cfg, run, gen, name) for name in walker_names(cfg)]
+    return explore_summary_step(cfg, run, gen, results)
+
+
+def select_step(cfg: ALConfig, run: RunDir, gen: int) -> SelectionResult:
+    from eip_al.select import select_generation
+
+    return _timed_step(
+        run, gen, "select", run.artifact_path(gen, "select"), SelectionResult,
+        lambda: select_generation(cfg, run, gen),
+    )
+
+
+def label_prepare_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingJobSet:
+    from eip_al.label import prepare_label_jobs
+
+    return prepare_label_jobs(cfg, run, gen)
+
+
+def label_job_step(cfg: ALConfig, run: RunDir, gen: int, job_id: str) -> JobOutcome:
+    from eip_al.label import run_label_job
+
+    return run_label_job(cfg, run, gen, job_id)
+
+
+def label_collect_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
+    """Collect all job results; refuse to go on when failures exceed the budget."""
+    from eip_al.label import collect_labels
+
+    path = run.artifact_path(gen, "label")
+    found = load_valid(path, LabelingResult)
+    if found is not None:
+        return found
+    t0 = time.perf_counter()
+    result = collect_labels(cfg, run, gen)
+    if result.budget_exceeded:
+        msg = (
+            f"generation {gen}: {result.n_failed} of {result.n_ok + result.n_failed} labeling jobs "
+            f"failed ({result.failures_by_class}), more than labeler.max_failure_fraction="
+            f"{cfg.labeler.max_failure_fraction}. Finished labels are kept in "
+            f"{run.step_dir(gen, 'label')}; fix the cause (see label/jobs/*/result.json) and rerun."
+        )
+        record_step(run, gen, "label", "failed", message=msg)
+        raise LabelingBudgetExceeded(msg)
+    result.write(path)
+    record_step(run, gen, "label", "done", path, time.perf_counter() - t0)
+    return result
+
+
+def label_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
+    """Prepare, run and collect every labeling job one after the other."""
+    jobs = label_prepare_step(cfg, run, gen)
+    for job in jobs.jobs:
+        label_job_step(cfg, run, gen, job.job_id)
+    return label_collect_step(cfg, run, gen)
+
+
+def merge_step(cfg: ALConfig, run: RunDir, gen: int) -> DatasetManifest:
+    from eip_al.data import merge_generation
+
+    return _timed_step(
+        run, gen, "merge", run.artifact_path(gen, "merge"), DatasetManifest,
+        lambda: merge_generation(cfg, run, gen),
+    )
+
+
+def report_step(cfg: ALConfig, run: RunDir, gen: int) -> GenerationReport:
+    from eip_al.report import report_generation
+
+    return _timed_step(
+        run, gen, "report", run.artifact_path(gen, "report"), GenerationReport,
+        lambda: report_generation(cfg, run, gen),
+    )
+
+
+def stop_reason(cfg: ALConfig, run: RunDir, gen: int) -> str | None:
+    """Why the run should end after generation `gen` (None: go on)."""
+    sel = load_valid(run.artifact_path(gen, "select"), SelectionResult)
+    if sel is not None and sel.converged:
+        reason = sel.converged_reason or "candidate fraction below its limit"
+        mark_stop(run, gen, reason)
+        return reason
+    return None
+
+
+def run_generation(cfg: ALConfig, run: RunDir, gen: int) -> str | None:
+    """All steps of one generation in order (no engine); returns a stop reason or None."""
+    train_step(cfg, run, gen)
+    explore_step(cfg, run, gen)
+    select_step(cfg, run, gen)
+    label_step(cfg, run, gen)
+    merge_step(cfg, run, gen)
+    report_step(cfg, run, gen)
+    return stop_reason(cfg, run, gen)

@@ -1,0 +1,1 @@
+"""Prefect orchestration over the eip_al library (see flows/al.py)."""

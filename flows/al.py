@@ -1,0 +1,175 @@
+"""The Prefect layer: flow `active-learning`, one task per library step, no science here.
+
+Do NOT add `from __future__ import annotations` to this module: Prefect resolves the
+flow's parameter annotations at serve time and string annotations break served runs.
+
+The on-disk artifacts are the source of truth for resume (every step skips itself when its
+artifact is valid), so tasks use no Prefect result cache (`cache_policy=NONE`).
+"""
+
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from eip_al import pipeline
+from eip_al.config import ALConfig, config_from_mapping, load_config
+from eip_al.rundir import RunDir
+
+DEFAULT_CONFIG = "configs/al-water.yaml"
+
+
+def _resolve(config: Union[str, dict[str, Any], ALConfig], run_dir: Optional[str]) -> tuple[ALConfig, RunDir]:
+    if isinstance(config, ALConfig):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = config_from_mapping(config, "<flow parameter 'config'>")
+    else:
+        cfg = load_config(Path(config))
+    root = Path(run_dir) if run_dir else cfg.resolved_run_dir()
+    return cfg, RunDir(root)
+
+
+def _task_runner(cfg: ALConfig):
+    """Threads by default; Dask when `flow.task_runner: dask` (needs the `dask` extra)."""
+    if cfg.flow.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if cfg.flow.dask_address:
+            return DaskTaskRunner(address=cfg.flow.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.flow.max_workers, "processes": True})
+    return ThreadPoolTaskRunner(max_workers=cfg.flow.max_workers)
+
+
+@task(name="seed", cache_policy=NONE)
+def seed_task(cfg: ALConfig, run_dir: str):
+    return pipeline.seed_step(cfg, RunDir(run_dir))
+
+
+@task(name="train", cache_policy=NONE)
+def train_task(cfg: ALConfig, run_dir: str, gen: int):
+    return pipeline.train_step(cfg, RunDir(run_dir), gen)
+
+
+@task(name="explore-walker", cache_policy=NONE, task_run_name="explore-{name}")
+def walker_task(cfg: ALConfig, run_dir: str, gen: int, name: str):
+    return pipeline.walker_step(cfg, RunDir(run_dir), gen, name)
+
+
+@task(name="explore-summary", cache_policy=NONE)
+def explore_summary_task(cfg: ALConfig, run_dir: str, gen: int, results: list):
+    return pipeline.explore_summary_step(cfg, RunDir(run_dir), gen, results)
+
+
+@task(name="select", cache_policy=NONE)
+def select_task(cfg: ALConfig, run_dir: str, gen: int):
+    return pipeline.select_step(cfg, RunDir(run_dir), gen)
+
+
+@task(name="label-prepare", cache_policy=NONE)
+def label_prepare_task(cfg: ALConfig, run_dir: str, gen: int):
+    return pipeline.label_prepare_step(cfg, RunDir(run_dir), gen)
+
+
+@task(
+    name="label-job", cache_policy=NONE, task_run_name="label-{job_id}",
+    retries=2, retry_delay_seconds=[5, 30],
+)
+def label_job_task(cfg: ALConfig, run_dir: str, gen: int, job_id: str):
+    return pipeline.label_job_step(cfg, RunDir(run_dir), gen, job_id)
+
+
+@task(name="label-collect", cache_policy=NONE)
+def label_collect_task(cfg: ALConfig, run_dir: str, gen: int):
+    return pipeline.label_collect_step(cfg, RunDir(run_dir), gen)
+
+
+@task(name="merge", cache_policy=NONE)
+def merge_task(cfg: ALConfig, run_dir: str, gen: int):
+    return pipeline.merge_step(cfg, RunDir(run_dir), gen)
+
+
+@task(name="report", cache_policy=NONE)
+def report_task(cfg: ALConfig, run_dir: str, gen: int):
+    return pipeline.report_step(cfg, RunDir(run_dir), gen)
+
+
+def _publish(cfg: ALConfig, run: RunDir, gen: int, report) -> None:
+    """Prefect artifacts for the generation: a table and a markdown summary."""
+    from eip_al.report import prefect_summary
+
+    rows, markdown = prefect_summary(report)
+    key = f"{cfg.name}-gen-{gen:03d}".lower().replace("_", "-").replace(".", "-")
+    create_table_artifact(key=f"{key}-table", table=rows, description=f"{cfg.name} generation {gen}")
+    create_markdown_artifact(key=f"{key}-summary", markdown=markdown, description=f"run dir {run.root}")
+
+
+def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
+    """train → explore (walkers in parallel) → select → label (jobs in parallel) → merge → report."""
+    logger = get_run_logger()
+    run = RunDir(run_dir)
+    t0 = time.perf_counter()
+    train_task(cfg, run_dir, gen)
+    names = pipeline.walker_names(cfg)
+    walkers = [walker_task.submit(cfg, run_dir, gen, n) for n in names]
+    results = [w.result() for w in walkers]
+    for r in results:
+        if r.collapsed:
+            logger.warning("gen %d: walker %s collapsed at %.0f fs: %s", gen, r.walker,
+                           r.collapse_time_fs or 0.0, r.collapse_reason)
+    explore_summary_task(cfg, run_dir, gen, results)
+    sel = select_task(cfg, run_dir, gen)
+    logger.info("gen %d: selected %d of %d candidates (accurate %.2f, candidate %.2f, failed %.2f)",
+                gen, sel.n_selected, sel.n_candidate, sel.overall.accurate,
+                sel.overall.candidate, sel.overall.failed)
+    jobs = label_prepare_task(cfg, run_dir, gen)
+    futures = [label_job_task.submit(cfg, run_dir, gen, j.job_id) for j in jobs.jobs]
+    for f in futures:
+        f.wait()
+    label_collect_task(cfg, run_dir, gen)
+    merged = merge_task(cfg, run_dir, gen)
+    report = report_task(cfg, run_dir, gen)
+    _publish(cfg, run, gen, report)
+    logger.info("gen %d done in %.0f s: dataset %d frames; report %s", gen,
+                time.perf_counter() - t0, merged.n_frames, run.abs(report.report_html))
+    return pipeline.stop_reason(cfg, run, gen)
+
+
+@flow(name="generation", flow_run_name="gen-{gen}")
+def generation_flow(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
+    return run_one_generation(cfg, run_dir, gen)
+
+
+@flow(name="active-learning", log_prints=True)
+def active_learning(
+    config: Union[str, dict[str, Any]] = DEFAULT_CONFIG,
+    run_dir: Optional[str] = None,
+    fork: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) an active-learning run: seed, then generations until done or converged.
+
+    `config` is a YAML path or a mapping validated as ALConfig; `run_dir` defaults to
+    runs/<name>. Rerunning on the same run directory skips every finished step.
+    """
+    logger = get_run_logger()
+    cfg, run = _resolve(config, run_dir)
+    run.init(cfg, fork=fork)
+    logger.info("run directory %s", run.root)
+    seed = seed_task(cfg, str(run.root))
+    logger.info("seed dataset: %d frames", seed.n_frames)
+    stop = None
+    done = 0
+    for gen in range(cfg.generations):
+        stop = generation_flow.with_options(task_runner=_task_runner(cfg))(cfg, str(run.root), gen)
+        done = gen + 1
+        if stop:
+            logger.info("stopping after generation %d: %s", gen, stop)
+            break
+    from eip_al.report import run_summary
+
+    run_summary(run)
+    return {"run_dir": str(run.root), "generations_done": done, "stop_reason": stop}
