@@ -215,6 +215,8 @@ class FlowConfig(Section):
     task_runner: Literal["threads", "dask"] = "threads"
     max_workers: PosInt = 2
     dask_address: str | None = None  # an existing Dask scheduler; None = local cluster
+    label_retries: NonNegInt = 2  # retries of a labeling task that raised (not a failed job)
+    retry_delay_s: Annotated[float, Field(ge=0)] = 10.0  # first retry delay; doubles after
 
 
 class ReportConfig(Section):

@@ -75,10 +75,7 @@ def label_prepare_task(cfg: ALConfig, run_dir: str, gen: int):
     return pipeline.label_prepare_step(cfg, RunDir(run_dir), gen)
 
 
-@task(
-    name="label-job", cache_policy=NONE, task_run_name="label-{job_id}",
-    retries=2, retry_delay_seconds=[5, 30],
-)
+@task(name="label-job", cache_policy=NONE, task_run_name="label-{job_id}")
 def label_job_task(cfg: ALConfig, run_dir: str, gen: int, job_id: str):
     return pipeline.label_job_step(cfg, RunDir(run_dir), gen, job_id)
 
@@ -127,9 +124,16 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
                 gen, sel.n_selected, sel.n_candidate, sel.overall.accurate,
                 sel.overall.candidate, sel.overall.failed)
     jobs = label_prepare_task(cfg, run_dir, gen)
-    futures = [label_job_task.submit(cfg, run_dir, gen, j.job_id) for j in jobs.jobs]
-    for f in futures:
-        f.wait()
+    delay = cfg.flow.retry_delay_s
+    job_task = label_job_task.with_options(
+        retries=cfg.flow.label_retries,
+        retry_delay_seconds=[delay * 2**i for i in range(cfg.flow.label_retries)] or 0,
+    )
+    futures = [job_task.submit(cfg, run_dir, gen, j.job_id) for j in jobs.jobs]
+    outcomes = [f.result() for f in futures]  # a task that raised fails the generation here
+    n_failed = sum(o.status == "failed" for o in outcomes)
+    if n_failed:
+        logger.warning("gen %d: %d of %d labeling jobs failed", gen, n_failed, len(outcomes))
     label_collect_task(cfg, run_dir, gen)
     merged = merge_task(cfg, run_dir, gen)
     report = report_task(cfg, run_dir, gen)

@@ -1,0 +1,5 @@
+"""`python -m eip_al.cli` = `eip-al`."""
+
+from eip_al.cli import app
+
+app()
