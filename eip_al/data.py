@@ -239,6 +239,8 @@ def write_dataset(
             f"{merge_cfg.valid_fraction} + {merge_cfg.test_fraction})"
         )
     out_dir = Path(out_dir).resolve()
+    if not out_dir.is_relative_to(run.root):
+        raise RunDirError(f"{out_dir}: a dataset must be written inside the run directory {run.root}")
     key = theory.key()
     notes: list[str] = []
     previous: list[Atoms] = []
@@ -351,8 +353,9 @@ def write_dataset(
 def _read_labeled(run: RunDir, result: LabelingResult, label_artifact: Path) -> list[Atoms]:
     """The labelled frames of a LabelingResult, validated, with provenance completed.
 
-    ``job_id`` is taken from the result's outcomes (authoritative), ``labeler`` from the
-    result when missing; a ``frame_id`` that did not read back as a string is recomputed.
+    Values that did not read back as strings (extxyz turns "000123" into 123) are
+    restored: ``job_id`` from the result's outcomes by frame_id, ``theory`` from the
+    result, ``frame_id`` recomputed from the content; ``labeler`` defaults to the result's.
     """
     path = run.abs(result.labeled_extxyz)
     if result.n_ok == 0 and (not path.exists() or path.stat().st_size == 0):
@@ -363,20 +366,23 @@ def _read_labeled(run: RunDir, result: LabelingResult, label_artifact: Path) -> 
             f"{path}: has {len(frames)} labelled frames but {label_artifact} reports "
             f"n_ok={result.n_ok}"
         )
-    job_of = {o.frame_id: o.job_id for o in result.outcomes if o.status == "ok"}
+    job_of: dict[str, str] = {}
+    for o in result.outcomes:
+        if o.status == "ok":
+            job_of.setdefault(o.frame_id, o.job_id)
     for i, atoms in enumerate(frames):
         info = atoms.info
-        for k in ("frame_id", "theory", "job_id"):
-            if isinstance(info.get(k), np.generic | numbers.Number):
-                if k == "frame_id":
-                    info[k] = frame_id(atoms)
-                elif k == "theory":
-                    info[k] = result.theory.key()
-                else:
-                    info[k] = str(info[k])
+        if isinstance(info.get("frame_id"), np.generic | numbers.Number):
+            info["frame_id"] = frame_id(atoms)
+        if isinstance(info.get("theory"), np.generic | numbers.Number):
+            info["theory"] = result.theory.key()
+        job = info.get("job_id")
+        if job is None or isinstance(job, np.generic | numbers.Number):
+            if info.get("frame_id") in job_of:
+                info["job_id"] = job_of[info["frame_id"]]
+            elif job is not None:
+                info["job_id"] = str(job)  # best effort: leading zeros are lost
         _normalize_info(atoms, f"{path}: frame {i}")
-        if "frame_id" in info and info["frame_id"] in job_of:
-            info["job_id"] = job_of[info["frame_id"]]
         info.setdefault("labeler", result.labeler)
     return frames
 
