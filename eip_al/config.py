@@ -138,6 +138,7 @@ class ExploreConfig(Section):
     udd: UDDConfig = UDDConfig()
     collapse: CollapseConfig = CollapseConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    restart_every: PosInt = 500  # steps between a walker's restart points (resume after a crash)
 
 
 class SelectConfig(Section):
