@@ -207,11 +207,17 @@ def load_dataset(run: RunDir, manifest: DatasetManifest) -> list[Atoms]:
     for i, atoms in enumerate(frames):
         where = f"{path}: frame {i}"
         _normalize_info(atoms, where)
-        missing = [k for k in ("frame_id", "generation", "source", "theory", "split") if k not in atoms.info]
+        missing = [
+            k
+            for k in ("frame_id", "generation", "source", "theory", "split")
+            if k not in atoms.info
+        ]
         if missing:
             raise DatasetIntegrityError(f"{where}: missing provenance {missing}")
         if atoms.info["split"] not in SPLITS:
-            raise DatasetIntegrityError(f"{where}: split {atoms.info['split']!r} not in {list(SPLITS)}")
+            raise DatasetIntegrityError(
+                f"{where}: split {atoms.info['split']!r} not in {list(SPLITS)}"
+            )
     return frames
 
 
@@ -240,7 +246,9 @@ def write_dataset(
         )
     out_dir = Path(out_dir).resolve()
     if not out_dir.is_relative_to(run.root):
-        raise RunDirError(f"{out_dir}: a dataset must be written inside the run directory {run.root}")
+        raise RunDirError(
+            f"{out_dir}: a dataset must be written inside the run directory {run.root}"
+        )
     key = theory.key()
     notes: list[str] = []
     previous: list[Atoms] = []
@@ -310,7 +318,9 @@ def write_dataset(
         atoms.info["generation"] = generation
         new.append(atoms)
     if mixed:
-        notes.append(f"allowed theory mismatch: {mixed} new frame(s) carry a theory other than {key}")
+        notes.append(
+            f"allowed theory mismatch: {mixed} new frame(s) carry a theory other than {key}"
+        )
 
     out = previous + new
     free = [len(previous) + j for j, a in enumerate(new) if "split" not in a.info]

@@ -36,7 +36,9 @@ def make_frame(rng: np.random.Generator, source: str = "seed", **info: object) -
     return atoms
 
 
-def make_seed(run: RunDir, n: int, rng: np.random.Generator, cfg: MergeConfig | None = None) -> DatasetManifest:
+def make_seed(
+    run: RunDir, n: int, rng: np.random.Generator, cfg: MergeConfig | None = None
+) -> DatasetManifest:
     frames = [make_frame(rng) for _ in range(n)]
     return write_dataset(frames, run.seed_dir, -1, MOCK, cfg or MergeConfig(), run)
 
@@ -54,8 +56,14 @@ def write_labels(
         outcomes.append(JobOutcome(job_id=job, frame_id=fid, status="ok"))
     write_frames(label_dir / "labeled.extxyz", frames)
     result = LabelingResult(
-        generation=gen, labeler="mock", backend="local", theory=theory, outcomes=outcomes,
-        n_ok=len(frames), n_failed=0, failures_by_class={},
+        generation=gen,
+        labeler="mock",
+        backend="local",
+        theory=theory,
+        outcomes=outcomes,
+        n_ok=len(frames),
+        n_failed=0,
+        failures_by_class={},
         labeled_extxyz=run.rel(label_dir / "labeled.extxyz"),
     )
     result.write(run.artifact_path(gen, "label"))
@@ -64,13 +72,23 @@ def write_labels(
 
 def new_labels(rng: np.random.Generator, n: int, gen: int) -> list[Atoms]:
     return [
-        make_frame(rng, source=("md", "udd")[k % 2], walker=f"md-300K-{k % 2}", step=10 * k, time_fs=5.0 * k)
+        make_frame(
+            rng,
+            source=("md", "udd")[k % 2],
+            walker=f"md-300K-{k % 2}",
+            step=10 * k,
+            time_fs=5.0 * k,
+        )
         for k in range(n)
     ]
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -99,7 +117,9 @@ def test_seed_round_trip_keeps_labels_and_provenance(run: RunDir) -> None:
     assert len(back) == 12
     for src, got in zip(frames, back, strict=True):
         assert got.get_potential_energy() == pytest.approx(src.get_potential_energy(), abs=1e-12)
-        np.testing.assert_allclose(got.get_forces(), src.get_forces(), atol=1e-8)  # extxyz: 8 decimals
+        np.testing.assert_allclose(
+            got.get_forces(), src.get_forces(), atol=1e-8
+        )  # extxyz: 8 decimals
         assert got.info["job_id"] == "000123" and isinstance(got.info["step"], int)
         assert got.info["theory"] == MOCK.key() and got.info["generation"] == -1
         assert got.info["split"] in ("train", "valid", "test")
@@ -114,7 +134,9 @@ def test_seed_round_trip_keeps_labels_and_provenance(run: RunDir) -> None:
 def test_new_frames_need_labels_source_and_known_split(run: RunDir) -> None:
     rng = np.random.default_rng(2)
     good = make_frame(rng)
-    unlabeled = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]], cell=[4, 4, 4], pbc=True, info={"source": "seed"})
+    unlabeled = Atoms(
+        "H2", positions=[[0, 0, 0], [0, 0, 0.7]], cell=[4, 4, 4], pbc=True, info={"source": "seed"}
+    )
     with pytest.raises(FrameError, match=r"new frame 1: missing energy"):
         write_dataset([good, unlabeled], run.seed_dir, -1, MOCK, MergeConfig(), run)
     bad = make_frame(rng)
@@ -126,7 +148,9 @@ def test_new_frames_need_labels_source_and_known_split(run: RunDir) -> None:
     with pytest.raises(FrameError, match=r"new frame 0: forces contain NaN"):
         write_dataset([nan], run.seed_dir, -1, MOCK, MergeConfig(), run)
     with pytest.raises(ConfigError, match="valid_fraction \\+ merge.test_fraction"):
-        write_dataset([good], run.seed_dir, -1, MOCK, MergeConfig(valid_fraction=0.5, test_fraction=0.5), run)
+        write_dataset(
+            [good], run.seed_dir, -1, MOCK, MergeConfig(valid_fraction=0.5, test_fraction=0.5), run
+        )
     assert not run.seed_dir.exists()  # nothing written on refusal
 
 
@@ -139,7 +163,9 @@ def test_split_rule_is_order_independent_and_seeded(run: RunDir) -> None:
     random.Random(0).shuffle(shuffled)
     m2 = write_dataset(shuffled, run.root / "b", -1, MOCK, MergeConfig(), run)
     m3 = write_dataset(frames, run.root / "c", -1, MOCK, MergeConfig(seed=7), run)
-    by_id = [{a.info["frame_id"]: a.info["split"] for a in load_dataset(run, m)} for m in (m1, m2, m3)]
+    by_id = [
+        {a.info["frame_id"]: a.info["split"] for a in load_dataset(run, m)} for m in (m1, m2, m3)
+    ]
     assert by_id[0] == by_id[1]
     assert by_id[0] != by_id[2]
     cfg = MergeConfig()
@@ -161,12 +187,18 @@ def test_tiny_datasets_get_train_and_valid(run: RunDir, n: int) -> None:
     rng = np.random.default_rng(4)
     for seed in range(12):
         cfg = MergeConfig(valid_fraction=0.3, test_fraction=0.3, seed=seed)
-        m = write_dataset([make_frame(rng) for _ in range(n)], run.root / f"{n}-{seed}", -1, MOCK, cfg, run)
+        m = write_dataset(
+            [make_frame(rng) for _ in range(n)], run.root / f"{n}-{seed}", -1, MOCK, cfg, run
+        )
         assert m.split_counts["train"] >= 1
         assert m.split_counts["valid"] >= (1 if n >= 2 else 0)
     m = write_dataset(
-        [make_frame(rng) for _ in range(5)], run.root / "novalid", -1, MOCK,
-        MergeConfig(valid_fraction=0.0, test_fraction=0.0), run,
+        [make_frame(rng) for _ in range(5)],
+        run.root / "novalid",
+        -1,
+        MOCK,
+        MergeConfig(valid_fraction=0.0, test_fraction=0.0),
+        run,
     )
     assert m.split_counts == {"train": 5, "valid": 0, "test": 0}
 
@@ -179,7 +211,8 @@ def test_merge_counts_provenance_and_dedup(run: RunDir) -> None:
     labels = new_labels(rng, 6, gen=0)
     dup_of_seed = seed_frames[4].copy()  # same structure explored again
     attach_labels(dup_of_seed, -1.0, np.zeros((3, 3)))
-    dup_of_seed.info = {"source": "md", "walker": "md-300K-0", "step": 70}
+    # carries another id (e.g. hashed before rounding by the writer): caught by content
+    dup_of_seed.info = {"source": "md", "walker": "md-300K-0", "step": 70, "frame_id": "explorer-7"}
     dup_within = labels[2].copy()
     attach_labels(dup_within, labels[2].get_potential_energy(), labels[2].get_forces())
     dup_within.info = {"source": "udd", "walker": "udd-300K-0", "step": 80}
@@ -198,7 +231,9 @@ def test_merge_counts_provenance_and_dedup(run: RunDir) -> None:
     assert [a.info["frame_id"] for a in merged[:10]] == [a.info["frame_id"] for a in seed_frames]
     for old, new in zip(seed_frames, merged[:10], strict=True):
         assert new.info == old.info
-        assert new.get_potential_energy() == old.get_potential_energy()  # the duplicate's label is not used
+        assert (
+            new.get_potential_energy() == old.get_potential_energy()
+        )  # the duplicate's label is not used
     for k, (src, got) in enumerate(zip(labels, merged[10:], strict=True)):
         assert got.info["frame_id"] == frame_id(src)
         assert got.info["job_id"] == f"00{k:04d}"  # restored from the LabelingResult
@@ -206,7 +241,9 @@ def test_merge_counts_provenance_and_dedup(run: RunDir) -> None:
         assert got.info["walker"] == src.info["walker"] and got.info["step"] == src.info["step"]
         assert got.info["time_fs"] == pytest.approx(src.info["time_fs"])
         assert got.info["theory"] == MOCK.key()
-        np.testing.assert_allclose(got.get_forces(), src.get_forces(), atol=1e-8)  # extxyz: 8 decimals
+        np.testing.assert_allclose(
+            got.get_forces(), src.get_forces(), atol=1e-8
+        )  # extxyz: 8 decimals
 
 
 def test_same_frame_id_different_structure_is_an_error(run: RunDir) -> None:
@@ -284,6 +321,8 @@ def test_splits_stable_across_three_generations(run: RunDir) -> None:
     history = {a.info["frame_id"]: a.info["split"] for a in load_dataset(run, seed)}
     previous = seed
     for gen in range(3):
+        if gen == 2:  # changed split settings (a forked run) must not move any existing frame
+            cfg = ALConfig(merge=MergeConfig(valid_fraction=0.4, test_fraction=0.3, seed=11))
         labels = new_labels(rng, 7, gen)
         old = load_dataset(run, previous)
         redo = old[gen].copy()  # one already-known structure per generation
@@ -304,7 +343,8 @@ def test_splits_stable_across_three_generations(run: RunDir) -> None:
             )
         for a in frames:
             if a.info["generation"] == gen:
-                assert a.info["split"] == rule_split(split_score(a.info["frame_id"], 3), cfg.merge)
+                score = split_score(a.info["frame_id"], cfg.merge.seed)
+                assert a.info["split"] == rule_split(score, cfg.merge)
         history = splits
         previous = m
     assert m.counts_by_generation == {"-1": 8, "0": 7, "1": 7, "2": 7}
@@ -328,7 +368,9 @@ def test_parent_directory_is_never_written(run: RunDir) -> None:
     seed = make_seed(run, 4, rng)
     before = snapshot(run.seed_dir)
     with pytest.raises(RunDirError, match="parent's directory"):
-        write_dataset([make_frame(rng, source="md")], run.seed_dir, 0, MOCK, MergeConfig(), run, parent=seed)
+        write_dataset(
+            [make_frame(rng, source="md")], run.seed_dir, 0, MOCK, MergeConfig(), run, parent=seed
+        )
     assert snapshot(run.seed_dir) == before
 
 
@@ -372,7 +414,9 @@ def test_crash_between_dataset_and_manifest_leaves_consistent_state(
     assert merge_generation(ALConfig(), run, 1).n_frames == 15
 
 
-def test_crash_while_writing_dataset_keeps_old_files(run: RunDir, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_while_writing_dataset_keeps_old_files(
+    run: RunDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(16)
     make_seed(run, 5, rng)
     write_labels(run, 0, new_labels(rng, 3, gen=0))
@@ -394,7 +438,9 @@ def test_crash_while_writing_dataset_keeps_old_files(run: RunDir, monkeypatch: p
     monkeypatch.undo()
     merge_dir = run.step_dir(0, "merge")
     assert run.abs(first.dataset_extxyz).read_bytes() == old_bytes  # not half-overwritten
-    assert sorted(p.name for p in merge_dir.iterdir()) == ["dataset.extxyz"]  # no temp left, no manifest
+    assert sorted(p.name for p in merge_dir.iterdir()) == [
+        "dataset.extxyz"
+    ]  # no temp left, no manifest
     assert merge_generation(ALConfig(), run, 0).n_frames == 9
 
 
