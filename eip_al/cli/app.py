@@ -11,6 +11,7 @@ from rich.console import Console
 
 from eip_al.config import ConfigError
 from eip_al.io import FrameError
+from eip_al.model.errors import CheckpointError, ElementError
 from eip_al.rundir import RunDirError
 
 app = typer.Typer(
@@ -24,7 +25,14 @@ console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, FrameError, RunDirError, FileNotFoundError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    FrameError,
+    RunDirError,
+    FileNotFoundError,
+    CheckpointError,
+    ElementError,
+)
 
 
 def user_errors(fn: F) -> F:

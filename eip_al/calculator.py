@@ -1,0 +1,128 @@
+"""`EIPCalculator`: the trained eIP model as a standard ASE calculator.
+
+Results: ``energy``, ``free_energy``, ``forces`` (always the UNBIASED model force),
+``uncertainty`` (σ_i, (N,)), ``uncertainty_components`` ((N,3)), ``aleatoric_components``
+((N,3)), ``config_uncertainty`` (σ = mean_i σ_i), ``descriptor`` (mean final scalar
+features, (F,), for farthest-point selection) and, when a UDD bias is given,
+``energy_bias`` and ``forces_bias`` (raw −∂E_bias/∂R, before any limiter), both from the
+same forward pass as the forces.
+
+Built for MD: parameters are frozen, one vesin neighbor list with a Verlet skin is kept
+between steps (rebuilt only when an atom moved more than skin/2, or the cell, pbc or
+species changed) and no per-atom Python loops run.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import vesin
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from eip_al.model.checkpoint import load_checkpoint
+from eip_al.model.eip import BiasFn, EIPModel
+from eip_al.model.evaluation import frames_to_graphs, predict_graphs, split_outputs
+from eip_al.model.neighbors import SpeciesMap, frame_graph
+
+
+class EIPCalculator(Calculator):
+    """ASE calculator for an eIP checkpoint, with optional differentiable UDD bias."""
+
+    implemented_properties = [
+        "energy",
+        "free_energy",
+        "forces",
+        "uncertainty",
+        "uncertainty_components",
+        "aleatoric_components",
+        "config_uncertainty",
+        "descriptor",
+        "energy_bias",
+        "forces_bias",
+    ]
+
+    def __init__(
+        self,
+        checkpoint_path: Path | str,
+        device: str = "auto",
+        bias: BiasFn | None = None,
+        skin: float = 0.5,
+        dtype: str | None = None,
+        **kwargs: Any,
+    ):
+        """`bias(σ, n_atoms) -> E_bias` (scalar tensor, eV) enables UDD bias forces;
+        `skin` (Å) is the Verlet skin of the neighbor list; `dtype` ('float32' or
+        'float64') overrides the checkpoint's precision."""
+        model, meta = load_checkpoint(checkpoint_path, device)
+        self._setup(model, bias, skin, dtype)
+        self.checkpoint_path = Path(checkpoint_path)
+        self.meta = meta
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_model(
+        cls, model: EIPModel, bias: BiasFn | None = None, skin: float = 0.5, dtype: str | None = None
+    ) -> EIPCalculator:
+        """A calculator around a frozen copy of an in-memory model (e.g. right after training)."""
+        calc = cls.__new__(cls)
+        calc._setup(copy.deepcopy(model), bias, skin, dtype)
+        calc.checkpoint_path = None
+        calc.meta = {}
+        Calculator.__init__(calc)
+        return calc
+
+    def _setup(self, model: EIPModel, bias: BiasFn | None, skin: float, dtype: str | None) -> None:
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        if dtype is not None:
+            if dtype not in ("float32", "float64"):
+                raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+            model = model.to(getattr(torch, dtype))
+        model.eval()
+        model.requires_grad_(False)
+        self.model = model
+        self.bias = bias
+        self.skin = float(skin)
+        self._species = SpeciesMap(model.spec.elements)
+        self._nl: vesin.NeighborList | None = None
+        self._nl_key: tuple | None = None
+
+    def _neighbor_list(self, atoms: Atoms) -> vesin.NeighborList:
+        """The cached vesin list; a new one when species, cell or pbc changed."""
+        key = (atoms.numbers.tobytes(), np.asarray(atoms.cell.array).tobytes(), tuple(atoms.pbc))
+        if self._nl is None or key != self._nl_key:
+            self._nl = vesin.NeighborList(cutoff=self.model.spec.cutoff, full_list=True, skin=self.skin)
+            self._nl_key = key
+        return self._nl
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: Sequence[str] = ("energy",),
+        system_changes: Sequence[str] = all_changes,
+    ) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        g = frame_graph(atoms, self._species, self.model.spec.cutoff, "atoms", self._neighbor_list(atoms))
+        g = g.to(self.model.device, self.model.dtype)
+        with torch.enable_grad():
+            out = self.model.predict(g, bias=self.bias)
+        (res,) = split_outputs(out, g)
+        res["free_energy"] = res["energy"]
+        if self.bias is not None:
+            res["energy_bias"] = float(out["energy_bias"][0].detach())
+            res["forces_bias"] = out["forces_bias"].detach().to("cpu", torch.float64).numpy()
+        self.results = res
+
+    def predict_frames(
+        self, frames: Sequence[Atoms], batch_size: int = 8, progress: bool = False
+    ) -> list[dict[str, np.ndarray | float]]:
+        """Unbiased predictions for many frames in batches; one dict (calculator keys) per frame."""
+        graphs = frames_to_graphs(frames, self.model)
+        return predict_graphs(self.model, graphs, batch_size=batch_size, progress=progress)

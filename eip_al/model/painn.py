@@ -1,0 +1,111 @@
+"""PaiNN backbone (Schütt, Unke, Gastegger, ICML 2021) with exact E(3) equivariance.
+
+Scalar features s ∈ R^{N×F} and vector features v ∈ R^{N×3×F} (zero at the start).
+Equivariance rules (docs/eip-method §1): every linear map acting on vectors has no bias
+and mixes only the feature axis; nonlinearities act on scalars or on vector norms
+sqrt(|v|² + ε); vectors are combined only through scalar gates. Energies built from `s`
+are therefore exactly invariant and forces exactly equivariant.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NORM_EPS = 1e-8  # inside sqrt(|Vv|² + ε): keeps the norm differentiable at v = 0
+
+
+def sinc_basis(d: torch.Tensor, cutoff: float, n_rbf: int) -> torch.Tensor:
+    """Radial functions sin(nπd/r_c)/d for n = 1..n_rbf, shape (E, n_rbf)."""
+    n = torch.arange(1, n_rbf + 1, device=d.device, dtype=d.dtype)
+    return torch.sin(d.unsqueeze(-1) * n * (math.pi / cutoff)) / d.unsqueeze(-1)
+
+
+def cosine_cutoff(d: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """½(cos(πd/r_c) + 1) inside the cutoff, 0 outside (smooth to first order at r_c)."""
+    return torch.where(d < cutoff, 0.5 * (torch.cos(d * (math.pi / cutoff)) + 1.0), 0.0)
+
+
+class Message(nn.Module):
+    """Continuous-filter convolution: neighbours j send scalar and vector messages to i."""
+
+    def __init__(self, n_features: int, n_rbf: int):
+        super().__init__()
+        self.n_features = n_features
+        self.phi = nn.Sequential(
+            nn.Linear(n_features, n_features), nn.SiLU(), nn.Linear(n_features, 3 * n_features)
+        )
+        self.filter = nn.Linear(n_rbf, 3 * n_features)
+
+    def forward(
+        self,
+        s: torch.Tensor,
+        v: torch.Tensor,
+        rbf: torch.Tensor,
+        fcut: torch.Tensor,
+        unit: torch.Tensor,
+        edge_i: torch.Tensor,
+        edge_j: torch.Tensor,
+        v_is_zero: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.phi(s).index_select(0, edge_j) * (self.filter(rbf) * fcut.unsqueeze(-1))
+        ds, dv_v, dv_s = torch.split(x, self.n_features, dim=-1)
+        dv = dv_s.unsqueeze(1) * unit.unsqueeze(-1)  # (E, 3, F)
+        if not v_is_zero:
+            dv = dv + v.index_select(0, edge_j) * dv_v.unsqueeze(1)
+        s = s.index_add(0, edge_i, ds)
+        v = v.index_add(0, edge_i, dv)
+        return s, v
+
+
+class Update(nn.Module):
+    """Atom-wise update coupling scalars and vectors through invariant norms and dot products."""
+
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.n_features = n_features
+        self.U = nn.Linear(n_features, n_features, bias=False)
+        self.V = nn.Linear(n_features, n_features, bias=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * n_features, n_features), nn.SiLU(), nn.Linear(n_features, 3 * n_features)
+        )
+
+    def forward(self, s: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        uv = self.U(v)
+        vv = self.V(v)
+        norm = torch.sqrt((vv * vv).sum(dim=1) + NORM_EPS)
+        a = self.mlp(torch.cat([s, norm], dim=-1))
+        a_vv, a_sv, a_ss = torch.split(a, self.n_features, dim=-1)
+        v = v + a_vv.unsqueeze(1) * uv
+        s = s + a_ss + a_sv * (uv * vv).sum(dim=1)
+        return s, v
+
+
+class PaiNN(nn.Module):
+    """Embedding + `n_interactions` (message, update) blocks; returns final (s, v)."""
+
+    def __init__(self, n_elements: int, n_features: int, n_interactions: int, cutoff: float, n_rbf: int):
+        super().__init__()
+        self.n_features = n_features
+        self.cutoff = float(cutoff)
+        self.n_rbf = n_rbf
+        self.embedding = nn.Embedding(n_elements, n_features)
+        self.messages = nn.ModuleList(Message(n_features, n_rbf) for _ in range(n_interactions))
+        self.updates = nn.ModuleList(Update(n_features) for _ in range(n_interactions))
+
+    def forward(
+        self, species: torch.Tensor, vectors: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`vectors` are the edge vectors r_ij = R_j − R_i (+ cell shift), shape (E, 3)."""
+        d = torch.linalg.vector_norm(vectors, dim=-1)
+        unit = vectors / d.unsqueeze(-1)
+        rbf = sinc_basis(d, self.cutoff, self.n_rbf)
+        fcut = cosine_cutoff(d, self.cutoff)
+        s = self.embedding(species)
+        v = s.new_zeros((s.shape[0], 3, self.n_features))
+        for k, (message, update) in enumerate(zip(self.messages, self.updates, strict=True)):
+            s, v = message(s, v, rbf, fcut, unit, edge_i, edge_j, v_is_zero=k == 0)
+            s, v = update(s, v)
+        return s, v

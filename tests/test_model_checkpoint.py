@@ -1,0 +1,85 @@
+"""Checkpoints: exact round trip, and a clear CheckpointError for every kind of bad file."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import pytest
+import torch
+
+from eip_al.model import CheckpointError, EIPModel, ModelSpec, load_checkpoint, save_checkpoint
+from eip_al.model.checkpoint import checkpoint_payload
+from eip_al.model.neighbors import SpeciesMap, frame_graph
+from tests.model_fixtures import tiny_model, water_box
+
+
+def test_round_trip_reproduces_predictions(tmp_path) -> None:
+    model = tiny_model(3, dtype=torch.float32)
+    model.set_element_energies([-13.1, -431.5])
+    path = save_checkpoint(tmp_path / "m.pt", model, extra={"epoch": 4})
+    loaded, meta = load_checkpoint(path, "cpu")
+    assert meta["extra"] == {"epoch": 4}
+    assert meta["element_energies"] == pytest.approx({"H": -13.1, "O": -431.5})
+    assert loaded.dtype == torch.float32 and not loaded.training
+    atoms = water_box(8)
+    g = frame_graph(atoms, SpeciesMap(model.spec.elements), model.spec.cutoff).to("cpu", torch.float32)
+    a, b = model.predict(g), loaded.predict(g)
+    for key in ("energy", "forces", "sigma_components", "aleatoric_components"):
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="not a file"):
+        load_checkpoint(tmp_path)
+
+
+def test_corrupt_and_truncated_files(tmp_path) -> None:
+    good = save_checkpoint(tmp_path / "m.pt", tiny_model(0))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:500])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint")
+    for path in (truncated, garbage):
+        with pytest.raises(CheckpointError, match=str(path.name)):
+            load_checkpoint(path)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("executed",))
+
+
+def test_arbitrary_pickles_are_refused(tmp_path, capsys) -> None:
+    path = tmp_path / "evil.pt"
+    buf = io.BytesIO()
+    torch.save({"format": "eip-al-model", "payload": _Evil()}, buf, pickle_module=pickle)
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+        load_checkpoint(path)
+    assert "executed" not in capsys.readouterr().out
+
+
+def test_foreign_torch_file_and_wrong_version(tmp_path) -> None:
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not an eip-al model checkpoint"):
+        load_checkpoint(foreign)
+    payload = checkpoint_payload(tiny_model(0))
+    payload["format_version"] = 99
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint(old)
+
+
+def test_weights_not_matching_the_stored_config(tmp_path) -> None:
+    payload = checkpoint_payload(tiny_model(0))
+    bigger = EIPModel(ModelSpec(n_features=24, n_interactions=2, cutoff=3.5, n_rbf=8, elements=(1, 8)))
+    payload["state_dict"] = bigger.state_dict()
+    path = tmp_path / "mismatch.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="do not match the model config"):
+        load_checkpoint(path)
