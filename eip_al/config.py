@@ -182,6 +182,8 @@ class CP2KConfig(Section):
     max_scf: PosInt = 50
     retry_scf: bool = True
     timeout_s: PosFloat = 3600.0
+    schema_xml: Path | None = None  # cp2k_input.xml of the CP2K that runs the jobs (default: `executable --xml`)
+    omp_num_threads: PosInt | None = None  # OMP_NUM_THREADS in each job's run script (None: inherit)
 
 
 class SlurmConfig(Section):
@@ -200,6 +202,7 @@ class LabelerConfig(Section):
     backend: Literal["local", "slurm", "export"] = "local"
     n_parallel: PosInt = 1  # local jobs at once
     max_failure_fraction: Fraction = 0.2
+    max_force_eV_A: PosFloat = 100.0  # a label with any |F| above this is implausible_forces
     mock: MockLabelerConfig = MockLabelerConfig()
     cp2k: CP2KConfig = CP2KConfig()
     slurm: SlurmConfig = SlurmConfig()

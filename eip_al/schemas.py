@@ -238,6 +238,7 @@ class LabelingResult(Artifact):
     failures_by_class: dict[str, int]
     labeled_extxyz: str
     budget_exceeded: bool = False
+    message: str | None = None  # why the generation should stop, or what the user must do next
 
 
 # ---------------------------------------------------------------------------- merge

@@ -28,6 +28,7 @@ class JobResult:
     failure_class: FailureClass | None = None
     message: str | None = None
     runtime_s: float | None = None
+    attempts: int = 1  # 2 when a retry with a stronger recipe ran
 
 
 class Labeler(ABC):
@@ -50,3 +51,26 @@ class Labeler(ABC):
     @abstractmethod
     def parse(self, job_dir: Path, atoms: Atoms) -> JobResult:
         """Read a finished (or failed, or never run) job; never raises for job failures."""
+
+    def run_script(self, job_dir: Path) -> Path | None:
+        """The script that runs this job outside this process (Slurm, export), if any.
+
+        None (the default) means the labeler only runs in-process, so only the `local`
+        backend can use it.
+        """
+        return None
+
+    def is_finished(self, job_dir: Path) -> bool:
+        """False while the job may still be running elsewhere (its result is not final yet).
+
+        The default suits in-process labelers: after `execute` returns, `parse` is final.
+        """
+        return True
+
+    def prepare_retry(self, job_dir: Path, failed: JobResult) -> Path | None:
+        """Prepare a second attempt with a stronger recipe after `failed`.
+
+        Returns the directory whose run script runs the retry (executed like a job
+        directory), or None when this failure is not worth retrying (the default).
+        """
+        return None
