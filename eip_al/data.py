@@ -20,16 +20,13 @@ documented in docs/data.md:
 from __future__ import annotations
 
 import hashlib
-import json
 import numbers
-import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io.extxyz import key_val_str_to_dict
 
 from eip_al.config import ALConfig, ConfigError, MergeConfig
 from eip_al.io import FrameError, frame_id, read_frames, validate_frame, write_frames
@@ -45,7 +42,6 @@ FLOAT_KEYS: tuple[str, ...] = ("time_fs",)
 
 # Strings ASE's extxyz writes bare; anything else (or anything its reader would turn into
 # a number or bool, e.g. job_id "000123") is written as `_JSON "..."` so it reads back as str.
-_PLAIN = re.compile(r"^[A-Za-z0-9_.:+/-]+$")
 
 
 class TheoryMismatchError(FrameError):
@@ -148,21 +144,6 @@ def _normalize_info(atoms: Atoms, where: str) -> None:
         v = info.get(k)
         if k in info and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
             raise FrameError(f"{where}: info '{k}' must be a number, got {v!r}")
-
-
-def _extxyz_string(value: str, key: str, where: str) -> str:
-    """`value` as ASE's extxyz must be given it so that it reads back as the same str."""
-    if _PLAIN.match(value):
-        parsed = key_val_str_to_dict(f"k={value}").get("k")
-        if isinstance(parsed, str) and parsed == value:
-            return value
-    encoded = json.dumps(value, ensure_ascii=False)
-    if "\\" in encoded or '"' in encoded[1:-1]:
-        raise FrameError(
-            f"{where}: info '{key}' = {value!r} cannot be stored in extxyz "
-            "(quotes, backslashes or control characters)"
-        )
-    return "_JSON " + encoded
 
 
 def _copy_labeled(atoms: Atoms) -> Atoms:
@@ -332,11 +313,6 @@ def write_dataset(
         "split_counts": {s: sum(1 for a in out if a.info["split"] == s) for s in SPLITS},
         "counts_by_theory": dict(Counter(a.info["theory"] for a in out)),
     }
-    for i, atoms in enumerate(out):
-        for k, v in list(atoms.info.items()):
-            if isinstance(v, str):
-                atoms.info[k] = _extxyz_string(v, k, f"{out_dir}: frame {i}")
-
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / ARTIFACT_NAME
     dataset_path = out_dir / DATASET_NAME

@@ -13,6 +13,8 @@ Conventions for every extxyz this project writes or reads:
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_numbers
 from ase.io import read, write
+from ase.io.extxyz import key_val_str_to_dict
 
 from eip_al.atomic import atomic_path
 
@@ -31,17 +34,18 @@ class FrameError(ValueError):
     """A frame (or a file of frames) is unusable; the message names file, frame and problem."""
 
 
-def frame_id(atoms: Atoms, decimals: int = 5) -> str:
-    """Stable content hash of species, positions and cell (rounded to 1e-5 Å).
+def frame_id(atoms: Atoms) -> str:
+    """Stable content hash of species, positions, cell and pbc.
 
-    Positions are wrapped into the cell first for periodic frames, so the same structure
-    written wrapped or unwrapped has the same id.
+    Positions enter as the 8-decimal text that extxyz stores ('%.8f'), so the id of a frame
+    is the same before and after any number of extxyz write/read round trips (rounding the
+    floats instead would flip ids whose coordinates sit on a rounding boundary). Positions
+    are not wrapped: the same structure written wrapped and unwrapped has two ids.
     """
-    pos = atoms.get_positions(wrap=bool(atoms.pbc.any()))
     h = hashlib.sha256()
     h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    h.update(np.round(pos, decimals).astype(np.float64).tobytes() + b"|")
-    h.update(np.round(np.asarray(atoms.cell), decimals).astype(np.float64).tobytes())
+    h.update(" ".join(f"{x:.8f}" for x in np.ravel(atoms.positions)).encode())
+    h.update(b"|" + " ".join(f"{x:.6f}" for x in np.ravel(atoms.cell.array)).encode())
     h.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
     return h.hexdigest()[:20]
 
@@ -131,9 +135,45 @@ def attach_labels(atoms: Atoms, energy: float, forces: np.ndarray) -> Atoms:
     return atoms
 
 
+_PLAIN = re.compile(r"^[A-Za-z0-9_.:+/-]+$")
+
+
+def extxyz_safe_string(value: str, key: str, where: str) -> str:
+    """`value` in the form ASE's extxyz reads back as the same str.
+
+    ASE parses info values: "000123" would come back as the int 123, "T" as True and some
+    hex ids as floats. Such strings are stored as `_JSON "<value>"`, which ASE decodes.
+    """
+    if _PLAIN.match(value):
+        parsed = key_val_str_to_dict(f"k={value}").get("k")
+        if isinstance(parsed, str) and parsed == value:
+            return value
+    encoded = json.dumps(value, ensure_ascii=False)
+    if "\\" in encoded or '"' in encoded[1:-1]:
+        raise FrameError(
+            f"{where}: info '{key}' = {value!r} cannot be stored in extxyz "
+            "(quotes, backslashes or control characters)"
+        )
+    return "_JSON " + encoded
+
+
 def write_frames(path: Path | str, frames: Sequence[Atoms]) -> Path:
-    """Write frames to extxyz atomically (a crash leaves the old file or the new one)."""
+    """Write frames to extxyz atomically (a crash leaves the old file or the new one).
+
+    String info values are protected so they read back unchanged (`extxyz_safe_string`);
+    the caller's frames are not modified.
+    """
     path = Path(path)
+    out = []
+    for i, atoms in enumerate(frames):
+        strings = {k: v for k, v in atoms.info.items() if isinstance(v, str)}
+        if strings:
+            calc = atoms.calc
+            atoms = atoms.copy()
+            atoms.calc = calc
+            for k, v in strings.items():
+                atoms.info[k] = extxyz_safe_string(v, k, f"{path}: frame {i}")
+        out.append(atoms)
     with atomic_path(path, suffix=".extxyz") as tmp:
-        write(tmp, list(frames), format="extxyz")
+        write(tmp, out, format="extxyz")
     return path
