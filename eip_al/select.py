@@ -18,7 +18,6 @@ step_gap → over_budget → fps_not_chosen; otherwise it is selected.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from bisect import bisect_left, insort
@@ -55,9 +54,6 @@ REASONS: tuple[str, ...] = (
     "fps_not_chosen",
 )
 R = {name: code for code, name in enumerate(REASONS)}
-
-# String provenance of selected frames that must read back as strings.
-STR_INFO: tuple[str, ...] = ("frame_id", "walker", "kind", "source")
 
 # An adaptive lo is clamped to at most this fraction of hi so a candidate band remains.
 LO_MAX_FRACTION = 0.5
@@ -162,27 +158,30 @@ def _shortlist(
     picked_keys: set = set()
     picked_steps: dict[int, list[int]] = {}
     kept: list[int] = []
-    walkers, steps, keys = walker[order].tolist(), step[order].tolist(), key[order].tolist()
-    for pos, i in enumerate(order.tolist()):
-        if len(kept) >= limit:
-            reason[order[pos:]] = R["over_budget"]
-            break
-        k = keys[pos]
-        if k in picked_keys:
-            reason[i] = R["duplicate_pool"]
-            continue
-        if min_step_gap > 0:
-            taken = picked_steps.setdefault(walkers[pos], [])
-            s = steps[pos]
-            j = bisect_left(taken, s)
-            if (j < len(taken) and taken[j] - s < min_step_gap) or (
-                j > 0 and s - taken[j - 1] < min_step_gap
-            ):
-                reason[i] = R["step_gap"]
+    chunk = max(4096, 2 * limit)  # convert to Python lists lazily: most frames are never visited
+    for start in range(0, order.size, chunk):
+        part = order[start : start + chunk]
+        walkers, steps, keys = walker[part].tolist(), step[part].tolist(), key[part].tolist()
+        for pos, i in enumerate(part.tolist()):
+            if len(kept) >= limit:
+                reason[order[start + pos :]] = R["over_budget"]
+                return np.asarray(kept, dtype=np.int64)
+            k = keys[pos]
+            if k in picked_keys:
+                reason[i] = R["duplicate_pool"]
                 continue
-            insort(taken, s)
-        picked_keys.add(k)
-        kept.append(i)
+            if min_step_gap > 0:
+                taken = picked_steps.setdefault(walkers[pos], [])
+                s = steps[pos]
+                j = bisect_left(taken, s)
+                if (j < len(taken) and taken[j] - s < min_step_gap) or (
+                    j > 0 and s - taken[j - 1] < min_step_gap
+                ):
+                    reason[i] = R["step_gap"]
+                    continue
+                insort(taken, s)
+            picked_keys.add(k)
+            kept.append(i)
     return np.asarray(kept, dtype=np.int64)
 
 
@@ -390,7 +389,9 @@ def unphysical_reason(atoms: Atoms, collapse: CollapseConfig) -> str | None:
         bonded[pairs[oh].ravel()] = True
         lost = np.flatnonzero(is_h & ~bonded)
         if lost.size:
-            return f"H atom {lost[0]} farther than max_oh_bond {collapse.max_oh_bond} Å from every O"
+            return (
+                f"H atom {lost[0]} farther than max_oh_bond {collapse.max_oh_bond} Å from every O"
+            )
     return None
 
 
@@ -407,18 +408,6 @@ def _frame_sigma(atoms: Atoms, where: str) -> float:
         raise FrameError(f"{where}: info 'config_uncertainty' is not a number: {value!r}") from None
 
 
-def _extxyz_safe_strings(atoms: Atoms) -> None:
-    """Protect string provenance that ASE's extxyz reader would turn into a number or bool.
-
-    A hex frame id of digits only (about 1 in 12 000) reads back as an int; ASE decodes
-    values written as `_JSON "..."` back to the exact string.
-    """
-    for key in STR_INFO:
-        value = atoms.info.get(key)
-        if isinstance(value, str) and not isinstance(key_val_str_to_dict(f"k={value}").get("k"), str):
-            atoms.info[key] = "_JSON " + json.dumps(value)
-
-
 def _canonical_id(atoms: Atoms) -> str:
     """The frame's id; recomputed when missing or mangled (ASE parses all-digit ids as numbers)."""
     fid = atoms.info.get("frame_id")
@@ -431,16 +420,26 @@ def pool_candidates(cfg: ALConfig, run: RunDir, summary: ExplorationSummary) -> 
     walker_idx, kinds, steps, times, sigmas, keys, unphys, detail = [], [], [], [], [], [], [], []
     names = [w.walker for w in summary.walkers]
     if len(set(names)) != len(names):
-        raise RunDirError(f"exploration summary of generation {summary.generation} repeats a walker name")
+        raise RunDirError(
+            f"exploration summary of generation {summary.generation} repeats a walker name"
+        )
     for w_i, res in enumerate(summary.walkers):
         path = run.abs(res.frames_extxyz)
         if not res.frames_extxyz or not path.is_file() or path.stat().st_size == 0:
             if res.n_candidates > 0:
-                raise FrameError(f"{path}: walker {res.walker} reports {res.n_candidates} candidates but the file is missing or empty")
+                raise FrameError(
+                    f"{path}: walker {res.walker} reports {res.n_candidates} candidates "
+                    "but the file is missing or empty"
+                )
             continue
         got = read_frames(path, require_labels=False, require_cell=False)
         if len(got) != res.n_candidates:
-            log.warning("%s: %d frames, walker artifact says n_candidates=%d", path, len(got), res.n_candidates)
+            log.warning(
+                "%s: %d frames, walker artifact says n_candidates=%d",
+                path,
+                len(got),
+                res.n_candidates,
+            )
         for f_i, atoms in enumerate(got):
             where = f"{path}: frame {f_i}"
             if "step" not in atoms.info:
@@ -448,9 +447,15 @@ def pool_candidates(cfg: ALConfig, run: RunDir, summary: ExplorationSummary) -> 
             try:
                 step = int(atoms.info["step"])
             except (TypeError, ValueError):
-                raise FrameError(f"{where}: info 'step' is not an integer: {atoms.info['step']!r}") from None
+                raise FrameError(
+                    f"{where}: info 'step' is not an integer: {atoms.info['step']!r}"
+                ) from None
             sigma = _frame_sigma(atoms, where)
-            why = "flagged unphysical by exploration" if _as_bool(atoms.info.get("unphysical", False), where) else None
+            why = (
+                "flagged unphysical by exploration"
+                if _as_bool(atoms.info.get("unphysical", False), where)
+                else None
+            )
             if why is None and not math.isfinite(sigma):
                 why = f"config_uncertainty not finite ({sigma})"
             if why is None:
@@ -497,10 +502,15 @@ def dataset_frame_ids(path: Path) -> set[str]:
             try:
                 n_atoms = int(line)
             except ValueError:
-                raise FrameError(f"{path}: frame {index}: expected an atom count, got {line.strip()[:40]!r}") from None
+                raise FrameError(
+                    f"{path}: frame {index}: expected an atom count, got {line.strip()[:40]!r}"
+                ) from None
             fid = key_val_str_to_dict(fh.readline()).get("frame_id")
             if not isinstance(fid, str) or not fid:
-                return {_canonical_id(a) for a in read_frames(path, require_labels=False, require_cell=False)}
+                return {
+                    _canonical_id(a)
+                    for a in read_frames(path, require_labels=False, require_cell=False)
+                }
             ids.add(fid)
             for _ in range(n_atoms):
                 fh.readline()
@@ -514,7 +524,9 @@ def _calculator(cfg: ALConfig, run: RunDir, gen: int):  # -> eip_al.calculator.E
 
     training = load_valid(run.artifact_path(gen, "train"), TrainingResult)
     if training is None:
-        raise RunDirError(f"{run.artifact_path(gen, 'train')}: no valid training result for generation {gen}")
+        raise RunDirError(
+            f"{run.artifact_path(gen, 'train')}: no valid training result for generation {gen}"
+        )
     return EIPCalculator(run.abs(training.checkpoint), cfg.explore.device), training
 
 
@@ -543,7 +555,9 @@ def frame_descriptors(cfg: ALConfig, run: RunDir, gen: int, frames: list[Atoms])
         calc, _ = _calculator(cfg, run, gen)
     except ImportError as exc:
         raise RunDirError(f"selection.diversity=fps needs the model calculator: {exc}") from exc
-    return np.stack([np.asarray(p["descriptor"], dtype=np.float64) for p in calc.predict_frames(frames)])
+    return np.stack(
+        [np.asarray(p["descriptor"], dtype=np.float64) for p in calc.predict_frames(frames)]
+    )
 
 
 def resolve_lo(
@@ -560,7 +574,12 @@ def resolve_lo(
     if valid is None or len(valid) == 0:
         return sel.lo, "config"
     lo = adaptive_lo(valid, sel.lo_quantile, sel.hi)
-    log.info("adaptive lo = %.4g eV/Å (quantile %.2f of %d validation σ)", lo, sel.lo_quantile, len(valid))
+    log.info(
+        "adaptive lo = %.4g eV/Å (quantile %.2f of %d validation σ)",
+        lo,
+        sel.lo_quantile,
+        len(valid),
+    )
     return lo, "adaptive"
 
 
@@ -639,7 +658,6 @@ def select_generation(
         atoms = pool.frames[i].copy()  # copy() keeps info and arrays, drops the calculator
         atoms.info["selection_rank"] = rank
         atoms.info.setdefault("generation", gen)
-        _extxyz_safe_strings(atoms)
         selected.append(atoms)
     selected_path = write_frames(out_dir / "selected.extxyz", selected)
     decisions_path = out_dir / "decisions.csv"
@@ -669,12 +687,22 @@ def select_generation(
         n_collapsed_walkers=sum(w.collapsed for w in summary.walkers),
     )
     k = sel.converge_generations
-    history = [load_valid(run.artifact_path(g, "select"), SelectionResult) for g in range(max(0, gen - k + 1), gen)]
+    history = [
+        load_valid(run.artifact_path(g, "select"), SelectionResult)
+        for g in range(max(0, gen - k + 1), gen)
+    ]
     converged, why = convergence([*history, result], sel.converge_candidate_fraction, k)
     result.converged, result.converged_reason = converged, why
     log.info(
         "generation %d: pooled %d, candidates %d, selected %d/%d (lo=%.4g %s, hi=%.4g)%s",
-        gen, result.n_pool, result.n_candidate, result.n_selected, sel.n_select, lo, lo_source,
-        sel.hi, " — converged" if converged else "",
+        gen,
+        result.n_pool,
+        result.n_candidate,
+        result.n_selected,
+        sel.n_select,
+        lo,
+        lo_source,
+        sel.hi,
+        " — converged" if converged else "",
     )
     return result

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from ase import Atoms
 from ase.io import read
+from ase.io import write as ase_write
 
 from eip_al.config import ALConfig, CollapseConfig
 from eip_al.io import FrameError, attach_labels, frame_id, write_frames
@@ -20,7 +21,9 @@ from eip_al.schemas import (
     ExplorationSummary,
     SelectionResult,
     TheoryFingerprint,
+    TrainingResult,
     TrustFractions,
+    ValidationMetrics,
 )
 from eip_al.select import (
     ACCURATE,
@@ -31,11 +34,14 @@ from eip_al.select import (
     adaptive_lo,
     classify_bands,
     convergence,
+    dataset_frame_ids,
     farthest_point_sampling,
+    frame_descriptors,
     resolve_lo,
     select_generation,
     select_pool,
     unphysical_reason,
+    validation_sigma,
 )
 
 LO, HI = 0.1, 1.0
@@ -64,7 +70,16 @@ def simple(sigma, walker=None, step=None, key=None):
 # ---------------------------------------------------------------- bands
 def test_bands_boundaries_and_nan():
     band = classify_bands(np.array([0.0, LO - 1e-9, LO, 0.5, HI - 1e-9, HI, 5.0, np.nan]), LO, HI)
-    assert band.tolist() == [ACCURATE, ACCURATE, CANDIDATE, CANDIDATE, CANDIDATE, FAILED, FAILED, FAILED]
+    assert band.tolist() == [
+        ACCURATE,
+        ACCURATE,
+        CANDIDATE,
+        CANDIDATE,
+        CANDIDATE,
+        FAILED,
+        FAILED,
+        FAILED,
+    ]
     with pytest.raises(ValueError, match="lo < hi"):
         classify_bands(np.array([0.5]), 1.0, 0.5)
 
@@ -74,8 +89,9 @@ def test_exact_count_and_descending_sigma():
     rng = np.random.default_rng(1)
     n = 5000
     sigma = rng.uniform(0.0, 1.5, n)
-    d = select_pool(*simple(sigma, walker=rng.integers(0, 7, n), step=rng.permutation(n)),
-                    rules(n_select=137))
+    d = select_pool(
+        *simple(sigma, walker=rng.integers(0, 7, n), step=rng.permutation(n)), rules(n_select=137)
+    )
     assert d.selected.size == 137
     picked = sigma[d.selected]
     assert np.all(np.diff(picked) <= 0)  # rank order = descending σ
@@ -110,11 +126,24 @@ def test_step_gap_rule():
     # a gap of exactly 20 is allowed: frames at 10, 30, 50 are picked
     assert d.selected.tolist() == [1, 3, 5]
     # same with time reversed: the gap is checked against later picks too
-    rev = select_pool(*simple(sigma, step=[50, 40, 30, 20, 10, 0]), rules(n_select=3, min_step_gap=20))
+    rev = select_pool(
+        *simple(sigma, step=[50, 40, 30, 20, 10, 0]), rules(n_select=3, min_step_gap=20)
+    )
     assert rev.selected.tolist() == [1, 3, 5]
     # another walker is not constrained by this walker's picks
     d2 = select_pool(*simple(sigma, walker=[0, 0, 1, 0, 0, 0]), rules(n_select=3, min_step_gap=20))
     assert d2.selected.tolist() == [1, 2, 3]
+
+
+def test_step_gap_over_a_long_trajectory():
+    # σ decreasing in time along one walker sampled every step: picks every 3rd step
+    n = 10_000
+    sigma = np.linspace(0.9, 0.2, n)
+    d = select_pool(*simple(sigma, step=np.arange(n)), rules(n_select=2000, min_step_gap=3))
+    assert d.selected.tolist() == list(range(0, 6000, 3))
+    r = np.array(reasons(d))
+    assert set(r[:5997][np.arange(5997) % 3 != 0]) == {"step_gap"}
+    assert set(r[5998:]) == {"over_budget"}
 
 
 def test_duplicate_of_dataset_frame_is_rejected():
@@ -126,8 +155,9 @@ def test_duplicate_of_dataset_frame_is_rejected():
 def test_duplicate_within_pool_is_rejected():
     # same structure seen by two walkers: the second copy is not picked again
     sigma = [0.9, 0.9, 0.5]
-    d = select_pool(*simple(sigma, walker=[0, 1, 1], step=[0, 0, 50], key=["x", "x", "y"]),
-                    rules(n_select=3))
+    d = select_pool(
+        *simple(sigma, walker=[0, 1, 1], step=[0, 0, 50], key=["x", "x", "y"]), rules(n_select=3)
+    )
     assert sorted(reasons(d)) == ["duplicate_pool", "selected", "selected"]
     assert d.selected.size == 2 and 2 in d.selected
 
@@ -195,7 +225,9 @@ def test_select_pool_fps_versus_plain():
         calls.append(idx.copy())
         return feats[idx]
 
-    fps = select_pool(*args, rules(n_select=3, diversity="fps", fps_pool_factor=10), features=feature_fn)
+    fps = select_pool(
+        *args, rules(n_select=3, diversity="fps", fps_pool_factor=10), features=feature_fn
+    )
     assert sorted(i // 10 for i in fps.selected) == [0, 1, 2]
     assert reasons(fps).count("fps_not_chosen") == 27
     assert len(calls) == 1 and calls[0].size == 30
@@ -203,10 +235,15 @@ def test_select_pool_fps_versus_plain():
 
 def test_fps_shortlist_limited_by_pool_factor():
     feats, sigma = clusters()
-    d = select_pool(*simple(sigma, step=np.arange(30) * 100),
-                    rules(n_select=2, diversity="fps", fps_pool_factor=3), features=feats)
+    d = select_pool(
+        *simple(sigma, step=np.arange(30) * 100),
+        rules(n_select=2, diversity="fps", fps_pool_factor=3),
+        features=feats,
+    )
     r = reasons(d)
-    assert r.count("selected") == 2 and r.count("fps_not_chosen") == 4 and r.count("over_budget") == 24
+    assert (
+        r.count("selected") == 2 and r.count("fps_not_chosen") == 4 and r.count("over_budget") == 24
+    )
 
 
 # ---------------------------------------------------------------- adaptive lo
@@ -234,9 +271,21 @@ def test_resolve_lo_source(tmp_path):
 def fake_result(gen: int, candidate: float, failed: float = 0.0, n: int = 100, collapsed: int = 0):
     frac = TrustFractions(n=n, accurate=1 - candidate - failed, candidate=candidate, failed=failed)
     return SelectionResult(
-        generation=gen, lo=LO, hi=HI, lo_source="config", n_pool=n, n_unphysical=0,
-        n_accurate=0, n_candidate=0, n_failed=0, n_selected=0, n_requested=10,
-        per_walker={}, overall=frac, selected_extxyz="x", decisions_csv="y",
+        generation=gen,
+        lo=LO,
+        hi=HI,
+        lo_source="config",
+        n_pool=n,
+        n_unphysical=0,
+        n_accurate=0,
+        n_candidate=0,
+        n_failed=0,
+        n_selected=0,
+        n_requested=10,
+        per_walker={},
+        overall=frac,
+        selected_extxyz="x",
+        decisions_csv="y",
         n_collapsed_walkers=collapsed,
     )
 
@@ -257,7 +306,9 @@ def test_convergence_rule():
 # ---------------------------------------------------------------- unphysical checks
 def test_unphysical_reason():
     col = CollapseConfig(min_distance=0.6, max_oh_bond=1.6)
-    water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], cell=[8, 8, 8], pbc=True)
+    water = Atoms(
+        "OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], cell=[8, 8, 8], pbc=True
+    )
     assert unphysical_reason(water, col) is None
     squeezed = water.copy()
     squeezed.positions[1] = [0.3, 0, 0]
@@ -285,15 +336,28 @@ def make_frame(seed: int, walker: str, kind: str, step: int, sigma: float, **inf
     atoms.arrays["uncertainty"] = per_atom
     atoms.arrays["uncertainty_components"] = np.repeat(per_atom[:, None] / np.sqrt(3), 3, axis=1)
     atoms.arrays["aleatoric_components"] = np.full((8, 3), 0.01)
-    atoms.info.update(walker=walker, kind=kind, source=kind, step=step, time_fs=0.5 * step,
-                      config_uncertainty=sigma, sigma_max=sigma, generation=0)
+    atoms.info.update(
+        walker=walker,
+        kind=kind,
+        source=kind,
+        step=step,
+        time_fs=0.5 * step,
+        config_uncertainty=sigma,
+        sigma_max=sigma,
+        generation=0,
+    )
     atoms.info.update(info)
     atoms.info.setdefault("frame_id", frame_id(atoms))
     return atoms
 
 
-def write_run(tmp_path: Path, walkers: dict[str, list[Atoms]], dataset: list[Atoms],
-              collapsed: tuple[str, ...] = (), gen: int = 0) -> RunDir:
+def write_run(
+    tmp_path: Path,
+    walkers: dict[str, list[Atoms]],
+    dataset: list[Atoms],
+    collapsed: tuple[str, ...] = (),
+    gen: int = 0,
+) -> RunDir:
     run = RunDir(tmp_path / "run")
     results = []
     for name, frames in walkers.items():
@@ -301,18 +365,33 @@ def write_run(tmp_path: Path, walkers: dict[str, list[Atoms]], dataset: list[Ato
         if frames:
             write_frames(run.abs(rel), frames)
         kind = "udd" if name.startswith("udd") else "md"
-        results.append(ExplorationResult(
-            generation=gen, walker=name, kind=kind, temperature_K=300.0, steps_requested=100,
-            steps_run=100, simulated_time_fs=50.0, collapsed=name in collapsed, n_candidates=len(frames),
-            log_csv=f"gen-{gen:03d}/explore/{name}.csv", frames_extxyz=rel, wall_time_s=1.0,
-        ))
+        results.append(
+            ExplorationResult(
+                generation=gen,
+                walker=name,
+                kind=kind,
+                temperature_K=300.0,
+                steps_requested=100,
+                steps_run=100,
+                simulated_time_fs=50.0,
+                collapsed=name in collapsed,
+                n_candidates=len(frames),
+                log_csv=f"gen-{gen:03d}/explore/{name}.csv",
+                frames_extxyz=rel,
+                wall_time_s=1.0,
+            )
+        )
     ExplorationSummary(generation=gen, walkers=results).write(run.artifact_path(gen, "explore"))
     ds_path = run.seed_dir / "dataset.extxyz"
     write_frames(ds_path, dataset)
     DatasetManifest(
-        generation=-1, dataset_extxyz=run.rel(ds_path), n_frames=len(dataset),
-        counts_by_source={"seed": len(dataset)}, counts_by_generation={"-1": len(dataset)},
-        split_counts={"train": len(dataset)}, theory=TheoryFingerprint(code="mock-qspcfw", method="q-SPC/Fw"),
+        generation=-1,
+        dataset_extxyz=run.rel(ds_path),
+        n_frames=len(dataset),
+        counts_by_source={"seed": len(dataset)},
+        counts_by_generation={"-1": len(dataset)},
+        split_counts={"train": len(dataset)},
+        theory=TheoryFingerprint(code="mock-qspcfw", method="q-SPC/Fw"),
         sha256="0" * 64,
     ).write(run.seed_dir / "artifact.json")
     return run
@@ -325,10 +404,14 @@ def labelled(atoms: Atoms) -> Atoms:
 
 
 def e2e_walkers():
-    md = [make_frame(s, "md-300K-0", "md", 10 * s, sig) for s, sig in
-          enumerate([0.02, 0.5, 0.45, 0.6, 0.3, 0.25, 1.5])]
-    udd = [make_frame(100 + s, "udd-300K-0", "udd", 10 * s, sig) for s, sig in
-           enumerate([0.7, 0.65, 0.4, 0.35])]
+    md = [
+        make_frame(s, "md-300K-0", "md", 10 * s, sig)
+        for s, sig in enumerate([0.02, 0.5, 0.45, 0.6, 0.3, 0.25, 1.5])
+    ]
+    udd = [
+        make_frame(100 + s, "udd-300K-0", "udd", 10 * s, sig)
+        for s, sig in enumerate([0.7, 0.65, 0.4, 0.35])
+    ]
     udd[0].info["unphysical"] = True
     squeezed = make_frame(999, "udd-300K-0", "udd", 40, 0.9)
     squeezed.positions[1] = squeezed.positions[0] + [0.3, 0, 0]
@@ -336,7 +419,9 @@ def e2e_walkers():
     udd.append(squeezed)
     dup_of_md = md[4].copy()  # the same structure reached by the udd walker later
     # (σ set a little lower so the σ order, not a seeded tie-break, decides which copy is first)
-    dup_of_md.info.update(walker="udd-300K-0", kind="udd", source="udd", step=90, config_uncertainty=0.28)
+    dup_of_md.info.update(
+        walker="udd-300K-0", kind="udd", source="udd", step=90, config_uncertainty=0.28
+    )
     udd.append(dup_of_md)
     return md, udd
 
@@ -381,7 +466,11 @@ def test_select_generation_end_to_end(tmp_path):
     assert [a.info["selection_rank"] for a in sel] == [0, 1, 2, 3]
     assert [a.info["config_uncertainty"] for a in sel] == [0.65, 0.5, 0.35, 0.3]
     first = sel[0]
-    assert first.info["walker"] == "udd-300K-0" and first.info["kind"] == "udd" and first.info["step"] == 10
+    assert (
+        first.info["walker"] == "udd-300K-0"
+        and first.info["kind"] == "udd"
+        and first.info["step"] == 10
+    )
     assert first.info["time_fs"] == 5.0 and first.info["frame_id"] == udd[1].info["frame_id"]
     assert first.arrays["uncertainty"].shape == (8,)
     assert first.arrays["uncertainty_components"].shape == (8, 3)
@@ -392,8 +481,12 @@ def test_select_generation_end_to_end(tmp_path):
 
 
 def test_select_generation_no_frames(tmp_path):
-    run = write_run(tmp_path, {"md-300K-0": [], "udd-300K-0": []}, [labelled(make_frame(1, "s", "md", 0, 0.1))],
-                    collapsed=("md-300K-0", "udd-300K-0"))
+    run = write_run(
+        tmp_path,
+        {"md-300K-0": [], "udd-300K-0": []},
+        [labelled(make_frame(1, "s", "md", 0, 0.1))],
+        collapsed=("md-300K-0", "udd-300K-0"),
+    )
     res = select_generation(ALConfig(), run, 0)
     assert res.n_pool == 0 and res.n_selected == 0 and res.n_collapsed_walkers == 2
     assert run.abs(res.selected_extxyz).stat().st_size == 0
@@ -403,7 +496,9 @@ def test_select_generation_no_frames(tmp_path):
 
 def test_select_generation_adaptive_lo_and_fps(tmp_path):
     md, udd = e2e_walkers()
-    run = write_run(tmp_path, {"md-300K-0": md, "udd-300K-0": udd}, [labelled(make_frame(7, "s", "md", 0, 0.1))])
+    run = write_run(
+        tmp_path, {"md-300K-0": md, "udd-300K-0": udd}, [labelled(make_frame(7, "s", "md", 0, 0.1))]
+    )
     cfg = ALConfig()
     cfg.selection.n_select = 2
     cfg.selection.min_step_gap = 0
@@ -416,8 +511,13 @@ def test_select_generation_adaptive_lo_and_fps(tmp_path):
         # feature = walker index: FPS must take one frame from each walker
         return np.array([[0.0 if f.info["walker"].startswith("md") else 5.0] for f in frames])
 
-    res = select_generation(cfg, run, 0, valid_sigma_fn=lambda c, r, g: np.array([0.3, 0.4, 0.5]),
-                            descriptor_fn=descriptors)
+    res = select_generation(
+        cfg,
+        run,
+        0,
+        valid_sigma_fn=lambda c, r, g: np.array([0.3, 0.4, 0.5]),
+        descriptor_fn=descriptors,
+    )
     assert res.lo_source == "adaptive" and res.lo == pytest.approx(0.4)
     sel = read(run.abs(res.selected_extxyz), index=":")
     assert sorted(a.info["walker"] for a in sel) == ["md-300K-0", "udd-300K-0"]
@@ -428,7 +528,9 @@ def test_select_generation_adaptive_lo_and_fps(tmp_path):
 def test_convergence_through_generations(tmp_path):
     quiet = [make_frame(s, "md-300K-0", "md", 10 * s, 0.02) for s in range(19)]
     quiet.append(make_frame(50, "md-300K-0", "md", 500, 0.5))  # 1 candidate in 20 = 0.05
-    run = write_run(tmp_path, {"md-300K-0": quiet}, [labelled(make_frame(99, "s", "md", 0, 0.1))], gen=0)
+    run = write_run(
+        tmp_path, {"md-300K-0": quiet}, [labelled(make_frame(99, "s", "md", 0, 0.1))], gen=0
+    )
     cfg = ALConfig()
     cfg.selection.converge_generations = 2
     cfg.selection.converge_candidate_fraction = 0.06
@@ -461,12 +563,75 @@ def test_missing_exploration_is_a_clear_error(tmp_path):
 
 
 def test_number_like_strings_survive_extxyz(tmp_path):
-    # ASE reads an all-digit string back as a number: the frame id is then recomputed from
-    # the structure, and string provenance of selected frames is written protected
+    # a file written by plain ASE (no string protection): the all-digit frame id and walker
+    # name read back as numbers; the id is recomputed from the structure, the walker comes
+    # from the walker's artifact, and selected.extxyz gives both back as strings
     frames = [make_frame(3, "000123", "md", 0, 0.5, frame_id="98765432109876543210")]
     run = write_run(tmp_path, {"000123": frames}, [labelled(make_frame(7, "s", "md", 0, 0.1))])
+    ase_write(run.abs("gen-000/explore/000123.extxyz"), frames, format="extxyz")
+    assert not isinstance(read(run.abs("gen-000/explore/000123.extxyz")).info["frame_id"], str)
     res = select_generation(ALConfig(), run, 0)
     (sel,) = read(run.abs(res.selected_extxyz), index=":")
     assert sel.info["walker"] == "000123"
-    assert sel.info["frame_id"] == frame_id(frames[0])
+    assert sel.info["frame_id"] == frame_id(read(run.abs("gen-000/explore/000123.extxyz")))
     assert list(res.per_walker) == ["000123"]
+
+
+def test_validation_sigma_and_descriptors_from_a_real_checkpoint(tmp_path):
+    from eip_al.calculator import EIPCalculator
+    from eip_al.model import save_checkpoint
+    from tests.model_fixtures import tiny_model, water_box
+
+    run = RunDir(tmp_path)
+    ckpt = save_checkpoint(run.step_dir(0, "train") / "model.pt", tiny_model(1))
+    frames = [water_box(4, box=5.0, seed=s) for s in range(5)]
+    for i, a in enumerate(frames):
+        a.info["split"] = "valid" if i in (1, 3) else "train"
+        attach_labels(a, 0.0, np.zeros((len(a), 3)))
+    write_frames(run.step_dir(0, "train") / "dataset.extxyz", frames)
+    metrics = ValidationMetrics(
+        n_frames=2, energy_mae_per_atom=0, force_mae=0, force_rmse=0, sigma_mean=0, aleatoric_mean=0
+    )
+    TrainingResult(
+        generation=0,
+        checkpoint=run.rel(ckpt),
+        metrics_csv="gen-000/train/metrics.csv",
+        dataset="gen-000/train/dataset.extxyz",
+        n_train=3,
+        n_valid=2,
+        epochs_run=1,
+        best_epoch=0,
+        stopped_reason="max_epochs",
+        device="cpu",
+        wall_time_s=0.0,
+        valid=metrics,
+        element_energies={},
+    ).write(run.artifact_path(0, "train"))
+    cfg = ALConfig()
+    cfg.explore.device = "cpu"
+
+    sigma = validation_sigma(cfg, run, 0)
+    calc = EIPCalculator(ckpt, "cpu")
+    expected = [float(np.mean(calc.get_property("uncertainty", frames[i].copy()))) for i in (1, 3)]
+    assert np.allclose(sigma, expected, rtol=1e-6)
+
+    feats = frame_descriptors(cfg, run, 0, frames[:3])
+    assert feats.shape[0] == 3 and feats.ndim == 2 and np.all(np.isfinite(feats))
+    assert not np.allclose(feats[0], feats[1])
+
+
+def test_dataset_frame_ids_fast_path_and_fallback(tmp_path):
+    frames = [labelled(make_frame(s, "w", "md", 0, 0.1)) for s in range(3)]
+    protected = tmp_path / "ok.extxyz"
+    write_frames(protected, frames)
+    assert dataset_frame_ids(protected) == {f.info["frame_id"] for f in frames}
+    # an id that plain ASE reads back as a number forces a full read and a re-hash
+    frames[1].info["frame_id"] = "12345678901234567890"
+    raw = tmp_path / "raw.extxyz"
+    ase_write(raw, frames, format="extxyz")
+    got = dataset_frame_ids(raw)
+    assert frame_id(read(raw, index=1)) in got and frames[0].info["frame_id"] in got
+    bad = tmp_path / "bad.extxyz"
+    bad.write_text(protected.read_text().replace("8\n", "eight\n", 1))
+    with pytest.raises(FrameError, match="bad.extxyz: frame 0: expected an atom count"):
+        dataset_frame_ids(bad)
