@@ -279,14 +279,22 @@ def test_report_builds_from_partial_and_damaged_steps(tmp_path):
     def broken(checkpoint, frames):
         raise RuntimeError("checkpoint is corrupt")
 
+    full = report_generation(s.cfg, run, 0, predict=synthetic_predictor)
+    assert "fixed_test" in pd.read_csv(run.abs(full.report_md).parent / "audit.csv")["set"].tolist()
     rep = report_generation(s.cfg, run, 0, predict=broken)
     text = run.abs(rep.report_md).read_text()
+    files = {p.name for p in run.step_dir(0, "report").iterdir()}
+    assert "audit.csv" not in files  # the earlier build's audit is gone, not left stale
+    assert {Path(f).name for f in rep.figures + rep.tables} | {"report.md", "report.html"} == files
     assert "step `label` has not run" in text
     assert "showing the 4 walker result(s) written so far" in text
     assert "lacks column(s) ['sigma']" in text
     assert "step `select` artifact is invalid" in text
     assert "checkpoint is corrupt" in text
     assert set(rep.numbers["missing_steps"].split(", ")) == {"explore", "select", "label", "merge"}
+    status = pd.read_csv(run.step_dir(0, "report") / "steps.csv").set_index("step")["status"]
+    assert status.to_dict() == {"train": "done", "explore": "missing", "select": "invalid",
+                                "label": "missing", "merge": "missing"}
     assert rep.numbers["n_walkers"] == 4 and "frac_candidate" not in rep.numbers
     assert "energy_sigma.png" in {Path(f).name for f in rep.figures}
 

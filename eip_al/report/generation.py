@@ -114,7 +114,7 @@ class _Context:
     w: ReportWriter
     numbers: dict[str, Number] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
-    status: dict[str, str] = field(default_factory=dict)  # step -> done | missing | invalid
+    invalid: set[str] = field(default_factory=set)  # steps whose artifact exists but is unusable
     train: TrainingResult | None = None
     walkers: list[ExplorationResult] = field(default_factory=list)
     selection: SelectionResult | None = None
@@ -123,6 +123,13 @@ class _Context:
     def put(self, **values: Any) -> None:
         for key, value in values.items():
             self.numbers[key] = _clean(value)
+
+    def load(self, step: StepName, cls: type[A]) -> tuple[A | None, str | None]:
+        """`_load_step`, remembering an existing but unusable artifact for the status table."""
+        art, problem = _load_step(self.run, self.gen, step, cls)
+        if art is None and self.run.artifact_path(self.gen, step).exists():
+            self.invalid.add(step)
+        return art, problem
 
 
 # ============================================================================ sections
@@ -135,7 +142,7 @@ def _section_status(c: _Context) -> None:
         if step == "report":
             continue
         path = c.run.artifact_path(c.gen, step)
-        state = "missing" if not path.exists() else c.status.get(step, "done")
+        state = "missing" if not path.exists() else "invalid" if step in c.invalid else "done"
         rows.append({"step": step, "status": state, "wall_time_s": wall.get(step),
                      "artifact": c.run.rel(path)})
         c.put(**{f"wall_s.{step}": wall.get(step)})
@@ -150,9 +157,8 @@ def _section_status(c: _Context) -> None:
 
 def _section_training(c: _Context) -> None:
     c.w.heading("Training")
-    tr, problem = _load_step(c.run, c.gen, "train", TrainingResult)
+    tr, problem = c.load("train", TrainingResult)
     if tr is None:
-        c.status["train"] = "invalid" if "invalid" in str(problem) else "missing"
         c.w.note(f"{problem}; no training metrics, no selection audit.")
         return
     c.train = tr
@@ -218,10 +224,9 @@ def _stable_time(res: ExplorationResult, df: pd.DataFrame | None) -> float:
 
 def _walker_results(c: _Context) -> list[ExplorationResult]:
     """The summary's walkers, or — when the summary is missing — the per-walker JSONs."""
-    summary, problem = _load_step(c.run, c.gen, "explore", ExplorationSummary)
+    summary, problem = c.load("explore", ExplorationSummary)
     if summary is not None:
         return summary.walkers
-    c.status["explore"] = "invalid" if "invalid" in str(problem) else "missing"
     found = []
     for path in sorted(c.run.step_dir(c.gen, "explore").glob("*.json")):
         if path.name != "artifact.json" and (res := load_valid(path, ExplorationResult)) is not None:
@@ -392,9 +397,8 @@ def _sigma_bins(sigma: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, bo
 
 def _section_selection(c: _Context) -> None:
     c.w.heading("Selection")
-    sel, problem = _load_step(c.run, c.gen, "select", SelectionResult)
+    sel, problem = c.load("select", SelectionResult)
     if sel is None:
-        c.status["select"] = "invalid" if "invalid" in str(problem) else "missing"
         c.w.note(f"{problem}; no trust fractions, no σ histograms.")
         return
     c.selection = sel
@@ -456,9 +460,8 @@ def _section_selection(c: _Context) -> None:
 
 def _section_labeling(c: _Context) -> None:
     c.w.heading("Labeling")
-    la, problem = _load_step(c.run, c.gen, "label", LabelingResult)
+    la, problem = c.load("label", LabelingResult)
     if la is None:
-        c.status["label"] = "invalid" if "invalid" in str(problem) else "missing"
         c.w.note(f"{problem}; no labels, no selection audit.")
         return
     c.labeling = la
@@ -560,7 +563,10 @@ def _section_audit(c: _Context) -> None:
     if not c.cfg.report.audit:
         c.w.note("the audit is switched off (`report.audit: false`).")
         return
-    if c.predict is None or c.train is None:
+    if c.predict is None:
+        c.w.note("no predictor was given; audit skipped.")
+        return
+    if c.train is None:
         c.w.note("no model for this generation (train step missing); audit skipped.")
         return
     checkpoint = c.run.abs(c.train.checkpoint)
@@ -582,18 +588,19 @@ def _section_audit(c: _Context) -> None:
         c.w.note(f"fixed test split: {problem}.")
     if not sets:
         return
-    rows, data = [], {}
+    everything = [a for frames in sets.values() for a in frames]  # one model load for all sets
+    try:
+        preds = _validated_predictions(c.predict(checkpoint, everything), everything)
+    except (ImportError, OSError, RuntimeError, ValueError, KeyError) as exc:
+        # A report must not die with the model: say why the audit is missing, keep the rest.
+        c.w.note(f"model predictions failed ({type(exc).__name__}: {exc}); audit skipped.")
+        return
+    rows, data, start = [], {}, 0
     for name, frames in sets.items():
-        try:
-            d = audit_arrays(frames, c.predict(checkpoint, frames))
-        except (ImportError, OSError, RuntimeError, ValueError, KeyError) as exc:
-            c.w.note(f"model predictions on `{name}` failed ({type(exc).__name__}: {exc}); "
-                     "that part of the audit is skipped.")
-            continue
+        d = audit_arrays(frames, preds[start:start + len(frames)])
+        start += len(frames)
         data[name] = d
         rows.append({"set": name, **audit_metrics(d)})
-    if not rows:
-        return
     table = pd.DataFrame(rows)
     prefix = {"new_labels": "audit", "fixed_test": "test"}
     for row in rows:
@@ -630,10 +637,9 @@ def _section_dataset(c: _Context) -> None:
         before = c.run.dataset_for(c.gen)
     except RunDirError:
         before = None
-    me, problem = _load_step(c.run, c.gen, "merge", DatasetManifest)
+    me, problem = c.load("merge", DatasetManifest)
     c.put(dataset_in_frames=before.n_frames if before else None)
     if me is None:
-        c.status["merge"] = "invalid" if "invalid" in str(problem) else "missing"
         c.w.note(f"{problem}; the dataset did not grow yet.")
         if before:
             c.w.text(f"This generation trained on {before.n_frames} frames.")
@@ -666,7 +672,7 @@ def report_generation(
     c.put(generation=gen)
     # Sections fill the writer in display order; status and findings go in front at the end.
     _section_training(c)
-    c.selection, _ = _load_step(run, gen, "select", SelectionResult)  # lo/hi for the time plot
+    c.selection, _ = c.load("select", SelectionResult)  # its lo/hi go into the time plot
     _section_exploration(c)
     _section_selection(c)
     _section_labeling(c)

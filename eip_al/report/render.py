@@ -216,7 +216,15 @@ class ReportWriter:
         )
 
     def write(self, title: str, stem: str = "report") -> tuple[Path, Path]:
-        """Write `<stem>.md` and `<stem>.html` into the document directory."""
+        """Write `<stem>.md` and `<stem>.html` into the document directory.
+
+        PNG and CSV files of an earlier build that this build did not write are removed
+        first, so the directory never shows a figure the report no longer stands behind.
+        """
+        written = set(self.figures) | set(self.tables)
+        for old in [*self.out_dir.glob("*.png"), *self.out_dir.glob("*.csv")]:
+            if old not in written:
+                old.unlink()
         doc_dir = self.doc_dir if self.doc_dir is not None else self.out_dir
         md_path, html_path = doc_dir / f"{stem}.md", doc_dir / f"{stem}.html"
         atomic_write_text(md_path, self.markdown(title))
