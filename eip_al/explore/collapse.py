@@ -1,0 +1,108 @@
+"""Collapse detection for exploration trajectories: cheap per-step sanity checks.
+
+A trajectory has collapsed when a frame is no longer physical or numerically sane:
+non-finite energy, forces, positions or σ; any force above `max_force`; any pair of atoms
+closer than `min_distance`; in pure-water systems an H farther than `max_oh_bond` from
+every O (a molecule fell apart); the kinetic temperature above
+`max_temperature_factor` × target. A collapse is a result (the walker stops cleanly
+and records why), never an exception.
+
+Geometry uses one vesin neighbor list with a small cutoff (max of the two distance
+limits) and a Verlet skin reused between steps, so a check costs far less than a model
+evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import vesin
+from ase import Atoms
+
+from eip_al.config import CollapseConfig
+
+REASONS = ("non_finite", "max_force", "min_distance", "molecule_broken", "temperature")
+"""Prefixes of collapse reasons (`<prefix>: <detail>`), for grouping in reports."""
+
+
+def is_pure_water(numbers: np.ndarray) -> bool:
+    """True if the species are only O and H in a 1:2 ratio (the O–H check applies)."""
+    numbers = np.asarray(numbers)
+    n_o = int(np.count_nonzero(numbers == 8))
+    n_h = int(np.count_nonzero(numbers == 1))
+    return n_o > 0 and n_h == 2 * n_o and n_o + n_h == len(numbers)
+
+
+class CollapseDetector:
+    """Per-step sanity checks of one trajectory (fixed species, cell and pbc)."""
+
+    def __init__(self, cfg: CollapseConfig, atoms: Atoms, target_temperature_K: float, skin: float = 0.3):
+        self.cfg = cfg
+        self.max_temperature_K = cfg.max_temperature_factor * float(target_temperature_K)
+        numbers = np.asarray(atoms.numbers)
+        self.water = cfg.max_oh_bond is not None and is_pure_water(numbers)
+        self.is_h = numbers == 1
+        self.is_o = numbers == 8
+        self.cutoff = max(cfg.min_distance, cfg.max_oh_bond if self.water else 0.0)  # type: ignore[type-var]
+        self.pbc = [bool(p) for p in atoms.pbc]
+        self.box = np.asarray(atoms.cell.array, dtype=np.float64) if any(self.pbc) else np.zeros((3, 3))
+        self._nl = vesin.NeighborList(cutoff=self.cutoff, full_list=False, skin=skin)
+
+    def check(
+        self,
+        positions: np.ndarray,
+        energy: float,
+        forces: np.ndarray,
+        sigma_atom: np.ndarray | None,
+        temperature_K: float,
+    ) -> str | None:
+        """The reason this frame is insane (``"<kind>: <detail>"``), or None if it is sane."""
+        bad = _non_finite(positions=positions, energy=energy, forces=forces, sigma=sigma_atom,
+                          temperature=temperature_K)
+        if bad is not None:
+            return f"non_finite: {bad}"
+        fnorm = np.sqrt(np.einsum("ij,ij->i", forces, forces))
+        k = int(np.argmax(fnorm))
+        if fnorm[k] > self.cfg.max_force:
+            return f"max_force: |F| on atom {k} is {fnorm[k]:.3g} eV/Å > max_force {self.cfg.max_force} eV/Å"
+        geom = self.geometry(positions)
+        if geom is not None:
+            return geom
+        if temperature_K > self.max_temperature_K:
+            return (f"temperature: {temperature_K:.1f} K > {self.cfg.max_temperature_factor} × target "
+                    f"({self.max_temperature_K:.1f} K)")
+        return None
+
+    def geometry(self, positions: np.ndarray) -> str | None:
+        """Close contacts and (water) broken molecules, from one small-cutoff neighbor list."""
+        i, j, d = self._nl.compute(np.asarray(positions, dtype=np.float64), self.box, self.pbc, "ijd")
+        if d.size:
+            m = int(np.argmin(d))
+            if d[m] < self.cfg.min_distance:
+                return (f"min_distance: atoms {int(i[m])} and {int(j[m])} at {d[m]:.3f} Å "
+                        f"< min_distance {self.cfg.min_distance} Å")
+        if self.water:
+            oh = (d <= self.cfg.max_oh_bond) & (
+                (self.is_h[i] & self.is_o[j]) | (self.is_o[i] & self.is_h[j])
+            )
+            bonded = np.zeros(len(self.is_h), dtype=bool)
+            bonded[i[oh]] = True
+            bonded[j[oh]] = True
+            lost = np.flatnonzero(self.is_h & ~bonded)
+            if lost.size:
+                return (f"molecule_broken: H atom {int(lost[0])} farther than max_oh_bond "
+                        f"{self.cfg.max_oh_bond} Å from every O ({lost.size} such H)")
+        return None
+
+
+def _non_finite(**values: float | np.ndarray | None) -> str | None:
+    """Name of the first value containing NaN or inf, with a short description."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        arr = np.asarray(value, dtype=np.float64)
+        if not np.all(np.isfinite(arr)):
+            if arr.ndim == 0:
+                return f"{name} is {float(arr)}"
+            n_bad = int(np.count_nonzero(~np.isfinite(arr)))
+            return f"{name} has {n_bad} non-finite value(s)"
+    return None

@@ -1,0 +1,159 @@
+"""Uncertainty-driven dynamics (UDD, docs/eip-method §5): bias energies, limiter, calculator.
+
+The bias lowers the potential energy where the model is uncertain, so biased MD drifts
+towards configurations worth labelling. Two forms of E_bias(σ) are implemented
+(σ = configuration uncertainty, N = number of atoms):
+
+* ``reference`` (the authors' code):  A · [exp(−σ / (N·B)) − 1]
+* ``kulichenko`` (Kulichenko et al. 2023): A · [exp(−σ² / (2B²)) − 1]
+
+Bias forces F_b = −∂E_bias/∂R come from the same forward pass and the same (batched)
+backward pass as the model forces (`EIPCalculator`'s bias hook). The Gaussian limiter
+F̃_b = F_b · D · exp(−F_b² / (2C²)) / (2πC²) acts per force component and keeps large bias
+forces from destabilising the integrator. The MD integrator sees F + F̃_b; the unbiased
+energy E, E_bias and σ are reported separately because F + F̃_b is not the gradient of
+any reported energy (no energy conservation is claimed for biased runs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from eip_al.calculator import EIPCalculator
+from eip_al.config import UDDConfig
+from eip_al.model.eip import BiasFn
+
+
+def reference_bias(A: float, B: float) -> BiasFn:
+    """E_bias = A·[exp(−σ/(N·B)) − 1] (the authors' code form)."""
+    _check_ab(A, B)
+
+    def bias(sigma: torch.Tensor, n_atoms: int) -> torch.Tensor:
+        return A * (torch.exp(-sigma / (n_atoms * B)) - 1.0)
+
+    return bias
+
+
+def kulichenko_bias(A: float, B: float) -> BiasFn:
+    """E_bias = A·[exp(−σ²/(2B²)) − 1] (Kulichenko et al.; strongest force where σ ≈ B)."""
+    _check_ab(A, B)
+
+    def bias(sigma: torch.Tensor, n_atoms: int) -> torch.Tensor:
+        return A * (torch.exp(-(sigma**2) / (2.0 * B**2)) - 1.0)
+
+    return bias
+
+
+def _check_ab(A: float, B: float) -> None:
+    if not (math.isfinite(A) and A >= 0):
+        raise ValueError(f"UDD A must be a finite number >= 0 (got {A})")
+    if not (math.isfinite(B) and B > 0):
+        raise ValueError(f"UDD B must be a finite number > 0 (got {B})")
+
+
+def make_bias(udd: UDDConfig) -> BiasFn:
+    """The bias function of the configured form with its A and B."""
+    if udd.form == "reference":
+        return reference_bias(udd.A, udd.B)
+    if udd.form == "kulichenko":
+        return kulichenko_bias(udd.A, udd.B)
+    raise ValueError(f"unknown UDD bias form {udd.form!r} (expected 'reference' or 'kulichenko')")
+
+
+def limit_bias_forces(forces_bias: np.ndarray, C: float, D: float) -> np.ndarray:
+    """Gaussian limiter per component: F̃_b = F_b · D · exp(−F_b²/(2C²)) / (2πC²).
+
+    Small bias forces are scaled by D/(2πC²); the output peaks at |F_b| = C with
+    D·e^{−1/2}/(2πC) and decays to zero for |F_b| ≫ C.
+    """
+    if not (C > 0 and D > 0):
+        raise ValueError(f"limiter needs C > 0 and D > 0 (got C={C}, D={D})")
+    fb = np.asarray(forces_bias, dtype=np.float64)
+    return fb * (D / (2.0 * math.pi * C * C)) * np.exp(-(fb * fb) / (2.0 * C * C))
+
+
+def bias_force_ratio(forces_bias: np.ndarray, forces: np.ndarray) -> float:
+    """|F̃_b|/|F|: Frobenius norm of the (limited) bias forces over that of the model forces.
+
+    Both norms run over all atoms and components, so the ratio is the RMS bias force over
+    the RMS physical force (Kulichenko et al. tuned B for a ratio of about 0.36).
+    Returns inf when the model forces vanish but the bias does not, 0 when both vanish.
+    """
+    num = float(np.linalg.norm(forces_bias))
+    den = float(np.linalg.norm(forces))
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.inf
+    return num / den
+
+
+class UDDCalculator(Calculator):
+    """An `EIPCalculator` plus the UDD bias: `forces` = F + F̃_b (what MD integrates).
+
+    Results per frame: ``energy``/``free_energy`` (unbiased model E), ``forces``
+    (F + F̃_b), ``forces_model`` (F), ``energy_bias`` (E_bias), ``forces_bias`` (F̃_b,
+    after the limiter when enabled), ``forces_bias_raw`` (F_b = −∂E_bias/∂R),
+    ``bias_ratio`` (|F̃_b|/|F|, see `bias_force_ratio`), ``sigma_max`` (max_i σ_i) and
+    the model's ``uncertainty``, ``uncertainty_components``, ``aleatoric_components``,
+    ``config_uncertainty``, ``descriptor``. One model evaluation per frame.
+    """
+
+    implemented_properties = [
+        "energy",
+        "free_energy",
+        "forces",
+        "forces_model",
+        "energy_bias",
+        "forces_bias",
+        "forces_bias_raw",
+        "bias_ratio",
+        "sigma_max",
+        "uncertainty",
+        "uncertainty_components",
+        "aleatoric_components",
+        "config_uncertainty",
+        "descriptor",
+    ]
+
+    def __init__(self, base: EIPCalculator, udd: UDDConfig, **kwargs: Any):
+        """Wrap `base` (which this calculator then owns: its bias hook is set here)."""
+        if base.bias is not None:
+            raise ValueError("the base EIPCalculator already has a bias; pass one without")
+        super().__init__(**kwargs)
+        self.udd = udd
+        self.base = base
+        base.bias = make_bias(udd)
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint_path: Path | str, udd: UDDConfig, device: str = "auto", **eip_kwargs: Any
+    ) -> UDDCalculator:
+        """A UDD calculator for a model checkpoint (`eip_kwargs` go to `EIPCalculator`)."""
+        return cls(EIPCalculator(checkpoint_path, device=device, **eip_kwargs), udd)
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: Sequence[str] = ("energy",),
+        system_changes: Sequence[str] = all_changes,
+    ) -> None:
+        super().calculate(atoms, properties, system_changes)
+        self.base.calculate(self.atoms, ["energy", "forces"], all_changes)
+        res = dict(self.base.results)
+        forces = np.asarray(res["forces"], dtype=np.float64)
+        raw = np.asarray(res["forces_bias"], dtype=np.float64)
+        limited = limit_bias_forces(raw, self.udd.C, self.udd.D) if self.udd.limiter else raw
+        res["forces_model"] = forces
+        res["forces_bias_raw"] = raw
+        res["forces_bias"] = limited
+        res["forces"] = forces + limited
+        res["bias_ratio"] = bias_force_ratio(limited, forces)
+        res["sigma_max"] = float(np.max(res["uncertainty"]))
+        self.results = res

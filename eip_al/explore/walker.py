@@ -1,0 +1,438 @@
+"""Exploration walkers: conventional MD and eIP-UDD trajectories with collapse detection.
+
+A walker is one trajectory: kind (md | udd), temperature, steps, timestep, thermostat
+(Berendsen or Langevin, ASE's integrators), seed and a start frame drawn from the
+generation's training data. Walkers of a generation are independent, so the flow may run
+them in parallel; each writes, in ``gen-XXX/explore/``:
+
+* ``<name>.csv``    one row per sane step: step, time_fs, energy (unbiased model E, eV),
+  energy_bias (eV), sigma (configuration σ, eV/Å), sigma_max (max_i σ_i), temperature (K),
+  bias_ratio (|F̃_b|/|F|; 0 for md);
+* ``<name>.extxyz`` candidate frames every ``sample_every`` steps (never step 0, which is
+  a training frame), with provenance and the model's σ arrays but NO labels;
+* the `ExplorationResult` (written by the caller, `pipeline.walker_step`).
+
+Both files are streamed to ``*.part`` files and renamed when the walker ends. Every
+``explore.restart_every`` steps a restart point (positions, momenta, thermostat RNG,
+file offsets) is saved, so an interrupted walker resumes there instead of starting over.
+A collapse (see `collapse.py`) stops the walker cleanly; nothing from the first insane
+step on is logged or written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal
+
+import numpy as np
+import pandas as pd
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+from ase.io.extxyz import write_extxyz
+from ase.md.langevin import Langevin
+from ase.md.md import MolecularDynamics
+from ase.md.nvtberendsen import NVTBerendsen
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+from eip_al.atomic import atomic_path
+from eip_al.calculator import EIPCalculator
+from eip_al.config import ALConfig, CollapseConfig, WalkerConfig
+from eip_al.explore.collapse import CollapseDetector
+from eip_al.explore.udd import UDDCalculator
+from eip_al.io import frame_id, read_frames
+from eip_al.rundir import RunDir, RunDirError, load_valid, run_step
+from eip_al.schemas import ExplorationResult, ExplorationSummary, TrainingResult
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ("step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio")
+PROGRESS_EVERY_S = 10.0  # seconds between progress log lines
+
+
+# ----------------------------------------------------------------------------- naming
+@dataclass(frozen=True)
+class WalkerPlan:
+    """One named walker: its config template and replica index."""
+
+    name: str
+    config: WalkerConfig
+    replica: int
+
+    @property
+    def kind(self) -> Literal["md", "udd"]:
+        return self.config.kind
+
+
+def _temperature_label(t: float) -> str:
+    return f"{t:g}".replace("+", "")
+
+
+def walker_plans(cfg: ALConfig) -> list[WalkerPlan]:
+    """Every walker of a generation, in config order; names ``<kind>-<T>K-<i>``.
+
+    ``i`` counts walkers of the same kind and temperature across all templates, so names
+    are unique; replica r of a template uses seed (template seed, r), which makes
+    md-300K-0 and udd-300K-0 of templates with equal seeds start from the same frame
+    with the same velocities (a controlled MD vs UDD comparison).
+    """
+    counters: dict[str, int] = {}
+    plans = []
+    for wc in cfg.explore.walkers:
+        stem = f"{wc.kind}-{_temperature_label(wc.temperature_K)}K"
+        for r in range(wc.replicas):
+            i = counters.get(stem, 0)
+            counters[stem] = i + 1
+            plans.append(WalkerPlan(name=f"{stem}-{i}", config=wc, replica=r))
+    return plans
+
+
+def walker_names(cfg: ALConfig) -> list[str]:
+    """Names of the configured walkers (deterministic, unique), e.g. md-300K-0, udd-300K-0."""
+    return [p.name for p in walker_plans(cfg)]
+
+
+def walker_plan(cfg: ALConfig, name: str) -> WalkerPlan:
+    """The plan called `name`; ValueError listing the known names otherwise."""
+    for plan in walker_plans(cfg):
+        if plan.name == name:
+            return plan
+    raise ValueError(f"no walker named {name!r} in explore.walkers (known: {', '.join(walker_names(cfg))})")
+
+
+def walker_seeds(plan: WalkerPlan, gen: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+    """Independent RNGs (start frame, velocities, thermostat) from (seed, replica, generation)."""
+    ss = np.random.SeedSequence([plan.config.seed % 2**64, plan.replica, gen])
+    a, b, c = ss.spawn(3)
+    return np.random.default_rng(a), np.random.default_rng(b), np.random.default_rng(c)
+
+
+# ----------------------------------------------------------------------------- dynamics
+def start_atoms(frame: Atoms, temperature_K: float, rng: np.random.Generator) -> Atoms:
+    """A bare copy of `frame` (no labels) with Maxwell–Boltzmann velocities at T, zero COM momentum."""
+    atoms = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
+    thermalize_momenta(atoms, temperature_K, rng=rng)
+    Stationary(atoms)
+    return atoms
+
+
+def make_dynamics(atoms: Atoms, wc: WalkerConfig, rng: np.random.Generator) -> MolecularDynamics:
+    """ASE NVT integrator of the walker: Berendsen (τ = tau_fs) or Langevin (friction_per_fs)."""
+    dt = wc.timestep_fs * units.fs
+    if wc.thermostat == "berendsen":
+        return NVTBerendsen(atoms, dt, temperature_K=wc.temperature_K, taut=wc.tau_fs * units.fs)
+    if wc.thermostat == "langevin":
+        return Langevin(atoms, dt, temperature_K=wc.temperature_K, friction=wc.friction_per_fs / units.fs,
+                        fixcm=False, rng=rng)
+    raise ValueError(f"unknown thermostat {wc.thermostat!r}")
+
+
+def frame_values(results: dict) -> tuple[float, float, float, float, float]:
+    """(E, E_bias, σ, max σ_i, |F̃_b|/|F|) of a calculator's results; an unbiased model has 0 bias."""
+    sigma_atom = np.asarray(results["uncertainty"])
+    return (
+        float(results["energy"]),
+        float(results.get("energy_bias", 0.0)),
+        float(results["config_uncertainty"]),
+        float(np.max(sigma_atom)) if sigma_atom.size else math.nan,
+        float(results.get("bias_ratio", 0.0)),
+    )
+
+
+@dataclass(frozen=True)
+class TrajectoryOutcome:
+    """What `run_trajectory` did: steps integrated, collapse (if any), candidates written."""
+
+    steps_run: int
+    collapse_step: int | None
+    collapse_reason: str | None
+    n_candidates: int
+    wall_time_s: float
+
+    @property
+    def collapsed(self) -> bool:
+        return self.collapse_step is not None
+
+
+def _part(path: Path) -> Path:
+    return path.with_name(path.name + ".part")
+
+
+def _size(fh: IO) -> int:
+    fh.flush()
+    return os.fstat(fh.fileno()).st_size
+
+
+def _load_restart(path: Path | None, key: str, log_part: Path, frames_part: Path) -> dict | None:
+    """The restart point at `path` if it belongs to this exact walker and its files are intact."""
+    if path is None or not path.is_file() or not log_part.is_file() or not frames_part.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        meta = json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("%s: ignoring unreadable restart point (%s)", path, exc)
+        return None
+    if meta.get("key") != key:
+        return None
+    if log_part.stat().st_size < meta["log_bytes"] or frames_part.stat().st_size < meta["frames_bytes"]:
+        return None
+    return {"meta": meta, "positions": data["positions"], "momenta": data["momenta"]}
+
+
+def _save_restart(path: Path, atoms: Atoms, meta: dict) -> None:
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, positions=atoms.get_positions(), momenta=atoms.get_momenta(), meta=json.dumps(meta))
+
+
+def run_trajectory(
+    atoms: Atoms,
+    calc: Calculator,
+    walker: WalkerConfig,
+    collapse: CollapseConfig,
+    log_path: Path,
+    frames_path: Path,
+    *,
+    frame_info: dict[str, object] | None = None,
+    thermostat_rng: np.random.Generator | None = None,
+    restart_path: Path | None = None,
+    restart_key: str = "",
+    restart_every: int = 500,
+    label: str = "walker",
+) -> TrajectoryOutcome:
+    """Integrate `walker.steps` steps of NVT MD from `atoms` (with velocities) under `calc`.
+
+    `calc` is an `EIPCalculator` (md) or a `UDDCalculator` (udd): anything whose results
+    hold energy, forces, uncertainty arrays and config_uncertainty. Each sane step is
+    logged; every `walker.sample_every` steps the frame is written as a candidate with
+    `frame_info` added to its info. Stops at the first step the `CollapseDetector`
+    rejects. With `restart_path`, a restart point is saved every `restart_every` steps
+    and a matching one (same `restart_key`) is resumed from.
+    """
+    t_start = time.perf_counter()
+    rng = thermostat_rng if thermostat_rng is not None else np.random.default_rng()
+    log_part, frames_part = _part(log_path), _part(frames_path)
+    log_part.parent.mkdir(parents=True, exist_ok=True)
+    restart = _load_restart(restart_path, restart_key, log_part, frames_part)
+    if restart is not None:
+        meta = restart["meta"]
+        for part, size in ((log_part, meta["log_bytes"]), (frames_part, meta["frames_bytes"])):
+            with open(part, "r+b") as fh:
+                fh.truncate(size)
+        atoms.set_positions(restart["positions"])
+        atoms.set_momenta(restart["momenta"])
+        rng.bit_generator.state = meta["rng_state"]
+        step, n_candidates, wall_before = int(meta["step"]), int(meta["n_candidates"]), float(meta["wall_time_s"])
+        log.info("%s: resuming at step %d of %d from %s", label, step, walker.steps, restart_path)
+    else:
+        step, n_candidates, wall_before = 0, 0, 0.0
+        log_part.write_text(",".join(LOG_COLUMNS) + "\n")
+        frames_part.write_bytes(b"")
+
+    atoms.calc = calc
+    dyn = make_dynamics(atoms, walker, rng)
+    detector = CollapseDetector(collapse, atoms, walker.temperature_K)
+    info = dict(frame_info or {})
+    dt_fs = walker.timestep_fs
+    collapse_step: int | None = None
+    reason: str | None = None
+    last_report = time.perf_counter()
+
+    with open(log_part, "a") as log_fh, open(frames_part, "a") as frames_fh:
+
+        def sane(step: int, forces: np.ndarray) -> bool:
+            """Check the current frame; log it (and maybe write it) if sane."""
+            nonlocal collapse_step, reason, n_candidates
+            res = calc.results
+            energy, e_bias, sigma, sigma_max, ratio = frame_values(res)
+            temperature = float(atoms.get_temperature())
+            why = detector.check(atoms.positions, energy, forces, np.asarray(res["uncertainty"]), temperature)
+            if why is not None:
+                collapse_step, reason = step, why
+                log.warning("%s: collapsed at step %d (%.1f fs): %s", label, step, step * dt_fs, why)
+                return False
+            log_fh.write(f"{step},{step * dt_fs!r},{energy!r},{e_bias!r},{sigma!r},{sigma_max!r},"
+                         f"{temperature!r},{ratio!r}\n")
+            if step > 0 and step % walker.sample_every == 0:
+                _write_candidate(frames_fh, atoms, res, info, step=step, time_fs=step * dt_fs,
+                                 temperature=temperature, values=(energy, e_bias, sigma, sigma_max, ratio))
+                n_candidates += 1
+            return True
+
+        forces = atoms.get_forces(md=True)
+        ok = True if restart is not None else sane(0, forces)
+        log.info("%s: %s, %d steps of %.3g fs at %g K (%s)", label, "resumed" if restart else "started",
+                 walker.steps, dt_fs, walker.temperature_K, walker.thermostat)
+        while ok and step < walker.steps:
+            forces = dyn.step(forces)
+            step += 1
+            ok = sane(step, forces)
+            if not ok:
+                break
+            now = time.perf_counter()
+            if restart_path is not None and step % restart_every == 0 and step < walker.steps:
+                meta = {
+                    "key": restart_key, "step": step, "n_candidates": n_candidates,
+                    "log_bytes": _size(log_fh), "frames_bytes": _size(frames_fh),
+                    "rng_state": rng.bit_generator.state, "wall_time_s": wall_before + now - t_start,
+                }
+                _save_restart(restart_path, atoms, meta)
+            if now - last_report > PROGRESS_EVERY_S:
+                last_report = now
+                log_fh.flush()
+                log.info("%s: step %d/%d (%.0f%%), %.4g fs, σ=%.3g eV/Å, T=%.0f K", label, step,
+                         walker.steps, 100 * step / walker.steps, step * dt_fs,
+                         calc.results["config_uncertainty"], atoms.get_temperature())
+
+    os.replace(log_part, log_path)
+    os.replace(frames_part, frames_path)
+    if restart_path is not None and restart_path.exists():
+        restart_path.unlink()
+    wall = wall_before + time.perf_counter() - t_start
+    log.info("%s: %s after %d steps, %d candidates, %.1f s", label,
+             "collapsed" if collapse_step is not None else "finished", step, n_candidates, wall)
+    return TrajectoryOutcome(step, collapse_step, reason, n_candidates, wall)
+
+
+def _write_candidate(
+    fh: IO,
+    atoms: Atoms,
+    res: dict,
+    info: dict[str, object],
+    *,
+    step: int,
+    time_fs: float,
+    temperature: float,
+    values: tuple[float, float, float, float, float],
+) -> None:
+    """Append one unlabelled candidate frame (model predictions only as info/arrays)."""
+    energy, e_bias, sigma, sigma_max, ratio = values
+    frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    frame.info.update(info)
+    frame.info.update(
+        frame_id=frame_id(frame), step=step, time_fs=time_fs, temperature_K=temperature,
+        config_uncertainty=sigma, sigma_max=sigma_max, energy_pred=energy, energy_bias=e_bias,
+        bias_ratio=ratio, unphysical=False,
+    )
+    frame.arrays["uncertainty"] = np.asarray(res["uncertainty"], dtype=np.float64)
+    frame.arrays["uncertainty_components"] = np.asarray(res["uncertainty_components"], dtype=np.float64)
+    frame.arrays["aleatoric_components"] = np.asarray(res["aleatoric_components"], dtype=np.float64)
+    write_extxyz(fh, [frame])
+
+
+def log_statistics(log_csv: Path, kind: str) -> dict[str, float | None]:
+    """σ, energy and bias-ratio statistics over a walker log (None when it has no rows)."""
+    df = pd.read_csv(log_csv)
+    if df.empty:
+        return {"sigma_mean": None, "sigma_max": None, "energy_mean": None, "energy_std": None,
+                "bias_ratio_mean": None}
+    ratio = df["bias_ratio"].to_numpy(dtype=np.float64)
+    ratio = ratio[np.isfinite(ratio)]
+    return {
+        "sigma_mean": float(df["sigma"].mean()),
+        "sigma_max": float(df["sigma"].max()),
+        "energy_mean": float(df["energy"].mean()),
+        "energy_std": float(df["energy"].std(ddof=0)),
+        "bias_ratio_mean": float(ratio.mean()) if kind == "udd" and ratio.size else None,
+    }
+
+
+# ----------------------------------------------------------------------------- run dir level
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pick_start_frame(run: RunDir, gen: int, rng: np.random.Generator) -> tuple[Atoms, int, str]:
+    """A training frame of generation `gen`'s dataset (split 'train' when splits exist).
+
+    Returns (frame, index in the dataset file, dataset sha256).
+    """
+    manifest = run.dataset_for(gen)
+    path = run.abs(manifest.dataset_extxyz)
+    frames = read_frames(path, require_labels=False)
+    pool = [k for k, a in enumerate(frames) if a.info.get("split") == "train"] or list(range(len(frames)))
+    k = pool[int(rng.integers(len(pool)))]
+    return frames[k], k, manifest.sha256
+
+
+def run_walker(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationResult:
+    """Run walker `name` of generation `gen` with that generation's model; returns its result.
+
+    Reads the checkpoint from the generation's `TrainingResult`, starts from a seeded
+    training frame with seeded Maxwell–Boltzmann velocities, writes
+    ``explore/<name>.csv`` and ``explore/<name>.extxyz`` and resumes from
+    ``explore/<name>.restart.npz`` if an earlier attempt was interrupted. A collapse is
+    recorded in the result, not raised. The caller writes the result (``<name>.json``).
+    """
+    plan = walker_plan(cfg, name)
+    wc = plan.config
+    train_path = run.artifact_path(gen, "train")
+    training = load_valid(train_path, TrainingResult)
+    if training is None:
+        raise RunDirError(f"{train_path}: no valid training result for generation {gen}; train first")
+    checkpoint = run.abs(training.checkpoint)
+    frame_rng, velocity_rng, thermostat_rng = walker_seeds(plan, gen)
+    frame, frame_index, dataset_sha = pick_start_frame(run, gen, frame_rng)
+    atoms = start_atoms(frame, wc.temperature_K, velocity_rng)
+
+    if plan.kind == "udd":
+        calc: Calculator = UDDCalculator.from_checkpoint(checkpoint, cfg.explore.udd, device=cfg.explore.device)
+    else:
+        calc = EIPCalculator(checkpoint, device=cfg.explore.device)
+    key_data = {
+        "generation": gen, "walker": plan.name, "config": wc.model_dump(mode="json"),
+        "udd": cfg.explore.udd.model_dump(mode="json") if plan.kind == "udd" else None,
+        "collapse": cfg.explore.collapse.model_dump(mode="json"), "device": cfg.explore.device,
+        "checkpoint_sha256": _sha256(checkpoint), "dataset_sha256": dataset_sha, "start_frame": frame_index,
+    }
+    restart_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()
+
+    out = run.step_dir(gen, "explore")
+    log_csv, frames_xyz = out / f"{name}.csv", out / f"{name}.extxyz"
+    outcome = run_trajectory(
+        atoms, calc, wc, cfg.explore.collapse, log_csv, frames_xyz,
+        frame_info={"walker": name, "kind": plan.kind, "source": plan.kind, "generation": gen},
+        thermostat_rng=thermostat_rng, restart_path=out / f"{name}.restart.npz", restart_key=restart_key,
+        restart_every=cfg.explore.restart_every, label=f"gen {gen} {name}",
+    )
+    stats = log_statistics(log_csv, plan.kind)
+    return ExplorationResult(
+        generation=gen,
+        walker=name,
+        kind=plan.kind,
+        temperature_K=wc.temperature_K,
+        steps_requested=wc.steps,
+        steps_run=outcome.steps_run,
+        simulated_time_fs=outcome.steps_run * wc.timestep_fs,
+        collapsed=outcome.collapsed,
+        collapse_step=outcome.collapse_step,
+        collapse_time_fs=outcome.collapse_step * wc.timestep_fs if outcome.collapsed else None,
+        collapse_reason=outcome.collapse_reason,
+        n_candidates=outcome.n_candidates,
+        log_csv=run.rel(log_csv),
+        frames_extxyz=run.rel(frames_xyz),
+        wall_time_s=outcome.wall_time_s,
+        **stats,
+    )
+
+
+def explore_generation(cfg: ALConfig, run: RunDir, gen: int) -> ExplorationSummary:
+    """All walkers of generation `gen` one after another; finished ones (valid
+    ``explore/<name>.json``) are not rerun. Returns the summary (the caller writes it)."""
+    results = []
+    for name in walker_names(cfg):
+        path = run.step_dir(gen, "explore") / f"{name}.json"
+        result, _ = run_step(path, ExplorationResult, lambda name=name: run_walker(cfg, run, gen, name))
+        results.append(result)
+    return ExplorationSummary(generation=gen, walkers=results)
