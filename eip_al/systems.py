@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+from ase.data import atomic_masses
 from ase.geometry import find_mic
 from ase.io import read
 from ase.units import _Nav
@@ -20,7 +21,7 @@ from scipy.spatial.transform import Rotation
 from eip_al.config import SystemConfig
 from eip_al.io import FrameError, validate_frame
 
-WATER_MASS_G_MOL = 2 * 1.00794 + 15.9994  # g/mol (ASE's standard atomic masses)
+WATER_MASS_G_MOL = float(2 * atomic_masses[1] + atomic_masses[8])  # g/mol, as ASE weighs atoms
 WATER_OH_A = 1.0  # Å, q-SPC/Fw equilibrium O–H bond (Paesani et al. 2006)
 WATER_HOH_DEG = 112.0  # degrees, q-SPC/Fw equilibrium H–O–H angle
 MIN_INTERMOLECULAR_A = 1.6  # Å, the smallest distance allowed between atoms of two molecules

@@ -32,7 +32,7 @@ from vesin import NeighborList
 
 from eip_al.atomic import atomic_write_text
 from eip_al.config import MockLabelerConfig
-from eip_al.io import frame_id, read_frames, write_frames
+from eip_al.io import FrameError, frame_id, read_frames, write_frames
 from eip_al.label.base import JobResult, Labeler
 from eip_al.schemas import TheoryFingerprint
 from eip_al.systems import water_topology
@@ -217,6 +217,13 @@ class MockLabeler(Labeler):
         extra["energy_noise_eV"] = f"{self.config.energy_noise_eV:g}"
         extra["force_noise_eV_A"] = f"{self.config.force_noise_eV_A:g}"
         return TheoryFingerprint(code="mock", method="q-SPC/Fw", extra=extra)
+
+    def check_frame(self, atoms: Atoms, where: str) -> None:
+        """Refuse frames the water force field cannot label (anything but (H2O)n)."""
+        try:
+            water_topology(atoms)
+        except ValueError as exc:
+            raise FrameError(f"{where}: the mock labeler models water only: {exc}") from None
 
     def prepare(self, atoms: Atoms, job_dir: Path) -> None:
         """Write the frame (without any attached labels) and its frame id into `job_dir`."""
