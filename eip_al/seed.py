@@ -39,6 +39,7 @@ from eip_al.systems import initial_structure, water_topology
 FRICTION_PER_FS = 0.01  # Langevin friction (1/fs): a 100 fs thermostat time scale
 CHECKPOINT_FRAMES = 50  # checkpoint the MD at least every this many sampled frames ...
 CHECKPOINT_S = 60.0  # ... and at least this often (seconds)
+MD_CHUNK = 100  # MD steps between progress updates and checkpoint checks
 WALKER = "seed-md"
 
 console = Console(stderr=True)
@@ -146,16 +147,20 @@ def sample_seed_md(cfg: ALConfig, md_dir: Path) -> list[Atoms]:
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("seed MD", total=total, completed=step)
         while step < total:
-            target = sd.equilibration_steps + (len(frames) + 1) * sd.stride
-            dyn.run(target - step)
-            step = target
-            frame = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-            frame.info.update(
-                source="seed", walker=WALKER, step=step, time_fs=step * sd.timestep_fs
-            )
-            frames.append(frame)
-            since_save += 1
+            next_sample = sd.equilibration_steps + (len(frames) + 1) * sd.stride
+            chunk = min(next_sample - step, MD_CHUNK)
+            dyn.run(chunk)
+            step += chunk
             progress.update(task, completed=step)
+            if step == next_sample:
+                frame = Atoms(
+                    atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc
+                )
+                frame.info.update(
+                    source="seed", walker=WALKER, step=step, time_fs=step * sd.timestep_fs
+                )
+                frames.append(frame)
+                since_save += 1
             if (
                 step == total
                 or since_save >= CHECKPOINT_FRAMES

@@ -115,29 +115,45 @@ class Crash(RuntimeError):
     pass
 
 
-def test_interrupted_md_resumes_the_same_trajectory(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("crash_call", "every_chunk", "saved_step", "saved_frames"),
+    [
+        (12, True, 9, 0),  # during equilibration (20 steps), checkpointing every 3-step chunk
+        (48, False, 40, 4),  # while sampling (every 5 steps from step 25), every 2 frames
+    ],
+)
+def test_interrupted_md_resumes_the_same_trajectory(
+    tmp_path: Path,
+    monkeypatch,
+    crash_call: int,
+    every_chunk: bool,
+    saved_step: int,
+    saved_frames: int,
+) -> None:
     cfg = config(tmp_path)
     reference = sample_seed_md(cfg, tmp_path / "uninterrupted")
 
+    monkeypatch.setattr(seed_mod, "MD_CHUNK", 3)
     monkeypatch.setattr(seed_mod, "CHECKPOINT_FRAMES", 2)
-    calls = {"n": 0}
+    if every_chunk:
+        monkeypatch.setattr(seed_mod, "CHECKPOINT_S", 0.0)
+    calls = {"n": 0, "limit": crash_call}
     original = MockWaterCalculator.calculate
 
     def counting(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == limit:
+        calls["n"] += 1  # one call for the initial forces, then one per MD step
+        if calls["n"] == calls["limit"]:
             raise Crash("killed")
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(MockWaterCalculator, "calculate", counting)
-    limit = 20 + 5 * 5 + 3  # inside the stride after the 5th frame
     with pytest.raises(Crash):
         sample_seed_md(cfg, tmp_path / "md")
-    state = np.load(tmp_path / "md" / "state.npz")
-    assert int(state["n_frames"]) == 4  # checkpoints every 2 frames: frames 1–4 are safe
-    calls["n"], limit = 0, -1
+    with np.load(tmp_path / "md" / "state.npz") as state:
+        assert int(state["step"]) == saved_step and int(state["n_frames"]) == saved_frames
+    calls["n"], calls["limit"] = 0, -1
     resumed = sample_seed_md(cfg, tmp_path / "md")
-    assert calls["n"] <= 1 + 6 * 5  # continued from step 40, not from the start (70 steps)
+    assert calls["n"] == 1 + 70 - saved_step  # continued where it stopped (70 steps in all)
     assert len(resumed) == len(reference) == 10
     for a, b in zip(resumed, reference, strict=True):
         assert a.info["step"] == b.info["step"]
