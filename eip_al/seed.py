@@ -26,12 +26,13 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from eip_al.atomic import atomic_write_text, atomic_write_with
-from eip_al.config import ALConfig, ConfigError, LabelerConfig
+from eip_al.atomic import atomic_write_with
+from eip_al.config import ALConfig, ConfigError
 from eip_al.data import write_dataset
-from eip_al.io import attach_labels, frame_id, read_frames, write_frames
-from eip_al.label.base import Labeler
-from eip_al.label.mock import MockLabeler, MockWaterCalculator
+from eip_al.io import frame_id, read_frames, write_frames
+from eip_al.label import get_labeler
+from eip_al.label.jobs import LabelBatch, collect, prepare_jobs, run_all
+from eip_al.label.mock import MockWaterCalculator
 from eip_al.rundir import ARTIFACT_NAME, RunDir, load_valid
 from eip_al.schemas import DatasetManifest, TheoryFingerprint
 from eip_al.systems import initial_structure, water_topology
@@ -57,20 +58,12 @@ def make_seed(cfg: ALConfig, run: RunDir) -> DatasetManifest:
     if cfg.seed_data.source == "file":
         frames, theory = user_seed_frames(cfg)
     else:
-        labeler = seed_labeler(cfg.labeler)
+        theory = get_labeler(cfg.labeler).theory()
         sampled = sample_seed_md(cfg, run.seed_dir / "md")
-        frames = label_frames(
-            labeler, sampled, run.seed_dir / "label", cfg.labeler.max_failure_fraction
+        frames = label_seed_frames(
+            cfg, run, sampled, source=run.rel(run.seed_dir / "md" / "frames.extxyz")
         )
-        theory = labeler.theory()
     return write_dataset(frames, run.seed_dir, -1, theory, cfg.merge, run)
-
-
-def seed_labeler(labeler_cfg: LabelerConfig) -> Labeler:
-    """The configured labeler (only `mock` until the labeler registry lands)."""
-    if labeler_cfg.kind == "mock":
-        return MockLabeler(labeler_cfg.mock)
-    raise ConfigError(f"labeler.kind: {labeler_cfg.kind!r} is not available for seed labeling yet")
 
 
 # ------------------------------------------------------------------------------ MD
@@ -207,49 +200,29 @@ def _save_state(
 
 
 # ------------------------------------------------------------------------------ labels
-def label_frames(
-    labeler: Labeler, frames: list[Atoms], label_dir: Path, max_failure_fraction: float
-) -> list[Atoms]:
-    """Label `frames` through `labeler` in `label_dir/jobs/<index>`; failed frames are dropped.
+def label_seed_frames(cfg: ALConfig, run: RunDir, frames: list[Atoms], source: str) -> list[Atoms]:
+    """Label `frames` with the configured labeler and backend in `seed/label/`.
 
-    Preparation is recorded in `label_dir/prepared.json` (skipped on rerun); execution is
-    the labeler's own idempotent `execute`. Raises SeedError if more than
-    `max_failure_fraction` of the jobs fail.
+    Uses the labeling machinery of generations (`eip_al.label.jobs`: per-job outcome
+    records, so a rerun redoes no finished job; retries; failures.csv) and writes its
+    `LabelingResult` to `seed/label/artifact.json`. Failed frames are dropped; more than
+    `labeler.max_failure_fraction` failed (or not run, with `export`) raises SeedError.
     """
-    jobs_dir = label_dir / "jobs"
-    job_dirs = [jobs_dir / f"{k:06d}" for k in range(len(frames))]
-    ids = [frame_id(a) for a in frames]
-    marker = label_dir / "prepared.json"
-    prepared = json.loads(marker.read_text()) if marker.exists() else None
-    if prepared != {"theory": labeler.theory().key(), "frame_ids": ids}:
-        for atoms, job_dir in zip(frames, job_dirs, strict=True):
-            labeler.prepare(atoms, job_dir)
-        atomic_write_text(
-            marker, json.dumps({"theory": labeler.theory().key(), "frame_ids": ids}) + "\n"
-        )
-    labeler.execute(job_dirs)
-    theory_key = labeler.theory().key()
-    out: list[Atoms] = []
-    failures: dict[str, int] = {}
-    for atoms, job_dir in zip(frames, job_dirs, strict=True):
-        result = labeler.parse(job_dir, atoms)
-        if not result.ok:
-            cls = result.failure_class or "crashed"
-            failures[cls] = failures.get(cls, 0) + 1
-            continue
-        labelled = atoms.copy()
-        attach_labels(labelled, result.energy, result.forces)
-        labelled.info.update(labeler=labeler.kind, theory=theory_key, job_id=job_dir.name)
-        out.append(labelled)
-    n_failed = len(frames) - len(out)
-    if n_failed:
-        console.print(f"seed labels: {len(out)}/{len(frames)} ok, failed by class {failures}")
-    if not out or n_failed > max_failure_fraction * len(frames):
+    batch = LabelBatch(cfg.labeler, run.seed_dir / "label", run.root, -1)
+    prepare_jobs(batch, frames, source=source)
+    run_all(batch)
+    result = collect(batch)
+    if result.budget_exceeded or result.n_ok == 0:
         raise SeedError(
-            f"{label_dir}: {n_failed} of {len(frames)} seed labels failed ({failures}), more than "
-            f"labeler.max_failure_fraction={max_failure_fraction}; see the job directories"
+            f"{batch.label_dir}: seed labels failed: {result.message or 'no frame was labelled'}; "
+            "rerun to retry (finished jobs are kept)"
         )
-    return out
+    result.write(batch.label_dir / ARTIFACT_NAME)
+    if result.n_failed:
+        console.print(
+            f"seed labels: {result.n_ok}/{len(frames)} ok, failed by class {result.failures_by_class}"
+        )
+    return read_frames(run.abs(result.labeled_extxyz), require_labels=True, require_cell=False)
 
 
 # ------------------------------------------------------------------------------ user file
@@ -266,7 +239,7 @@ def user_seed_frames(cfg: ALConfig) -> tuple[list[Atoms], TheoryFingerprint]:
     elements = sorted(set(initial_structure(cfg.system).get_chemical_symbols()))
     frames = read_frames(path, require_labels=True, require_cell=True, elements=elements)
     labeler_theory = (
-        seed_labeler(cfg.labeler).theory() if all("theory" in a.info for a in frames) else None
+        get_labeler(cfg.labeler).theory() if all("theory" in a.info for a in frames) else None
     )
     if labeler_theory is not None and all(a.info["theory"] == labeler_theory.key() for a in frames):
         theory = labeler_theory

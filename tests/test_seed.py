@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from itertools import pairwise
 from pathlib import Path
@@ -20,6 +19,7 @@ from eip_al.data import load_dataset
 from eip_al.io import FrameError, attach_labels
 from eip_al.label.mock import MockLabeler, MockWaterCalculator, water_energy_forces
 from eip_al.rundir import RunDir
+from eip_al.schemas import LabelingResult
 from eip_al.seed import SeedError, make_seed, sample_seed_md
 from eip_al.systems import build_water_box, water_density_g_cm3, water_topology
 
@@ -107,7 +107,7 @@ def test_valid_seed_is_returned_without_work(tmp_path: Path, monkeypatch) -> Non
         raise AssertionError("seed recomputed although its artifact is valid")
 
     monkeypatch.setattr(seed_mod, "sample_seed_md", no_work)
-    monkeypatch.setattr(seed_mod, "label_frames", no_work)
+    monkeypatch.setattr(seed_mod, "label_seed_frames", no_work)
     assert make_seed(cfg, run) == first
 
 
@@ -164,11 +164,13 @@ def test_seed_labeling_resumes_per_job(tmp_path: Path, monkeypatch) -> None:
     cfg = config(tmp_path)
     run = new_run(cfg)
     make_seed(cfg, run)
-    jobs = sorted((run.seed_dir / "label" / "jobs").iterdir())
-    stamps = {j.name: os.stat(j / "result.json").st_mtime_ns for j in jobs}
+    jobs = sorted(p for p in (run.seed_dir / "label" / "jobs").iterdir() if p.is_dir())
+    assert len(jobs) == 10
+    stamps = {j.name: os.stat(j / "outcome.json").st_mtime_ns for j in jobs}
     # as if killed while labeling: no dataset yet, one job unfinished
     (run.seed_dir / "artifact.json").unlink()
-    (jobs[3] / "result.json").unlink()
+    for name in ("outcome.json", "result.json"):
+        (jobs[3] / name).unlink()
     calls = {"n": 0}
     original = MockWaterCalculator.calculate
 
@@ -182,8 +184,8 @@ def test_seed_labeling_resumes_per_job(tmp_path: Path, monkeypatch) -> None:
     assert manifest.n_frames == 10
     for j in jobs:
         if j != jobs[3]:
-            assert os.stat(j / "result.json").st_mtime_ns == stamps[j.name]
-    assert (jobs[3] / "result.json").exists()
+            assert os.stat(j / "outcome.json").st_mtime_ns == stamps[j.name]
+    assert (jobs[3] / "outcome.json").exists()
 
 
 def test_injected_failures_drop_frames_or_stop_the_seed(tmp_path: Path) -> None:
@@ -194,12 +196,12 @@ def test_injected_failures_drop_frames_or_stop_the_seed(tmp_path: Path) -> None:
     )
     run = new_run(cfg)
     manifest = make_seed(cfg, run)
-    results = [
-        json.loads((j / "result.json").read_text())
-        for j in (run.seed_dir / "label" / "jobs").iterdir()
-    ]
-    n_injected = sum(r.get("failure_class") == "injected" for r in results)
-    assert 0 < n_injected < 20 and manifest.n_frames == 20 - n_injected
+    labels = LabelingResult.load(run.seed_dir / "label" / "artifact.json")
+    n_injected = labels.failures_by_class.get("injected", 0)
+    assert 0 < n_injected < 20 and labels.n_failed == n_injected
+    assert manifest.n_frames == labels.n_ok == 20 - n_injected
+    failed = {o.frame_id for o in labels.outcomes if o.status == "failed"}
+    assert not failed & {a.info["frame_id"] for a in load_dataset(run, manifest)}
 
     strict = config(
         tmp_path / "strict",
@@ -207,7 +209,7 @@ def test_injected_failures_drop_frames_or_stop_the_seed(tmp_path: Path) -> None:
         labeler={"mock": {"failure_rate": 0.3, "seed": 2}, "max_failure_fraction": 0.05},
     )
     run = new_run(strict)
-    with pytest.raises(SeedError, match="seed labels failed"):
+    with pytest.raises(SeedError, match="seed labels failed: .*injected"):
         make_seed(strict, run)
     assert not (run.seed_dir / "artifact.json").exists()
 
