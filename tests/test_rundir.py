@@ -89,3 +89,18 @@ def test_paths_are_relative(tmp_path):
     assert run.dataset_manifest_path(2) == run.artifact_path(1, "merge")
     with pytest.raises(RunDirError):
         run.dataset_for(0)
+
+
+def test_atomic_files_get_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        import importlib
+
+        import eip_al.atomic as atomic
+
+        importlib.reload(atomic)
+        atomic.atomic_write_text(tmp_path / "p.txt", "x")
+        assert (tmp_path / "p.txt").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+        importlib.reload(atomic)

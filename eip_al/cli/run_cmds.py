@@ -112,13 +112,10 @@ def report(
     gen: Annotated[list[int] | None, typer.Option("--gen", help="Only these generations.")] = None,
 ) -> None:
     """(Re)build the per-generation reports and the run summary of RUN_DIR."""
-    from eip_al.report import report_run, run_summary
+    from eip_al.report import report_run
 
     run = RunDir(run_dir)
-    if not run.config_path.exists():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
-    reports = report_run(run, gen)
-    run_summary(run)
+    reports = report_run(run, gen)  # also writes the run summary
     for r in reports:
         out.print(f"generation {r.generation}: {run.abs(r.report_html)}")
     out.print(f"summary: {run.root / 'summary.html'}")
