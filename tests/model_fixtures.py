@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from ase import Atoms
@@ -11,6 +14,19 @@ from eip_al.io import attach_labels
 from eip_al.model import EIPModel, ModelSpec
 
 TINY = {"n_features": 16, "n_interactions": 2, "cutoff": 3.5, "n_rbf": 8}
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch on `n` threads inside the block. Tests use one: tiny models gain nothing
+    from two, and on a shared 2-core machine the OpenMP threads of concurrent test
+    processes stall each other (measured 10-100x slower epochs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def water_box(n_molecules: int = 8, box: float = 6.2, seed: int = 0, jitter: float = 0.15) -> Atoms:
@@ -74,7 +90,7 @@ def labelled_water_frames(n: int, seed: int = 0, n_molecules: int = 8, box: floa
     """`n` distorted water boxes labelled with `harmonic_labels`."""
     rng = np.random.default_rng(seed)
     frames = []
-    for k in range(n):
+    for _ in range(n):
         atoms = water_box(n_molecules, box, seed=int(rng.integers(1 << 30)))
         atoms.positions += rng.normal(scale=0.04, size=atoms.positions.shape)
         frames.append(harmonic_labels(atoms))

@@ -8,7 +8,13 @@ import torch
 
 from eip_al.calculator import EIPCalculator
 from eip_al.model import save_checkpoint
-from tests.model_fixtures import tiny_model, water_box
+from tests.model_fixtures import tiny_model, torch_threads, water_box
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -9,6 +9,13 @@ import torch
 from scipy.integrate import quad
 
 from eip_al.model.loss import evidential_nll, evidential_regularizer, force_loss, total_loss
+from tests.model_fixtures import torch_threads
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    with torch_threads(1):
+        yield
 
 # (y, gamma, nu, alpha, beta): residual of both signs, small and large evidence
 POINTS = [

@@ -11,7 +11,13 @@ from scipy.spatial.transform import Rotation
 
 from eip_al.model import ElementError
 from eip_al.model.neighbors import SpeciesMap, collate, frame_graph
-from tests.model_fixtures import tiny_model, water_box
+from tests.model_fixtures import tiny_model, torch_threads, water_box
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    with torch_threads(1):
+        yield
 
 
 def predict(model, atoms: Atoms, **kw) -> dict[str, torch.Tensor]:

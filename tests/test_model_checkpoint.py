@@ -11,7 +11,13 @@ import torch
 from eip_al.model import CheckpointError, EIPModel, ModelSpec, load_checkpoint, save_checkpoint
 from eip_al.model.checkpoint import checkpoint_payload
 from eip_al.model.neighbors import SpeciesMap, frame_graph
-from tests.model_fixtures import tiny_model, water_box
+from tests.model_fixtures import tiny_model, torch_threads, water_box
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    with torch_threads(1):
+        yield
 
 
 def test_round_trip_reproduces_predictions(tmp_path) -> None:
