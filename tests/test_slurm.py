@@ -31,9 +31,10 @@ pytestmark = pytest.mark.slurm
 
 
 def _unavailable(reason: str) -> None:
+    """Skip (or, with EIP_REQUIRE_SLURM=1, fail) because `reason` keeps the test from running."""
     if os.environ.get("EIP_REQUIRE_SLURM") == "1":
-        pytest.fail(f"EIP_REQUIRE_SLURM=1 but local Slurm cannot start: {reason}")
-    pytest.skip(f"local Slurm cannot start: {reason}")
+        pytest.fail(f"EIP_REQUIRE_SLURM=1 but {reason}")
+    pytest.skip(reason)
 
 
 def _free_port() -> int:
@@ -97,10 +98,10 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, detail: C
 @pytest.fixture(scope="module")
 def local_slurm() -> Iterator[LocalSlurm]:
     if os.geteuid() != 0:
-        _unavailable("needs root to run slurmd (run the tests as root, as CI does)")
+        _unavailable("local Slurm cannot start: needs root to run slurmd (run the tests as root, as CI does)")
     missing = [e for e in ("munged", "slurmctld", "slurmd", "sbatch", "squeue") if shutil.which(e) is None]
     if missing:
-        _unavailable(f"{', '.join(missing)} not installed "
+        _unavailable(f"local Slurm cannot start: {', '.join(missing)} not installed "
                      "(apt-get install -y --no-install-recommends slurm-wlm munge)")
     state = Path(tempfile.mkdtemp(prefix="eipslurm-", dir="/tmp"))
     env = dict(os.environ, EIP_SLURM_CTLD_PORT=str(_free_port()), EIP_SLURM_D_PORT=str(_free_port()))
@@ -109,7 +110,7 @@ def local_slurm() -> Iterator[LocalSlurm]:
     cluster = LocalSlurm(state)
     try:
         if res.returncode != 0:
-            _unavailable(f"{START.name} exited {res.returncode}: {res.stderr.strip()[-2000:]}")
+            _unavailable(f"local Slurm cannot start: {START.name} exited {res.returncode}: {res.stderr.strip()[-2000:]}")
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("SLURM_CONF", str(cluster.conf))  # for code under test that calls sbatch
             yield cluster
@@ -167,3 +168,127 @@ def test_job_array_completes_fails_and_cancels(local_slurm: LocalSlurm, tmp_path
     by_task = {int(re.search(r"ArrayTaskId=(\d+)", r).group(1)): re.search(r"JobState=(\w+)", r).group(1)
                for r in recs}
     assert by_task == {0: "COMPLETED", 1: "COMPLETED", 2: "CANCELLED", 3: "FAILED"}, comp
+
+
+# ----------------------------------------------------------------------------- labeling
+def _water_frames(n: int) -> list:
+    """`n` single H2O molecules (slightly distorted, seeded) in 6 Å periodic boxes."""
+    import numpy as np
+    from ase import Atoms
+
+    rng = np.random.default_rng(12)
+    base = np.array([[3.0, 3.0, 3.0], [3.96, 3.0, 3.0], [2.76, 3.93, 3.0]])
+    return [Atoms("OHH", positions=base + rng.normal(0.0, 0.04, (3, 3)), cell=[6.0, 6.0, 6.0], pbc=True)
+            for _ in range(n)]
+
+
+TINY_CP2K = {"cutoff_ry": 150.0, "rel_cutoff_ry": 30.0, "eps_scf": 1e-5, "retry_scf": False}
+
+
+@pytest.mark.cp2k
+def test_cp2k_labels_through_slurm_array_with_cancelled_tasks(local_slurm: LocalSlurm, tmp_path: Path) -> None:
+    """`eip_al.label.label_file` with backend slurm: one sbatch array of tiny CP2K jobs.
+
+    Task 3 is cancelled while pending (Slurm drops it from the array record) and the
+    task running after task 0 is cancelled mid-run (CANCELLED); the two others label. The
+    result names both failures with a class, the good labels are physical, and running
+    again submits nothing new.
+    """
+    import json
+    import threading
+
+    import numpy as np
+
+    from eip_al.config import LabelerConfig
+    from eip_al.io import read_frames, write_frames
+    from eip_al.label import ingest_path, label_file
+
+    if shutil.which("cp2k.psmp") is None:
+        _unavailable("cp2k.psmp not installed (scripts/setup.sh installs Debian's cp2k)")
+    frames = _water_frames(4)
+    src, out = tmp_path / "frames.extxyz", tmp_path / "labeled.extxyz"
+    write_frames(src, frames)
+    work = tmp_path / "work"
+    cfg = LabelerConfig.model_validate({
+        "kind": "cp2k", "backend": "slurm", "max_failure_fraction": 0.5, "cp2k": TINY_CP2K,
+        "slurm": {"time": "00:10:00", "poll_interval_s": 0.5, "max_array_parallel": 1},
+    })
+    box: dict = {}
+
+    def label() -> None:
+        try:
+            box["result"] = label_file(src, out, cfg, work_dir=work)
+        except BaseException as exc:  # reported by the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=label, daemon=True)
+    worker.start()
+    subs = work / "slurm" / "submissions.json"
+
+    def detail() -> str:
+        job = json.loads(subs.read_text())["submissions"][0]["job_id"] if subs.exists() else None
+        return f"error {box.get('error')!r}; states {job and local_slurm.array_states(job)}\n{local_slurm.log_tail()}"
+
+    wait_for(lambda: subs.exists() or not worker.is_alive(), 120, "the array submission", detail)
+    assert "error" not in box, box.get("error")
+    job_id = str(json.loads(subs.read_text())["submissions"][0]["job_id"])
+    # %1: one task at a time, so task 3 is certainly still pending here.
+    local_slurm.cmd("scancel", f"{job_id}_3")
+    # Cancel the first of tasks 1, 2 that we catch running with CP2K started.
+    cancelled: dict[str, int] = {}
+
+    def cancel_running() -> bool:
+        states = local_slurm.array_states(job_id)
+        for task in (1, 2):
+            out_log = work / "jobs" / f"{task:06d}" / "output.log"
+            if states.get(task) == "RUNNING" and out_log.exists():
+                if local_slurm.cmd("scancel", f"{job_id}_{task}", check=False).returncode == 0:
+                    cancelled["task"] = task
+                    return True
+        return all(states.get(t) in TERMINAL for t in (1, 2))  # missed both: fails below
+
+    wait_for(cancel_running, 300, "task 1 or 2 to run", detail)
+    assert "task" in cancelled, f"tasks 1 and 2 finished before one could be cancelled: {detail()}"
+    worker.join(timeout=600)
+    assert not worker.is_alive(), f"label_file did not return: {detail()}"
+    assert "error" not in box, box.get("error")
+    res = box["result"]
+
+    states = local_slurm.array_states(job_id)
+    assert states.get(cancelled["task"]) == "CANCELLED", states
+    assert 3 not in states, states  # a pending task cancelled out of the array leaves no record
+    by_job = {o.job_id: o for o in res.outcomes}
+    bad = {f"{cancelled['task']:06d}", "000003"}
+    good = {"000000", "000001", "000002"} - bad
+    assert {j for j, o in by_job.items() if o.status == "ok"} == good, res.outcomes
+    assert (res.n_ok, res.n_failed) == (2, 2) and not res.budget_exceeded
+    # The scancel'd running task ends with TERM, which the labeler cannot tell from a time
+    # limit ("walltime"); the one dropped while pending is "crashed" (scheduler state GONE).
+    for j in bad:
+        assert by_job[j].status == "failed" and by_job[j].failure_class in ("crashed", "walltime"), by_job[j]
+        assert by_job[j].message
+    assert sum(res.failures_by_class.values()) == 2
+    failures = (tmp_path / "labeled.failures.csv").read_text().splitlines()
+    assert sorted(line.split(",")[0] for line in failures[1:]) == sorted(bad)
+
+    # The labels: finite, sane, and exactly what the local backend gives for the same frame.
+    labeled = {a.info["job_id"]: a for a in read_frames(out, require_labels=True)}
+    assert sorted(labeled) == sorted(good)
+    for a in labeled.values():
+        assert a.get_forces().shape == (3, 3) and np.all(np.isfinite(a.get_forces()))
+        assert -600.0 < a.get_potential_energy() < -300.0  # one PBE water molecule: about -470 eV
+    write_frames(tmp_path / "frame0.extxyz", frames[:1])
+    local = label_file(tmp_path / "frame0.extxyz", tmp_path / "local.extxyz",
+                       cfg.model_copy(update={"backend": "local"}))
+    assert local.n_ok == 1, local.outcomes
+    ref = read_frames(tmp_path / "local.extxyz", require_labels=True)[0]
+    assert labeled["000000"].get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-6)
+    np.testing.assert_allclose(labeled["000000"].get_forces(), ref.get_forces(), atol=1e-6)
+
+    # Ingest again and rerun: nothing resubmitted, nothing changed.
+    n_subs = len(json.loads(subs.read_text())["submissions"])
+    again = ingest_path(work)
+    assert (again.n_ok, again.n_failed) == (res.n_ok, res.n_failed)
+    rerun = label_file(src, out, cfg, work_dir=work)
+    assert [o.model_dump() for o in rerun.outcomes] == [o.model_dump() for o in res.outcomes]
+    assert len(json.loads(subs.read_text())["submissions"]) == n_subs
