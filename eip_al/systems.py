@@ -25,6 +25,7 @@ WATER_MASS_G_MOL = float(2 * atomic_masses[1] + atomic_masses[8])  # g/mol, as A
 WATER_OH_A = 1.0  # Å, q-SPC/Fw equilibrium O–H bond (Paesani et al. 2006)
 WATER_HOH_DEG = 112.0  # degrees, q-SPC/Fw equilibrium H–O–H angle
 MIN_INTERMOLECULAR_A = 1.6  # Å, the smallest distance allowed between atoms of two molecules
+ORDERED_MAX_OH_A = 1.3  # Å, O–H bonds below this in an O,H,H-ordered frame: molecules intact
 
 
 def water_box_length(n_molecules: int, density_g_cm3: float) -> float:
@@ -171,27 +172,42 @@ def is_ordered_water(atoms: Atoms) -> bool:
     return len(numbers) % 3 == 0 and bool(np.all(numbers.reshape(-1, 3) == (8, 1, 1)))
 
 
+def _mic_vectors(atoms: Atoms, vec: np.ndarray) -> np.ndarray:
+    """Minimum-image versions of difference vectors `vec` (..., 3) in the frame's cell."""
+    if not atoms.pbc.any():
+        return vec
+    flat, _ = find_mic(vec.reshape(-1, 3), atoms.cell, atoms.pbc)
+    return flat.reshape(vec.shape)
+
+
 def water_topology(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices (o, h1, h2) of each molecule's oxygen and its two hydrogens.
 
-    Frames in O, H, H order use that order. Any other pure-water frame gets each O two
-    hydrogens by a minimum-total squared O–H distance assignment (minimum image), which
-    recovers intact molecules whatever the atom order. Raises ValueError if the frame is
-    not made of H2O units only.
+    The topology is a property of the configuration, not of the atom order: each O gets
+    two hydrogens by a minimum-total squared O–H distance assignment (minimum image), so
+    relabelling atoms never changes it. Frames in O, H, H order whose every H lies within
+    `ORDERED_MAX_OH_A` of its own O (intact molecules: the builder's and every MD frame's
+    case) take that order directly, which is what the assignment gives for them, without
+    its cost. Raises ValueError if the frame is not made of H2O units only.
     """
     if is_ordered_water(atoms):
         idx = np.arange(len(atoms)).reshape(-1, 3)
-        return idx[:, 0].copy(), idx[:, 1].copy(), idx[:, 2].copy()
+        pos = atoms.positions
+        bonds = _mic_vectors(
+            atoms,
+            np.concatenate([pos[idx[:, 1]], pos[idx[:, 2]]]) - np.tile(pos[idx[:, 0]], (2, 1)),
+        )
+        if np.linalg.norm(bonds, axis=1).max() < ORDERED_MAX_OH_A:
+            return idx[:, 0].copy(), idx[:, 1].copy(), idx[:, 2].copy()
     symbols = atoms.get_chemical_symbols()
     o_idx = np.flatnonzero(atoms.numbers == 8)
     h_idx = np.flatnonzero(atoms.numbers == 1)
     if len(o_idx) == 0 or len(o_idx) + len(h_idx) != len(atoms) or len(h_idx) != 2 * len(o_idx):
         counts = {s: symbols.count(s) for s in sorted(set(symbols))}
         raise ValueError(f"not a pure water frame: composition {counts} is not (H2O)n")
-    vec = atoms.positions[h_idx][None, :, :] - atoms.positions[o_idx][:, None, :]
-    if atoms.pbc.any():
-        flat, _ = find_mic(vec.reshape(-1, 3), atoms.cell, atoms.pbc)
-        vec = flat.reshape(vec.shape)
+    vec = _mic_vectors(
+        atoms, atoms.positions[h_idx][None, :, :] - atoms.positions[o_idx][:, None, :]
+    )
     cost = np.sum(vec**2, axis=-1)  # (n_O, n_H)
     rows, cols = linear_sum_assignment(np.repeat(cost, 2, axis=0))  # each O twice
     owner = rows // 2

@@ -63,6 +63,20 @@ def test_momentum_conserved_and_invariances() -> None:
     assert e3 == pytest.approx(energy, abs=1e-9) and np.allclose(f3, forces[perm], atol=1e-9)
 
 
+def test_energy_ignores_atom_order_even_for_broken_molecules() -> None:
+    """Labels are a function of the configuration: an H moved next to another O (a
+    "hopped" proton, as exploration may produce) gets the same energy whichever molecule
+    the atom order assigns it to."""
+    atoms = build_water_box(8, seed=0)
+    partner = atoms.positions[15] - atoms.positions[16]  # O–H vector of molecule 5
+    atoms.positions[1] = atoms.positions[15] - partner / np.linalg.norm(partner)  # 1 Å, opposite
+    energy, forces = water_energy_forces(atoms)
+    perm = np.arange(len(atoms))
+    perm[[1, 16]] = perm[[16, 1]]  # still O, H, H order; H 1 now "belongs" to molecule 5
+    e2, f2 = water_energy_forces(atoms[perm])
+    assert e2 == pytest.approx(energy, abs=1e-9) and np.allclose(f2, forces[perm], atol=1e-9)
+
+
 @pytest.mark.parametrize(("n", "rep"), [(8, 3), (16, 2)])
 def test_periodic_images_match_a_supercell(n: int, rep: int) -> None:
     """Image handling: a supercell has rep³ times the energy and the same forces per copy.
