@@ -359,14 +359,19 @@ def test_interrupted_walker_resumes_from_its_restart_point(tmp_path: Path, monke
     assert resumed.n_candidates == 4 and not (out / "udd-300K-0.restart.npz").exists()
 
 
-def test_stale_restart_of_another_model_is_ignored(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["other key", "corrupt file"])
+def test_stale_or_damaged_restart_is_ignored(tmp_path: Path, damage: str) -> None:
     run = make_run(tmp_path, [water_box()])
     out = run.step_dir(0, "explore")
     out.mkdir(parents=True, exist_ok=True)
     (out / "md-300K-0.csv.part").write_text("garbage\n")
     (out / "md-300K-0.extxyz.part").write_text("garbage\n")
-    np.savez(out / "md-300K-0.restart.npz", positions=np.zeros((24, 3)), momenta=np.zeros((24, 3)),
-             meta='{"key": "someone else", "step": 8, "log_bytes": 3, "frames_bytes": 3}')
+    restart = out / "md-300K-0.restart.npz"
+    if damage == "other key":
+        np.savez(restart, positions=np.zeros((24, 3)), momenta=np.zeros((24, 3)),
+                 meta='{"key": "someone else", "step": 8, "log_bytes": 3, "frames_bytes": 3}')
+    else:
+        restart.write_bytes(b"PK\x03\x04 truncated")
     res = run_walker(config(), run, 0, "md-300K-0")
     log = pd.read_csv(run.abs(res.log_csv))
     assert log["step"].tolist() == list(range(17)) and tuple(log.columns) == LOG_COLUMNS

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +50,14 @@ from eip_al.io import frame_id, read_frames
 from eip_al.rundir import RunDir, RunDirError, load_valid, run_step
 from eip_al.schemas import ExplorationResult, ExplorationSummary, TrainingResult
 
-log = logging.getLogger(__name__)
-
 LOG_COLUMNS = ("step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio")
-PROGRESS_EVERY_S = 10.0  # seconds between progress log lines
+PROGRESS_EVERY_S = 10.0  # seconds between progress lines
+
+
+def _say(label: str, message: str) -> None:
+    """One progress line on stderr. Plain lines, not a rich live display: walkers may run in
+    parallel threads (one live display at a time), and Prefect's log_prints captures them."""
+    print(f"[explore] {label}: {message}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- naming
@@ -174,17 +178,17 @@ def _load_restart(path: Path | None, key: str, log_part: Path, frames_part: Path
     if path is None or not path.is_file() or not log_part.is_file() or not frames_part.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
         meta = json.loads(str(data["meta"]))
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("%s: ignoring unreadable restart point (%s)", path, exc)
+        if meta.get("key") != key:
+            return None
+        if log_part.stat().st_size < meta["log_bytes"] or frames_part.stat().st_size < meta["frames_bytes"]:
+            return None
+        return {"meta": meta, "positions": data["positions"], "momenta": data["momenta"]}
+    except Exception as exc:  # a damaged restart point must never stop the walker: start over
+        _say(str(path), f"ignoring unreadable restart point ({type(exc).__name__}: {exc})")
         return None
-    if meta.get("key") != key:
-        return None
-    if log_part.stat().st_size < meta["log_bytes"] or frames_part.stat().st_size < meta["frames_bytes"]:
-        return None
-    return {"meta": meta, "positions": data["positions"], "momenta": data["momenta"]}
 
 
 def _save_restart(path: Path, atoms: Atoms, meta: dict) -> None:
@@ -230,7 +234,6 @@ def run_trajectory(
         atoms.set_momenta(restart["momenta"])
         rng.bit_generator.state = meta["rng_state"]
         step, n_candidates, wall_before = int(meta["step"]), int(meta["n_candidates"]), float(meta["wall_time_s"])
-        log.info("%s: resuming at step %d of %d from %s", label, step, walker.steps, restart_path)
     else:
         step, n_candidates, wall_before = 0, 0, 0.0
         log_part.write_text(",".join(LOG_COLUMNS) + "\n")
@@ -247,29 +250,29 @@ def run_trajectory(
 
     with open(log_part, "a") as log_fh, open(frames_part, "a") as frames_fh:
 
-        def sane(step: int, forces: np.ndarray) -> bool:
-            """Check the current frame; log it (and maybe write it) if sane."""
+        def sane(k: int, forces: np.ndarray) -> bool:
+            """Check the frame of step k; log it (and maybe write it) if sane."""
             nonlocal collapse_step, reason, n_candidates
             res = calc.results
             energy, e_bias, sigma, sigma_max, ratio = frame_values(res)
             temperature = float(atoms.get_temperature())
             why = detector.check(atoms.positions, energy, forces, np.asarray(res["uncertainty"]), temperature)
             if why is not None:
-                collapse_step, reason = step, why
-                log.warning("%s: collapsed at step %d (%.1f fs): %s", label, step, step * dt_fs, why)
+                collapse_step, reason = k, why
+                _say(label, f"collapsed at step {k} ({k * dt_fs:g} fs): {why}")
                 return False
-            log_fh.write(f"{step},{step * dt_fs!r},{energy!r},{e_bias!r},{sigma!r},{sigma_max!r},"
+            log_fh.write(f"{k},{k * dt_fs!r},{energy!r},{e_bias!r},{sigma!r},{sigma_max!r},"
                          f"{temperature!r},{ratio!r}\n")
-            if step > 0 and step % walker.sample_every == 0:
-                _write_candidate(frames_fh, atoms, res, info, step=step, time_fs=step * dt_fs,
+            if k > 0 and k % walker.sample_every == 0:
+                _write_candidate(frames_fh, atoms, res, info, step=k, time_fs=k * dt_fs,
                                  temperature=temperature, values=(energy, e_bias, sigma, sigma_max, ratio))
                 n_candidates += 1
             return True
 
+        _say(label, f"{'resumed at step ' + str(step) if restart else 'started'}: {walker.steps} steps "
+                    f"of {dt_fs:g} fs at {walker.temperature_K:g} K ({walker.thermostat})")
         forces = atoms.get_forces(md=True)
         ok = True if restart is not None else sane(0, forces)
-        log.info("%s: %s, %d steps of %.3g fs at %g K (%s)", label, "resumed" if restart else "started",
-                 walker.steps, dt_fs, walker.temperature_K, walker.thermostat)
         while ok and step < walker.steps:
             forces = dyn.step(forces)
             step += 1
@@ -287,17 +290,17 @@ def run_trajectory(
             if now - last_report > PROGRESS_EVERY_S:
                 last_report = now
                 log_fh.flush()
-                log.info("%s: step %d/%d (%.0f%%), %.4g fs, σ=%.3g eV/Å, T=%.0f K", label, step,
-                         walker.steps, 100 * step / walker.steps, step * dt_fs,
-                         calc.results["config_uncertainty"], atoms.get_temperature())
+                _say(label, f"step {step}/{walker.steps} ({100 * step / walker.steps:.0f}%), "
+                            f"{step * dt_fs:g} fs, σ={calc.results['config_uncertainty']:.3g} eV/Å, "
+                            f"T={atoms.get_temperature():.0f} K")
 
     os.replace(log_part, log_path)
     os.replace(frames_part, frames_path)
     if restart_path is not None and restart_path.exists():
         restart_path.unlink()
     wall = wall_before + time.perf_counter() - t_start
-    log.info("%s: %s after %d steps, %d candidates, %.1f s", label,
-             "collapsed" if collapse_step is not None else "finished", step, n_candidates, wall)
+    _say(label, f"{'collapsed' if collapse_step is not None else 'finished'} after {step} steps, "
+                f"{n_candidates} candidates, {wall:.1f} s")
     return TrajectoryOutcome(step, collapse_step, reason, n_candidates, wall)
 
 
