@@ -121,8 +121,10 @@ class EIPCalculator(Calculator):
         self.results = res
 
     def predict_frames(
-        self, frames: Sequence[Atoms], batch_size: int = 8, progress: bool = False
+        self, frames: Sequence[Atoms], batch_size: int = 8, progress: bool = False, where: str = "frames"
     ) -> list[dict[str, np.ndarray | float]]:
-        """Unbiased predictions for many frames in batches; one dict (calculator keys) per frame."""
-        graphs = frames_to_graphs(frames, self.model)
+        """Unbiased predictions for many frames in batches; one dict (calculator keys) per frame.
+
+        `where` names the frames in errors (e.g. the file they came from)."""
+        graphs = frames_to_graphs(frames, self.model, where)
         return predict_graphs(self.model, graphs, batch_size=batch_size, progress=progress)
