@@ -1,0 +1,291 @@
+"""Collect every bench/results/*.json into BENCHMARKS.md (machine, date, commit, tables).
+
+Known benchmarks (uq, uq_sweep, overhead) get purpose-made tables; any other result file
+(written by another script) is rendered generically: its scalar values as a two-column
+table of dotted keys, long lists summarised. Every section names the machine, the date
+and the git commit the result came from (or says that the file did not record them).
+
+Also home of `machine_info()`, the machine record the benchmarks in this folder write.
+
+Run: python bench/summarize.py [--results bench/results] [--out BENCHMARKS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+OUT = ROOT / "BENCHMARKS.md"
+MAX_GENERIC_ROWS = 60
+
+
+# ----------------------------------------------------------------------------- machine info
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (falls back to platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> dict[str, Any]:
+    """HEAD commit and whether the working tree differs from it (others edit it too)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def machine_info(threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
+    """CPU model, cores, load, python/torch versions, device, torch threads."""
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "device": device,
+        "load_average_1_5_15": list(os.getloadavg()),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = threads if threads is not None else torch.get_num_threads()
+        if device.startswith("cuda") and torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- formatting
+def fmt(value: Any, digits: int = 3) -> str:
+    """Compact cell text: floats to `digits` significant figures, None as '—'."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(fmt(v, digits) for v in value)
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "nan"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.{digits}g}"
+        return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{max(digits - 1, 1)}f}"
+    return str(value)
+
+
+def table(header: list[str], rows: Iterable[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def provenance(result: dict[str, Any]) -> str:
+    """One line: date, commit, machine (whatever the file recorded)."""
+    date = result.get("date") or result.get("created_at") or result.get("timestamp") or "date not recorded"
+    git = result.get("git") if isinstance(result.get("git"), dict) else {}
+    commit = git.get("commit") or result.get("git_commit") or result.get("commit")
+    dirty = git.get("dirty")
+    commit_txt = f"`{commit[:10]}`" + (" (working tree had uncommitted changes)" if dirty else "") if commit else "commit not recorded"
+    m = result.get("machine") if isinstance(result.get("machine"), dict) else {}
+    cpu = m.get("cpu") or m.get("processor") or "cpu not recorded"
+    parts = [cpu, f"{m.get('cpu_count', '?')} cores"]
+    if m.get("torch"):
+        parts.append(f"torch {m['torch']}" + (f", {m['torch_threads']} threads" if m.get("torch_threads") else ""))
+    if m.get("gpu"):
+        parts.append(f"GPU {m['gpu']}")
+    load = m.get("load_average_1_5_15") or m.get("load_average") or result.get("load_average_1_5_15_before")
+    if load:
+        parts.append("load avg " + "/".join(f"{x:.1f}" for x in load))
+    return f"*{date} · {commit_txt} · {', '.join(parts)}*"
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Dotted (key, scalar) pairs of nested dicts; lists of scalars shown inline or summarised."""
+    if isinstance(value, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in value.items():
+            out += flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(value, list):
+        if all(isinstance(v, int | float | str | bool) or v is None for v in value):
+            if len(value) <= 4:
+                return [(prefix, ", ".join(fmt(v) for v in value))]
+            nums = [v for v in value if isinstance(v, int | float) and not isinstance(v, bool)]
+            if nums:
+                return [(prefix, f"{len(value)} values, min {fmt(min(nums))}, max {fmt(max(nums))}")]
+            return [(prefix, f"{len(value)} values")]
+        return [(prefix, f"list of {len(value)} records")]
+    return [(prefix, value)]
+
+
+# ----------------------------------------------------------------------------- sections
+def generic_section(name: str, result: dict[str, Any]) -> str:
+    rows = [(k, v) for k, v in flatten({k: v for k, v in result.items() if k not in ("machine", "benchmark")})
+            if k not in ("date", "created_at", "timestamp")]
+    more = len(rows) - MAX_GENERIC_ROWS
+    body = table(["quantity", "value"], [[f"`{k}`", v] for k, v in rows[:MAX_GENERIC_ROWS]])
+    if more > 0:
+        body += f"\n\n({more} more values in the JSON file)"
+    return body
+
+
+UQ_COLUMNS = ["method", "F MAE", "F RMSE", "E MAE/atom (meV)", "Spearman atom", "ROC-AUC atom",
+              "Spearman config", "ROC-AUC config", "mean σ / mean err"]
+
+
+def _ci(m: dict[str, Any], key: str) -> str:
+    value, ci = m.get(key), m.get(f"{key}_ci95")
+    if value is None:
+        return "—"
+    return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.3f}"
+
+
+def uq_metric_row(label: str, m: dict[str, Any]) -> list[Any]:
+    ratio = m["sigma_mean"] / m["error_mean"] if m.get("sigma_mean") is not None and m.get("error_mean") else None
+    return [label, m["force_mae"], m["force_rmse"], 1e3 * m["energy_mae_per_atom"], _ci(m, "spearman_atom"),
+            _ci(m, "roc_auc_atom"), _ci(m, "spearman_config"), _ci(m, "roc_auc_config"), ratio]
+
+
+def uq_section(name: str, result: dict[str, Any]) -> str:
+    out = []
+    s = result.get("settings", {})
+    if s:
+        out.append("Settings: " + ", ".join(f"{k} = `{json.dumps(v)}`" for k, v in s.items() if not isinstance(v, dict)))
+        out.append("")
+    for track, tr in result.get("tracks", {}).items():
+        out.append(f"#### Track `{track}`\n")
+        if tr.get("description"):
+            out.append(tr["description"] + "\n")
+        methods = tr["methods"]
+        sets = list(next(iter(methods.values()))["sets"])
+        for set_name in sets:
+            desc = tr.get("sets", {}).get(set_name, {}).get("description", "")
+            out.append(f"**{set_name}** {('— ' + desc) if desc else ''}\n")
+            out.append(table(UQ_COLUMNS, [uq_metric_row(meth, r["sets"][set_name]) for meth, r in methods.items()]))
+            out.append("")
+        cost = []
+        for meth, r in methods.items():
+            t, inf = r["train"], r["inference"]
+            cost.append([meth, t["n_models"], t["epochs_run"], t["wall_s_per_epoch"], t["cpu_s_per_epoch"],
+                         t["wall_s"], 1e3 * inf["wall_s_per_frame"], 1e3 * inf["cpu_s_per_frame"], inf["passes"]])
+        out.append("Cost (training: all models of the method; inference: forces + σ on the ID test set):\n")
+        out.append(table(["method", "models", "epochs", "train wall s/epoch", "train CPU s/epoch", "train wall s",
+                          "infer wall ms/frame", "infer CPU ms/frame", "passes"], cost))
+        out.append("")
+    if result.get("notes"):
+        out.append("Notes: " + result["notes"])
+    return "\n".join(out)
+
+
+def uq_sweep_section(name: str, result: dict[str, Any]) -> str:
+    out = []
+    rows = []
+    for run in result["runs"]:
+        sel = run["selection_score"]
+        v = run["sets"]["valid"]
+        rows.append([run["label"], run["q"], run["lam"], run["w"], run.get("lr"), run.get("batch_size"),
+                     v["force_mae"], 1e3 * v["energy_mae_per_atom"], v["spearman_atom"], v["roc_auc_atom"],
+                     run["sets"]["select_ood"]["spearman_atom"], run["sets"]["select_ood"]["roc_auc_atom"],
+                     sel, "**yes**" if run["label"] == result["chosen"]["label"] else ""])
+    out.append(table(["run", "q", "λ", "w", "lr", "batch", "valid F MAE", "valid E MAE/atom (meV)",
+                      "valid Spearman", "valid AUC", "450 K Spearman", "450 K AUC", "score", "chosen"], rows))
+    out.append("")
+    out.append(f"Rule: {result['rule']}")
+    out.append(f"\nChosen: `{json.dumps({k: result['chosen'][k] for k in ('q', 'lam', 'w', 'lr', 'batch_size')})}`")
+    return "\n".join(out)
+
+
+def overhead_section(name: str, result: dict[str, Any]) -> str:
+    rows = []
+    for gen in result["generations"]:
+        rows.append([gen["generation"], gen["total_s"], gen["train_s"], gen["md_s"], gen["label_s"],
+                     gen["overhead_s"], gen["overhead_fraction"]])
+    out = [table(["generation", "total s", "train s", "MD/UDD s", "labeling s", "overhead s", "overhead fraction"], rows)]
+    if result.get("overhead_by_step"):
+        out.append("\nOverhead by step (s, summed over generations):\n")
+        out.append(table(["step", "seconds"], [[k, v] for k, v in result["overhead_by_step"].items()]))
+    if result.get("notes"):
+        out.append("\nNotes: " + result["notes"])
+    return "\n".join(out)
+
+
+SECTIONS: dict[str, Callable[[str, dict[str, Any]], str]] = {
+    "uq": uq_section,
+    "uq_sweep": uq_sweep_section,
+    "overhead": overhead_section,
+}
+
+
+def render(results_dir: Path) -> str:
+    """BENCHMARKS.md text for every *.json in `results_dir` (sorted by file name)."""
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Generated by `python bench/summarize.py` from `{results_dir.relative_to(ROOT) if results_dir.is_relative_to(ROOT) else results_dir}/*.json`"
+        f" on {now_iso()}. Each section names the machine, date and commit of its own run;",
+        "CPU timings on a shared machine are noisy (others ran tests concurrently: see the load averages).",
+        "Scripts and how to run them: `bench/README.md`-style usage lines are in each script's docstring.",
+        "",
+    ]
+    files = sorted(results_dir.glob("*.json"))
+    if not files:
+        parts.append("No results yet.")
+    for path in files:
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            parts += [f"## `{path.name}`", "", f"Unreadable: {exc}", ""]
+            continue
+        if not isinstance(result, dict):
+            parts += [f"## `{path.name}`", "", "Not a JSON object; skipped.", ""]
+            continue
+        kind = str(result.get("benchmark", path.stem))
+        parts += [f"## {kind} (`{path.name}`)", "", provenance(result), ""]
+        render_fn = SECTIONS.get(kind, generic_section)
+        try:
+            parts.append(render_fn(kind, result))
+        except (KeyError, TypeError, IndexError, StopIteration) as exc:
+            parts.append(f"(unexpected layout for a `{kind}` result: {type(exc).__name__}: {exc}; raw values:)\n")
+            parts.append(generic_section(kind, result))
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    from eip_al.atomic import atomic_write_text
+
+    atomic_write_text(args.out, render(args.results.resolve()))
+    print(f"wrote {args.out}")
+    return args.out
+
+
+if __name__ == "__main__":
+    main()
