@@ -1,0 +1,144 @@
+"""Cost of the evidential head: plain PaiNN (E + F) vs eIP (E + F + σ) on 288-atom water, CPU.
+
+Both timings use the same backbone, weights and prebuilt graph; "plain" skips the head and
+the σ reduction, so the ratio is the head's overhead (target eIP ≤ 1.10 × plain). Also
+timed: eIP with a UDD bias (E_bias forces from the same forward pass) and one full
+`EIPCalculator` MD step (neighbor list with skin + conversion to numpy).
+
+    python bench/bench_model.py [--features 128 --interactions 3 --threads 1 2]
+
+Writes bench/results/model.json (timings in ms, min and median of repeats, machine info).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+from eip_al.calculator import EIPCalculator
+from eip_al.config import ModelConfig
+from eip_al.model import EIPModel, ModelSpec, save_checkpoint
+from eip_al.model.neighbors import Graph, SpeciesMap, frame_graph
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def water_box(n_molecules: int = 96, density_g_cm3: float = 0.997, seed: int = 0) -> Atoms:
+    """Randomly oriented H2O on a jittered cubic grid at the given density (periodic)."""
+    rng = np.random.default_rng(seed)
+    volume = n_molecules * 18.015 / (density_g_cm3 * 0.602214)  # Å^3
+    length = volume ** (1 / 3)
+    per_side = int(np.ceil(n_molecules ** (1 / 3)))
+    sites = np.array([(a, b, c) for a in range(per_side) for b in range(per_side) for c in range(per_side)])
+    sites = sites[rng.choice(len(sites), n_molecules, replace=False)]
+    atoms = Atoms(cell=[length] * 3, pbc=True)
+    for site in sites:
+        m = molecule("H2O")
+        m.rotate(rng.uniform(0, 360), rng.normal(size=3))
+        m.translate((site + 0.5) * length / per_side + rng.normal(scale=0.1, size=3))
+        atoms += m
+    return atoms
+
+
+def plain_painn(model: EIPModel, g: Graph) -> torch.Tensor:
+    """Energy + forces with the same backbone and readout, no evidential head."""
+    pos = g.positions.detach().requires_grad_(True)
+    vectors = pos[g.edge_j] - pos[g.edge_i] + g.shifts @ g.cell[0]
+    s, _ = model.backbone(g.species, vectors, g.edge_i, g.edge_j)
+    energy = (model.readout(s).squeeze(-1) * model.energy_scale).sum()
+    (grad,) = torch.autograd.grad(energy, pos)
+    return -grad
+
+
+def timeit(fn: Callable[[], object], repeats: int, warmup: int = 2) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"min_ms": min(times), "median_ms": statistics.median(times)}
+
+
+def machine() -> dict[str, object]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", type=int, default=ModelConfig().n_features)
+    parser.add_argument("--interactions", type=int, default=ModelConfig().n_interactions)
+    parser.add_argument("--cutoff", type=float, default=ModelConfig().cutoff)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=RESULTS / "model.json")
+    args = parser.parse_args()
+
+    atoms = water_box()
+    torch.manual_seed(0)
+    model = EIPModel(ModelSpec(args.features, args.interactions, args.cutoff, 20, (1, 8)))
+    model.eval()
+    model.requires_grad_(False)
+    g = frame_graph(atoms, SpeciesMap(model.spec.elements), args.cutoff).to("cpu", torch.float32)
+    checkpoint = save_checkpoint(Path(tempfile.mkdtemp()) / "bench.pt", model)
+
+    def bias(sigma: torch.Tensor, n: int) -> torch.Tensor:
+        return 2000.0 * (torch.exp(-sigma / (n * 20.0)) - 1.0)
+
+    calc = EIPCalculator(checkpoint, device="cpu")
+    rng = np.random.default_rng(0)
+    md_atoms = atoms.copy()
+
+    def calculator_step() -> None:
+        md_atoms.positions += rng.normal(scale=0.005, size=md_atoms.positions.shape)  # an MD-sized move
+        calc.calculate(md_atoms, ["energy", "forces"])
+
+    results: dict[str, object] = {
+        "system": f"{len(atoms)}-atom water box, {atoms.cell.lengths()[0]:.2f} Å cubic, periodic",
+        "n_edges": int(g.edge_i.shape[0]),
+        "model": {"n_features": args.features, "n_interactions": args.interactions, "cutoff": args.cutoff,
+                  "n_parameters": sum(p.numel() for p in model.parameters()), "dtype": "float32"},
+        "by_threads": {},
+        "machine": machine(),
+    }
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        plain = timeit(lambda: plain_painn(model, g), args.repeats)
+        eip = timeit(lambda: model.predict(g), args.repeats)
+        udd = timeit(lambda: model.predict(g, bias=bias), args.repeats)
+        step = timeit(calculator_step, args.repeats)
+        results["by_threads"][str(threads)] = {  # type: ignore[index]
+            "plain_painn_E_F": plain,
+            "eip_E_F_sigma": eip,
+            "eip_with_udd_bias": udd,
+            "calculator_md_step": step,
+            "ratio_eip_over_plain_min": eip["min_ms"] / plain["min_ms"],
+            "ratio_eip_over_plain_median": eip["median_ms"] / plain["median_ms"],
+            "ratio_udd_over_eip_min": udd["min_ms"] / eip["min_ms"],
+        }
+        print(threads, json.dumps(results["by_threads"][str(threads)], indent=1))  # type: ignore[index]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
