@@ -52,8 +52,15 @@ class Labeler(ABC):
     def parse(self, job_dir: Path, atoms: Atoms) -> JobResult:
         """Read a finished (or failed, or never run) job; never raises for job failures."""
 
+    def check_frame(self, atoms: Atoms, where: str) -> None:
+        """Raise eip_al.io.FrameError (naming `where`) if this labeler cannot label the frame.
+
+        Called for every frame before any job is written; the default accepts all.
+        """
+        return None
+
     def run_script(self, job_dir: Path) -> Path | None:
-        """The script that runs this job outside this process (Slurm, export), if any.
+        """The script that runs this job's current attempt outside this process, if any.
 
         None (the default) means the labeler only runs in-process, so only the `local`
         backend can use it.
@@ -67,8 +74,8 @@ class Labeler(ABC):
         """
         return True
 
-    def prepare_retry(self, job_dir: Path, failed: JobResult) -> Path | None:
-        """Prepare a second attempt with a stronger recipe after `failed`.
+    def prepare_retry(self, job_dir: Path, atoms: Atoms, failed: JobResult) -> Path | None:
+        """Prepare a second attempt on frame `atoms` with a stronger recipe after `failed`.
 
         Returns the directory whose run script runs the retry (executed like a job
         directory), or None when this failure is not worth retrying (the default).

@@ -1,0 +1,546 @@
+"""Labeling a batch of frames: job directories, running them, per-job outcomes, collection.
+
+Layout of a label directory (`<run>/gen-XXX/label/`, or the work directory of
+`eip-al label`)::
+
+    jobs.json               LabelingJobSet: job id <-> frame id <-> job dir <-> input hash
+    jobs/<job_id>/          what the labeler wrote (CP2K: input.inp, run.sh), frame.extxyz
+                            (the frame with its provenance), outputs, and outcome.json
+    jobs/tasks.txt          every job's run script (for running exported jobs by hand)
+    stale/<job_id>-<hash>/  job dirs replaced because the input changed (kept, not lost)
+    labeled.extxyz          the successfully labeled frames
+    failures.csv            one row per failed job: class, attempts, message
+    slurm/                  array scripts, task lists, submissions.json, logs (slurm only)
+
+`outcome.json` is written atomically once a job has ended (success or failure) and is the
+only thing a rerun trusts: killing eip-al mid-labeling loses no finished label, and
+running again neither repeats a finished job nor records one twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import math
+import os
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.io import write as ase_write
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from eip_al.atomic import atomic_write_text
+from eip_al.config import ConfigError, LabelerConfig
+from eip_al.io import attach_labels, frame_id, read_frames, validate_frame, write_frames
+from eip_al.label.backends import Cancelled, SlurmBackend, cancel_local, reset_cancel
+from eip_al.label.base import JobResult, Labeler
+from eip_al.schemas import JobOutcome, LabelingJob, LabelingJobSet, LabelingResult, Strict
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "jobs.json"
+FRAME_NAME = "frame.extxyz"
+OUTCOME_NAME = "outcome.json"
+LABELED_NAME = "labeled.extxyz"
+FAILURES_NAME = "failures.csv"
+_UNHASHED = frozenset({"run.sh"})  # launcher details: changing them keeps finished jobs
+
+
+class JobRecord(Strict):
+    """outcome.json: the final outcome of one job, with its labels (eV, eV/Å) on success."""
+
+    theory: str  # TheoryFingerprint.key() the labels were made with
+    input_sha256: str
+    outcome: JobOutcome
+    energy: float | None = None
+    forces: list[list[float]] | None = None
+
+
+# ------------------------------------------------------------------------- labelers
+_LABELERS: dict[str, Labeler] = {}
+_LABELERS_LOCK = threading.Lock()
+
+
+def get_labeler(labeler_cfg: LabelerConfig) -> Labeler:
+    """The labeler `labeler_cfg.kind` describes (one instance per distinct config)."""
+    key = labeler_cfg.model_dump_json()
+    with _LABELERS_LOCK:
+        found = _LABELERS.get(key)
+        if found is None:
+            if labeler_cfg.kind == "mock":
+                from eip_al.label.mock import MockLabeler
+
+                found = MockLabeler(labeler_cfg.mock)
+            else:
+                from eip_al.label.cp2k import CP2KLabeler
+
+                found = CP2KLabeler(labeler_cfg.cp2k)
+            _LABELERS[key] = found
+    return found
+
+
+@dataclass
+class LabelBatch:
+    """One batch of labeling jobs: where they live, how they run, what labels them."""
+
+    cfg: LabelerConfig
+    label_dir: Path
+    root: Path  # artifact paths are relative to this (the run directory)
+    generation: int
+    labeler: Labeler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.label_dir = Path(self.label_dir)
+        self.root = Path(self.root).resolve()
+        self.labeler = get_labeler(self.cfg)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.label_dir / MANIFEST_NAME
+
+    def job_dir(self, job: LabelingJob) -> Path:
+        return self.root / job.job_dir
+
+    def rel(self, path: Path) -> str:
+        return os.path.relpath(Path(path).resolve(), self.root)
+
+    def manifest(self) -> LabelingJobSet:
+        if not self.manifest_path.exists():
+            raise FileNotFoundError(f"{self.manifest_path}: no labeling jobs prepared here yet")
+        return LabelingJobSet.load(self.manifest_path)
+
+    def check_backend(self) -> None:
+        """Refuse a backend this labeler cannot use, before anything is written."""
+        if (
+            self.cfg.backend in ("slurm", "export")
+            and self.labeler.run_script(self.label_dir) is None
+        ):
+            raise ConfigError(
+                f"labeler.backend {self.cfg.backend!r}: the {self.cfg.kind} labeler runs in-process "
+                "only; use backend 'local'"
+            )
+        if (
+            self.cfg.backend == "local"
+            and self.cfg.kind == "cp2k"
+            and shutil.which(self.cfg.cp2k.executable) is None
+        ):
+            raise ConfigError(
+                f"labeler.cp2k.executable: '{self.cfg.cp2k.executable}' not found on PATH "
+                "(backend 'local' runs CP2K here; use 'export' or 'slurm' to run it elsewhere)"
+            )
+
+
+# ------------------------------------------------------------------------- prepare
+def _hash_dir(theory_key: str, d: Path, names: Iterable[str]) -> str | None:
+    """Hash of the theory and the named files of `d` (None if one is missing)."""
+    h = hashlib.sha256(theory_key.encode())
+    for name in sorted(names):
+        try:
+            data = (d / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+def _input_names(d: Path) -> list[str]:
+    return [p.name for p in d.iterdir() if p.is_file() and p.name not in _UNHASHED]
+
+
+def _frame_text(atoms: Atoms) -> str:
+    frame = atoms.copy()  # no calculator: old labels or predictions are not carried over
+    buf = io.StringIO()
+    ase_write(buf, frame, format="extxyz")
+    return buf.getvalue()
+
+
+def prepare_jobs(batch: LabelBatch, frames: list[Atoms], source: str) -> LabelingJobSet:
+    """Write one job directory per frame and the manifest; keep job dirs whose input is unchanged.
+
+    Every frame is checked first (a bad frame is an error naming `source` and its index,
+    and nothing is written). A job dir is built in a temporary folder and renamed into
+    place; an existing dir with the same input hash is kept with its results (only its
+    run script is refreshed); one with a different hash is moved to `stale/`.
+    """
+    batch.check_backend()
+    labeler = batch.labeler
+    for i, atoms in enumerate(frames):
+        where = f"{source}: frame {i}"
+        validate_frame(atoms, where=where, require_labels=False, require_cell=False)
+        labeler.check_frame(atoms, where)
+    theory = labeler.theory()
+    key = theory.key()
+    jobs_dir = batch.label_dir / "jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    jobs: list[LabelingJob] = []
+    with _progress(len(frames) >= 50) as progress:
+        task = progress.add_task("preparing jobs", total=len(frames))
+        for i, atoms in enumerate(frames):
+            job_id = f"{i:06d}"
+            fid = str(atoms.info.get("frame_id") or frame_id(atoms))
+            atoms.info["frame_id"] = fid
+            target = jobs_dir / job_id
+            tmp = jobs_dir / f".tmp-{job_id}"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+            labeler.prepare(atoms, tmp)
+            (tmp / FRAME_NAME).write_text(_frame_text(atoms))
+            names = _input_names(tmp)
+            digest = _hash_dir(key, tmp, names)
+            assert digest is not None
+            if target.exists() and _hash_dir(key, target, names) == digest:
+                for name in _UNHASHED & {p.name for p in tmp.iterdir()}:
+                    new = (tmp / name).read_bytes()
+                    if not (target / name).exists() or (target / name).read_bytes() != new:
+                        atomic_write_text(target / name, new.decode())
+                shutil.rmtree(tmp)
+            else:
+                if target.exists():
+                    old = _hash_dir(key, target, _input_names(target)) or "partial"
+                    stale = batch.label_dir / "stale" / f"{job_id}-{old[:8]}"
+                    if stale.exists():
+                        shutil.rmtree(stale)
+                    stale.parent.mkdir(exist_ok=True)
+                    log.warning("%s: input changed; old job moved to %s", target, stale)
+                    os.replace(target, stale)
+                os.replace(tmp, target)
+            jobs.append(
+                LabelingJob(
+                    job_id=job_id, frame_id=fid, job_dir=batch.rel(target), input_sha256=digest
+                )
+            )
+            progress.advance(task)
+    scripts = [labeler.run_script(batch.root / j.job_dir) for j in jobs]
+    if all(s is not None for s in scripts):
+        atomic_write_text(
+            jobs_dir / "tasks.txt", "".join(f"{batch.rel(s)}\n" for s in scripts if s)
+        )
+    job_set = LabelingJobSet(
+        generation=batch.generation,
+        labeler=batch.cfg.kind,
+        backend=batch.cfg.backend,
+        theory=theory,
+        jobs=jobs,
+    )
+    job_set.write(batch.manifest_path)
+    return job_set
+
+
+# ------------------------------------------------------------------------- one job
+def _read_record(path: Path, theory_key: str, input_sha256: str) -> JobRecord | None:
+    try:
+        rec = JobRecord.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.theory != theory_key or rec.input_sha256 != input_sha256:
+        return None
+    return rec
+
+
+def _frame(batch: LabelBatch, job: LabelingJob) -> Atoms:
+    path = batch.job_dir(job) / FRAME_NAME
+    atoms = read_frames(path, require_labels=False, require_cell=False)[0]
+    atoms.calc = None
+    return atoms
+
+
+def _check_plausible(result: JobResult, n_atoms: int, max_force: float) -> JobResult:
+    """Reject labels with non-finite numbers, wrong shapes or forces above `max_force` (eV/Å)."""
+    if not result.ok:
+        return result
+    forces = np.asarray(result.forces, dtype=float)
+    problem = None
+    if result.energy is None or not math.isfinite(result.energy):
+        problem = f"energy is not finite ({result.energy})"
+    elif forces.shape != (n_atoms, 3) or not np.all(np.isfinite(forces)):
+        problem = f"forces are missing, not finite or of shape {forces.shape}"
+    else:
+        fmax = float(np.max(np.linalg.norm(forces, axis=1))) if n_atoms else 0.0
+        if fmax > max_force:
+            problem = f"max |F| = {fmax:.1f} eV/Å above labeler.max_force_eV_A = {max_force:g}"
+    if problem is None:
+        return result
+    return JobResult(
+        result.job_id,
+        ok=False,
+        failure_class="implausible_forces",
+        message=problem,
+        runtime_s=result.runtime_s,
+        attempts=result.attempts,
+    )
+
+
+def _outcome(job: LabelingJob, atoms: Atoms, result: JobResult) -> JobOutcome:
+    return JobOutcome(
+        job_id=job.job_id,
+        frame_id=job.frame_id,
+        status="ok" if result.ok else "failed",
+        failure_class=None if result.ok else (result.failure_class or "crashed"),
+        message=result.message,
+        runtime_s=result.runtime_s,
+        energy_per_atom=result.energy / len(atoms)
+        if result.ok and result.energy is not None and len(atoms)
+        else None,
+        attempts=result.attempts,
+    )
+
+
+def _finish(
+    batch: LabelBatch, job: LabelingJob, atoms: Atoms, result: JobResult, theory_key: str
+) -> tuple[JobOutcome, JobRecord | None]:
+    """Check the result; if the job has ended, write outcome.json (atomic) and return it."""
+    result = _check_plausible(result, len(atoms), batch.cfg.max_force_eV_A)
+    outcome = _outcome(job, atoms, result)
+    job_dir = batch.job_dir(job)
+    if result.failure_class == "not_run" or not batch.labeler.is_finished(job_dir):
+        return outcome, None
+    rec = JobRecord(
+        theory=theory_key,
+        input_sha256=job.input_sha256,
+        outcome=outcome,
+        energy=result.energy if result.ok else None,
+        forces=np.asarray(result.forces).tolist() if result.ok else None,
+    )
+    atomic_write_text(job_dir / OUTCOME_NAME, rec.model_dump_json() + "\n")
+    return outcome, rec
+
+
+Runner = Callable[[list[Path]], None]
+
+
+def label_job(
+    batch: LabelBatch, job: LabelingJob, runner: Runner | None, theory_key: str
+) -> JobOutcome:
+    """Run one job with `runner` (None: only read what is there), retry once if the labeler
+    offers a stronger recipe, and record the outcome. Never raises for a job failure."""
+    job_dir = batch.job_dir(job)
+    rec = _read_record(job_dir / OUTCOME_NAME, theory_key, job.input_sha256)
+    if rec is not None:
+        return rec.outcome
+    atoms = _frame(batch, job)
+    labeler = batch.labeler
+    if runner is not None:
+        runner([job_dir])
+    result = labeler.parse(job_dir, atoms)
+    if not result.ok and result.failure_class != "not_run":
+        retry = labeler.prepare_retry(job_dir, atoms, result)
+        if retry is not None and runner is not None:
+            runner([job_dir])
+            result = labeler.parse(job_dir, atoms)
+        elif retry is not None:
+            result.message = (
+                f"{result.message}; a retry with a stronger SCF recipe is prepared: "
+                f"run {batch.rel(retry / 'run.sh')}, then ingest again"
+            )
+            return _outcome(
+                job, atoms, _check_plausible(result, len(atoms), batch.cfg.max_force_eV_A)
+            )
+    return _finish(batch, job, atoms, result, theory_key)[0]
+
+
+def _runner(batch: LabelBatch) -> Runner | None:
+    """How this batch's backend runs jobs one at a time (None for export)."""
+    if batch.cfg.backend == "local":
+        return batch.labeler.execute
+    if batch.cfg.backend == "slurm":
+        backend = SlurmBackend(
+            batch.label_dir, batch.cfg.slurm, job_name=f"eip-label-{batch.generation}"
+        )
+
+        def run(dirs: list[Path]) -> None:
+            backend.run([s for s in (batch.labeler.run_script(d) for d in dirs) if s is not None])
+
+        return run
+    return None
+
+
+def run_job(batch: LabelBatch, job_id: str) -> JobOutcome:
+    """Run job `job_id` of the prepared batch on its backend (export: only read it)."""
+    manifest = batch.manifest()
+    job = next((j for j in manifest.jobs if j.job_id == job_id), None)
+    if job is None:
+        raise KeyError(f"{batch.manifest_path}: no job {job_id!r}")
+    return label_job(batch, job, _runner(batch), manifest.theory.key())
+
+
+def run_all(batch: LabelBatch) -> None:
+    """Run every unfinished job: local in `n_parallel` threads, Slurm as one array (plus one
+    array for retries), export not at all."""
+    manifest = batch.manifest()
+    key = manifest.theory.key()
+    todo = [
+        j
+        for j in manifest.jobs
+        if _read_record(batch.job_dir(j) / OUTCOME_NAME, key, j.input_sha256) is None
+    ]
+    if not todo or batch.cfg.backend == "export":
+        return
+    if batch.cfg.backend == "slurm":
+        _run_slurm(batch, todo, key)
+        return
+    reset_cancel()
+    with _progress(True) as progress, ThreadPoolExecutor(max_workers=batch.cfg.n_parallel) as pool:
+        task = progress.add_task(
+            f"labeling ({batch.cfg.kind}, {batch.cfg.n_parallel} at once)", total=len(todo)
+        )
+        futures = [pool.submit(label_job, batch, j, batch.labeler.execute, key) for j in todo]
+        try:
+            for fut in as_completed(futures):
+                try:
+                    fut.result()
+                except Cancelled:
+                    pass
+                progress.advance(task)
+        except KeyboardInterrupt:
+            cancel_local()
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def _run_slurm(batch: LabelBatch, todo: list[LabelingJob], key: str) -> None:
+    labeler = batch.labeler
+    backend = SlurmBackend(
+        batch.label_dir, batch.cfg.slurm, job_name=f"eip-label-{batch.generation}"
+    )
+    dirs = [batch.job_dir(j) for j in todo]
+    with _progress(True) as progress:
+        task = progress.add_task("Slurm tasks done", total=len(dirs))
+
+        def show(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        backend.run([s for s in (labeler.run_script(d) for d in dirs) if s is not None], show)
+        retry_dirs = []
+        for job, d in zip(todo, dirs, strict=True):
+            atoms = _frame(batch, job)
+            result = labeler.parse(d, atoms)
+            if (
+                not result.ok
+                and result.failure_class != "not_run"
+                and labeler.prepare_retry(d, atoms, result)
+            ):
+                retry_dirs.append(d)
+        if retry_dirs:
+            progress.update(
+                task, description="Slurm retries done", completed=0, total=len(retry_dirs)
+            )
+            backend.run(
+                [s for s in (labeler.run_script(d) for d in retry_dirs) if s is not None], show
+            )
+    for job in todo:
+        label_job(batch, job, None, key)
+
+
+# ------------------------------------------------------------------------- collect
+def collect(batch: LabelBatch, out_path: Path | None = None) -> LabelingResult:
+    """Read every job's outcome, write the labeled frames and failures.csv, count failures.
+
+    Labeled frames keep the provenance of the input frames plus `labeler`, `theory` and
+    `job_id`. Failed and unfinished jobs are recorded, never written as frames.
+    """
+    manifest = batch.manifest()
+    key = manifest.theory.key()
+    out_path = Path(out_path) if out_path is not None else batch.label_dir / LABELED_NAME
+    outcomes: list[JobOutcome] = []
+    labeled: list[Atoms] = []
+    for job in manifest.jobs:
+        rec = _read_record(batch.job_dir(job) / OUTCOME_NAME, key, job.input_sha256)
+        if rec is None:
+            outcome = label_job(batch, job, None, key)
+            rec = _read_record(batch.job_dir(job) / OUTCOME_NAME, key, job.input_sha256)
+        else:
+            outcome = rec.outcome
+        outcomes.append(outcome)
+        if (
+            outcome.status == "ok"
+            and rec is not None
+            and rec.forces is not None
+            and rec.energy is not None
+        ):
+            atoms = _frame(batch, job)
+            atoms.info.update(labeler=batch.cfg.kind, theory=key, job_id=job.job_id)
+            labeled.append(attach_labels(atoms, rec.energy, np.asarray(rec.forces)))
+    if labeled:
+        write_frames(out_path, labeled)
+    else:
+        atomic_write_text(out_path, "")
+    failed = [o for o in outcomes if o.status == "failed"]
+    _write_failures(batch.label_dir / FAILURES_NAME, failed)
+    n = len(outcomes)
+    by_class = dict(sorted(Counter(str(o.failure_class) for o in failed).items()))
+    exceeded = n > 0 and len(failed) / n > batch.cfg.max_failure_fraction
+    message = None
+    not_run = by_class.get("not_run", 0)
+    if exceeded:
+        message = (
+            f"{len(failed)} of {n} labeling jobs failed ({', '.join(f'{k}: {v}' for k, v in by_class.items())}), "
+            f"more than labeler.max_failure_fraction = {batch.cfg.max_failure_fraction:g}; "
+            f"details in {batch.label_dir / FAILURES_NAME}"
+        )
+        if not_run and batch.cfg.backend == "export":
+            message += (
+                f". {not_run} exported jobs have not run yet: run the scripts listed in "
+                f"{batch.label_dir / 'jobs' / 'tasks.txt'} (each job dir is self-contained), "
+                "then `eip-al ingest` this directory"
+            )
+    return LabelingResult(
+        generation=batch.generation,
+        labeler=batch.cfg.kind,
+        backend=batch.cfg.backend,
+        theory=manifest.theory,
+        outcomes=outcomes,
+        n_ok=n - len(failed),
+        n_failed=len(failed),
+        failures_by_class=by_class,
+        labeled_extxyz=batch.rel(out_path),
+        budget_exceeded=exceeded,
+        message=message,
+    )
+
+
+def _write_failures(path: Path, failed: list[JobOutcome]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["job_id", "frame_id", "failure_class", "attempts", "runtime_s", "message"])
+    for o in failed:
+        w.writerow(
+            [
+                o.job_id,
+                o.frame_id,
+                o.failure_class,
+                o.attempts,
+                "" if o.runtime_s is None else f"{o.runtime_s:.1f}",
+                o.message or "",
+            ]
+        )
+    atomic_write_text(path, buf.getvalue())
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=True,
+    )
+
+
+def frames_for_labeling(path: Path) -> list[Atoms]:
+    """Frames of `path` to label (no labels needed); an empty file gives no frames."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size == 0:
+        return []
+    return read_frames(path, require_labels=False, require_cell=False)

@@ -1,0 +1,358 @@
+"""Reading CP2K outputs and classifying each job: a label, or one failure class.
+
+Units: CP2K prints the total energy in Hartree and forces in Hartree/Bohr; labels are
+converted to eV and eV/Å with ``ase.units.Hartree`` and ``ase.units.Bohr`` (ASE's
+default constants, CODATA 2014), the same constants every other ASE-based label in a
+dataset uses.
+
+Both output layouts in use are read: CP2K ≤ 2024 (``ENERGY| ... energy [a.u.]:`` and an
+``ATOMIC FORCES in [a.u.]`` table) and CP2K ≥ 2025 (``energy [hartree]`` and
+``FORCES| Atomic forces [hartree/bohr]`` rows). A job counts as successful only with
+normal termination, a converged SCF (CP2K 2023 warns ``SCF run NOT converged`` and still
+prints energy and forces; newer versions abort — both are rejected), exactly one energy,
+one force row per atom with the input's elements, and printed coordinates that match the
+input frame (up to lattice translations).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.units import Bohr, Hartree
+
+from eip_al.label.base import JobResult
+
+HARTREE_EV = Hartree  # eV per Hartree (ase.units, CODATA 2014)
+FORCE_AU_EV_A = Hartree / Bohr  # eV/Å per Hartree/Bohr
+
+OUTPUT_NAME = "output.log"
+STATUS_NAME = "run.status"
+STDERR_NAME = "stderr.log"
+POSITION_TOLERANCE_A = 1e-4  # CP2K prints coordinates with 6 decimals
+
+_ENERGY = re.compile(
+    r"^\s*ENERGY\|\s+Total FORCE_EVAL \(\s*\w+\s*\) energy\s+(?:\[a\.u\.\]|\(a\.u\.\)|\[hartree\]):?\s+(\S+)",
+    re.MULTILINE,
+)
+_OLD_FORCES = re.compile(r"^\s*ATOMIC FORCES in \[a\.u\.\]\s*$", re.MULTILINE)
+_NEW_FORCES = re.compile(r"^\s*FORCES\|\s+Atomic forces \[hartree/bohr\]\s*$", re.MULTILINE)
+_COORDS = re.compile(r"^.*ATOMIC COORDINATES IN\s+angstrom\s*$", re.MULTILINE | re.IGNORECASE)
+_VERSION = re.compile(r"CP2K\|\s+version string:\s+(.+?)\s*$", re.MULTILINE)
+_SCF_NOT_CONVERGED = "SCF run NOT converged"
+_NORMAL_END = "PROGRAM ENDED AT"
+_WALLTIME_MSG = "exceeded requested execution time"
+WALLTIME_SIGNALS = frozenset(
+    {"TERM", "KILL", "TIMEOUT"}
+)  # run.status `signal` values of a time limit
+
+
+@dataclass
+class CP2KOutput:
+    """What one CP2K output text says (raw CP2K units; None where it says nothing)."""
+
+    version: str | None
+    normal_end: bool
+    abort_message: str | None
+    scf_not_converged: bool
+    walltime_exceeded: bool
+    energies_ha: list[float]
+    force_symbols: list[str] | None
+    forces_au: np.ndarray | None  # (N, 3) Hartree/Bohr
+    coord_symbols: list[str] | None
+    coords_A: np.ndarray | None  # (N, 3) Å
+
+
+@dataclass
+class RunStatus:
+    """What a finished (or terminated) run script recorded in ``run.status``."""
+
+    exit_code: int
+    signal: str
+    runtime_s: float | None
+
+
+def _floats(tokens: list[str]) -> list[float]:
+    return [float(t.replace("D", "E").replace("d", "e")) for t in tokens]
+
+
+def _abort_message(text: str) -> str | None:
+    """The text inside CP2K's ``[ABORT]`` box, joined into one line (None if no abort)."""
+    at = text.find("[ABORT]")
+    if at < 0:
+        return None
+    lines = text[at:].splitlines()[1:12]
+    words: list[str] = []
+    for line in lines:
+        if line.strip().startswith("****"):
+            break
+        body = line.strip().strip("*")
+        # drop the ASCII art at the left of the box
+        body = re.sub(r"^\s*(?:\\___/|\|\s|O/\||/\|\s\||/\s\\)", "", body).strip()
+        if body:
+            words.append(body)
+    return " ".join(words) or "CP2K aborted"
+
+
+def _old_force_block(lines: list[str]) -> tuple[list[str], np.ndarray] | None:
+    symbols, rows = [], []
+    for line in lines:
+        parts = line.split()
+        if not parts or parts[0] == "#":
+            continue
+        if line.lstrip().startswith("SUM OF ATOMIC FORCES"):
+            break
+        if len(parts) < 6 or not parts[0].isdigit():
+            return None
+        symbols.append(parts[2])
+        rows.append(_floats(parts[3:6]))
+    return symbols, np.asarray(rows, dtype=float).reshape(-1, 3)
+
+
+def _new_force_block(lines: list[str]) -> tuple[None, np.ndarray] | None:
+    rows = []
+    for line in lines:
+        if not line.lstrip().startswith("FORCES|"):
+            break
+        parts = line.split("|", 1)[1].split()
+        if not parts or parts[0] == "Atom":
+            continue
+        if parts[0] == "Sum":
+            break
+        if len(parts) < 4 or not parts[0].isdigit():
+            return None
+        rows.append(_floats(parts[1:4]))
+    return None, np.asarray(rows, dtype=float).reshape(-1, 3)
+
+
+def _coord_block(lines: list[str]) -> tuple[list[str], np.ndarray] | None:
+    symbols, rows = [], []
+    started = False
+    for line in lines:
+        parts = line.split()
+        if not parts:
+            if started:
+                break
+            continue
+        if parts[0] == "Atom":
+            continue
+        if not parts[0].isdigit() or len(parts) < 7:
+            if started:
+                break
+            return None
+        started = True
+        symbols.append(parts[2])
+        rows.append(_floats(parts[4:7]))
+    return symbols, np.asarray(rows, dtype=float).reshape(-1, 3)
+
+
+def read_output(text: str) -> CP2KOutput:
+    """Extract termination, SCF state, energy, forces and coordinates from output text."""
+    energies = [float(m.group(1)) for m in _ENERGY.finditer(text)]
+    force_symbols = forces = None
+    m_old = None
+    for m_old in _OLD_FORCES.finditer(text):  # noqa: B007  (keep the last block)
+        pass
+    m_new = None
+    for m_new in _NEW_FORCES.finditer(text):  # noqa: B007
+        pass
+    if m_old is not None:
+        block = _old_force_block(text[m_old.end() :].splitlines()[1:])
+        if block is not None:
+            force_symbols, forces = block
+    elif m_new is not None:
+        block2 = _new_force_block(text[m_new.end() :].splitlines()[1:])
+        if block2 is not None:
+            forces = block2[1]
+    coord_symbols = coords = None
+    m_c = _COORDS.search(text)
+    if m_c is not None:
+        cblock = _coord_block(text[m_c.end() :].splitlines()[1:])
+        if cblock is not None:
+            coord_symbols, coords = cblock
+    version = _VERSION.search(text)
+    return CP2KOutput(
+        version=version.group(1) if version else None,
+        normal_end=_NORMAL_END in text,
+        abort_message=_abort_message(text),
+        scf_not_converged=_SCF_NOT_CONVERGED in text,
+        walltime_exceeded=_WALLTIME_MSG in text,
+        energies_ha=energies,
+        force_symbols=force_symbols,
+        forces_au=forces,
+        coord_symbols=coord_symbols,
+        coords_A=coords,
+    )
+
+
+def read_status(path: Path) -> RunStatus | None:
+    """Parse ``run.status`` (key=value lines written by the run script); None if absent."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    try:
+        exit_code = int(values.get("exit_code", ""))
+    except ValueError:
+        return None  # half-written or foreign file: treat as no status
+    runtime = values.get("runtime_s")
+    try:
+        runtime_s = float(runtime) if runtime else None
+    except ValueError:
+        runtime_s = None
+    return RunStatus(
+        exit_code=exit_code, signal=values.get("signal", "").strip(), runtime_s=runtime_s
+    )
+
+
+def _tail(path: Path, n: int = 3) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def _fail(job_id: str, cls: str, msg: str, runtime: float | None) -> JobResult:
+    return JobResult(job_id=job_id, ok=False, failure_class=cls, message=msg, runtime_s=runtime)  # type: ignore[arg-type]
+
+
+def classify(
+    job_id: str,
+    out: CP2KOutput | None,
+    status: RunStatus | None,
+    atoms: Atoms,
+    *,
+    stderr_tail: str = "",
+) -> JobResult:
+    """Turn what a job left behind into a label (eV, eV/Å) or a failure class with a reason.
+
+    Order matters: a run that was never started is ``not_run``; one terminated by a signal
+    or CP2K's own walltime is ``walltime``; an SCF that did not converge is
+    ``scf_not_converged`` even when CP2K printed energy and forces; other aborts and
+    non-zero exits are ``crashed``; output without normal termination is ``truncated``;
+    output that does not describe this frame is ``inconsistent``; non-finite numbers are
+    ``implausible_forces``.
+    """
+    runtime = status.runtime_s if status else None
+    if status is not None and status.signal == "INT":
+        return _fail(
+            job_id,
+            "not_run",
+            "interrupted by the user before it finished; rerun to run it",
+            runtime,
+        )
+    stopped = status is not None and (
+        status.signal in WALLTIME_SIGNALS or status.exit_code in (124, 137, 143)
+    )
+    if out is None or not out.normal_end:
+        if stopped or (out is not None and out.walltime_exceeded):
+            how = status.signal if status is not None and status.signal else "the time limit"
+            return _fail(
+                job_id, "walltime", f"stopped by {how} (walltime) before CP2K finished", runtime
+            )
+        if status is not None and status.signal:
+            return _fail(job_id, "crashed", f"ended by the scheduler: {status.signal}", runtime)
+    if out is None:
+        if status is None:
+            return _fail(job_id, "not_run", "no output: the job has not run yet", None)
+        return _fail(
+            job_id,
+            "crashed",
+            f"no CP2K output; exit code {status.exit_code}"
+            + (f"; stderr: {stderr_tail}" if stderr_tail else ""),
+            runtime,
+        )
+    if out.scf_not_converged:
+        return _fail(
+            job_id, "scf_not_converged", "SCF run NOT converged (labels rejected)", runtime
+        )
+    if out.abort_message is not None:
+        return _fail(job_id, "crashed", f"CP2K aborted: {out.abort_message}", runtime)
+    if status is not None and status.exit_code != 0:
+        detail = f"; stderr: {stderr_tail}" if stderr_tail else ""
+        return _fail(
+            job_id, "crashed", f"CP2K exited with code {status.exit_code}{detail}", runtime
+        )
+    if not out.normal_end:
+        why = "" if status is not None else " (no exit status recorded: still running, or killed)"
+        return _fail(job_id, "truncated", f"output ends before 'PROGRAM ENDED'{why}", runtime)
+    n = len(atoms)
+    if len(out.energies_ha) != 1:
+        return _fail(
+            job_id,
+            "inconsistent",
+            f"expected one total energy, found {len(out.energies_ha)}",
+            runtime,
+        )
+    if out.forces_au is None:
+        return _fail(
+            job_id, "inconsistent", "no force table in the output (is PRINT FORCES on?)", runtime
+        )
+    if out.forces_au.shape != (n, 3):
+        return _fail(
+            job_id,
+            "inconsistent",
+            f"output has forces for {out.forces_au.shape[0]} atoms, the frame has {n}",
+            runtime,
+        )
+    symbols = atoms.get_chemical_symbols()
+    for what, found in (("force table", out.force_symbols), ("coordinates", out.coord_symbols)):
+        if found is not None and found != symbols:
+            bad = (
+                next(i for i, (a, b) in enumerate(zip(found, symbols, strict=False)) if a != b)
+                if len(found) == n
+                else None
+            )
+            where = (
+                f" (first at atom {bad})" if bad is not None else f" ({len(found)} vs {n} atoms)"
+            )
+            return _fail(
+                job_id,
+                "inconsistent",
+                f"elements in the {what} differ from the frame{where}",
+                runtime,
+            )
+    if out.coords_A is None:
+        return _fail(
+            job_id,
+            "inconsistent",
+            "no atomic coordinates in the output to check against the frame",
+            runtime,
+        )
+    delta = out.coords_A - atoms.positions
+    if atoms.pbc.any() and abs(atoms.cell.volume) > 0:
+        frac = np.linalg.solve(atoms.cell.T, delta.T).T
+        frac[:, atoms.pbc] -= np.round(frac[:, atoms.pbc])
+        delta = frac @ atoms.cell.array
+    worst = float(np.max(np.linalg.norm(delta, axis=1)))
+    if worst > POSITION_TOLERANCE_A:
+        atom = int(np.argmax(np.linalg.norm(delta, axis=1)))
+        return _fail(
+            job_id,
+            "inconsistent",
+            f"positions in the output differ from the frame by {worst:.3g} Å (atom {atom})",
+            runtime,
+        )
+    energy = out.energies_ha[0] * HARTREE_EV
+    forces = out.forces_au * FORCE_AU_EV_A
+    if not math.isfinite(energy) or not np.all(np.isfinite(forces)):
+        return _fail(job_id, "implausible_forces", "energy or forces are not finite", runtime)
+    return JobResult(job_id=job_id, ok=True, energy=energy, forces=forces, runtime_s=runtime)
+
+
+def parse_attempt(job_id: str, attempt_dir: Path, atoms: Atoms) -> JobResult:
+    """Classify the CP2K attempt in `attempt_dir` (output.log, run.status, stderr.log)."""
+    status = read_status(attempt_dir / STATUS_NAME)
+    try:
+        text = (attempt_dir / OUTPUT_NAME).read_text(errors="replace")
+    except FileNotFoundError:
+        out = None
+    else:
+        out = read_output(text) if text.strip() else None
+    return classify(job_id, out, status, atoms, stderr_tail=_tail(attempt_dir / STDERR_NAME))
