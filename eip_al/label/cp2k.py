@@ -454,10 +454,8 @@ def render_job_input(text: str, atoms: Atoms) -> str:
     at = text.index(_COORDS)
     line_start = text.rindex("\n", 0, at) + 1
     indent = text[line_start:at]
-    coords = "\n".join(
-        f"{indent}{s} {x:.10f} {y:.10f} {z:.10f}"
-        for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions.tolist(), strict=True)
-    )
+    rows = [(s, *xyz) for s, xyz in zip(atoms.get_chemical_symbols(), atoms.positions.tolist(), strict=True)]
+    coords = "\n".join([f"{indent}%s %.10f %.10f %.10f"] * len(rows)) % tuple(v for row in rows for v in row)
     return text[:line_start] + coords + text[at + len(_COORDS) :]
 
 

@@ -40,7 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from eip_al.atomic import atomic_write_text
 from eip_al.config import ConfigError, LabelerConfig
-from eip_al.io import attach_labels, frame_id, read_frames, validate_frame, write_frames
+from eip_al.io import attach_labels, extxyz_safe_string, frame_id, read_frames, validate_frame, write_frames
 from eip_al.label.backends import Cancelled, SlurmBackend, cancel_local, reset_cancel
 from eip_al.label.base import JobResult, Labeler
 from eip_al.schemas import JobOutcome, LabelingJob, LabelingJobSet, LabelingResult, Strict
@@ -156,8 +156,13 @@ def _input_names(d: Path) -> list[str]:
     return [p.name for p in d.iterdir() if p.is_file() and p.name not in _UNHASHED]
 
 
-def _frame_text(atoms: Atoms) -> str:
-    frame = atoms.copy()  # no calculator: old labels or predictions are not carried over
+def _frame_text(atoms: Atoms, where: str) -> str:
+    """The frame as extxyz text, without any calculator (old labels or predictions are not
+    carried over) and with string info protected from ASE's type guessing."""
+    frame = atoms.copy()
+    for k, v in frame.info.items():
+        if isinstance(v, str):
+            frame.info[k] = extxyz_safe_string(v, k, where)
     buf = io.StringIO()
     ase_write(buf, frame, format="extxyz")
     return buf.getvalue()
@@ -194,7 +199,7 @@ def prepare_jobs(batch: LabelBatch, frames: list[Atoms], source: str) -> Labelin
                 shutil.rmtree(tmp)
             tmp.mkdir()
             labeler.prepare(atoms, tmp)
-            (tmp / FRAME_NAME).write_text(_frame_text(atoms))
+            (tmp / FRAME_NAME).write_text(_frame_text(atoms, f"{source}: frame {i}"))
             names = _input_names(tmp)
             digest = _hash_dir(key, tmp, names)
             assert digest is not None

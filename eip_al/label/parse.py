@@ -36,19 +36,15 @@ STDERR_NAME = "stderr.log"
 POSITION_TOLERANCE_A = 1e-4  # CP2K prints coordinates with 6 decimals
 
 _ENERGY = re.compile(
-    r"^\s*ENERGY\|\s+Total FORCE_EVAL \(\s*\w+\s*\) energy\s+(?:\[a\.u\.\]|\(a\.u\.\)|\[hartree\]):?\s+(\S+)",
-    re.MULTILINE,
+    r"ENERGY\|\s+Total FORCE_EVAL \(\s*\w+\s*\) energy\s+(?:\[a\.u\.\]|\(a\.u\.\)|\[hartree\]):?\s+(\S+)"
 )
-_OLD_FORCES = re.compile(r"^\s*ATOMIC FORCES in \[a\.u\.\]\s*$", re.MULTILINE)
-_NEW_FORCES = re.compile(r"^\s*FORCES\|\s+Atomic forces \[hartree/bohr\]\s*$", re.MULTILINE)
-_COORDS = re.compile(r"^.*ATOMIC COORDINATES IN\s+angstrom\s*$", re.MULTILINE | re.IGNORECASE)
+_COORDS = re.compile(r"ATOMIC COORDINATES IN\s+angstrom", re.IGNORECASE)
 _VERSION = re.compile(r"CP2K\|\s+version string:\s+(.+?)\s*$", re.MULTILINE)
 _SCF_NOT_CONVERGED = "SCF run NOT converged"
 _NORMAL_END = "PROGRAM ENDED AT"
 _WALLTIME_MSG = "exceeded requested execution time"
-WALLTIME_SIGNALS = frozenset(
-    {"TERM", "KILL", "TIMEOUT"}
-)  # run.status `signal` values of a time limit
+# run.status `signal` values that mean a time limit stopped the run
+WALLTIME_SIGNALS = frozenset({"TERM", "KILL", "TIMEOUT"})
 
 
 @dataclass
@@ -76,10 +72,6 @@ class RunStatus:
     runtime_s: float | None
 
 
-def _floats(tokens: list[str]) -> list[float]:
-    return [float(t.replace("D", "E").replace("d", "e")) for t in tokens]
-
-
 def _abort_message(text: str) -> str | None:
     """The text inside CP2K's ``[ABORT]`` box, joined into one line (None if no abort)."""
     at = text.find("[ABORT]")
@@ -98,82 +90,57 @@ def _abort_message(text: str) -> str | None:
     return " ".join(words) or "CP2K aborted"
 
 
-def _old_force_block(lines: list[str]) -> tuple[list[str], np.ndarray] | None:
-    symbols, rows = [], []
-    for line in lines:
-        parts = line.split()
-        if not parts or parts[0] == "#":
-            continue
-        if line.lstrip().startswith("SUM OF ATOMIC FORCES"):
-            break
-        if len(parts) < 6 or not parts[0].isdigit():
+def _rows(segment: str, skip: tuple[str, ...] = ("#", "Atom")) -> list[list[str]]:
+    return [parts for parts in (ln.split() for ln in segment.splitlines()) if parts and parts[0] not in skip]
+
+
+def _table(rows: list[list[str]], width: int, sym: int | None, xyz: int) -> tuple[list[str] | None, np.ndarray] | None:
+    """Symbols (column `sym`) and an (N, 3) float array (columns xyz..xyz+2); None if malformed."""
+    if not rows or any(len(r) < width or not r[0].isdigit() for r in rows):
+        return None
+    try:
+        values = np.array([r[xyz : xyz + 3] for r in rows], dtype=float)
+    except ValueError:
+        return None
+    return ([r[sym] for r in rows] if sym is not None else None), values
+
+
+def _force_table(text: str) -> tuple[list[str] | None, np.ndarray] | None:
+    """The last force table, in either layout (None if absent or cut off)."""
+    at = text.rfind("ATOMIC FORCES in [a.u.]")
+    if at >= 0:
+        end = text.find("SUM OF ATOMIC FORCES", at)
+        if end < 0:
             return None
-        symbols.append(parts[2])
-        rows.append(_floats(parts[3:6]))
-    return symbols, np.asarray(rows, dtype=float).reshape(-1, 3)
-
-
-def _new_force_block(lines: list[str]) -> tuple[None, np.ndarray] | None:
-    rows = []
-    for line in lines:
-        if not line.lstrip().startswith("FORCES|"):
-            break
-        parts = line.split("|", 1)[1].split()
-        if not parts or parts[0] == "Atom":
-            continue
-        if parts[0] == "Sum":
-            break
-        if len(parts) < 4 or not parts[0].isdigit():
+        body = text[text.index("\n", at) : end]
+        return _table(_rows(body), 6, 2, 3)
+    at = text.rfind("FORCES| Atomic forces [hartree/bohr]")
+    if at >= 0:
+        end = text.find("FORCES| Sum", at)
+        if end < 0:
             return None
-        rows.append(_floats(parts[1:4]))
-    return None, np.asarray(rows, dtype=float).reshape(-1, 3)
+        body = text[text.index("\n", at) : end].replace("FORCES|", " ")
+        return _table(_rows(body), 4, None, 1)
+    return None
 
 
-def _coord_block(lines: list[str]) -> tuple[list[str], np.ndarray] | None:
-    symbols, rows = [], []
-    started = False
-    for line in lines:
-        parts = line.split()
-        if not parts:
-            if started:
-                break
-            continue
-        if parts[0] == "Atom":
-            continue
-        if not parts[0].isdigit() or len(parts) < 7:
-            if started:
-                break
-            return None
-        started = True
-        symbols.append(parts[2])
-        rows.append(_floats(parts[4:7]))
-    return symbols, np.asarray(rows, dtype=float).reshape(-1, 3)
+def _coord_table(text: str) -> tuple[list[str] | None, np.ndarray] | None:
+    """The first ATOMIC COORDINATES IN ANGSTROM table (index kind element Z x y z ...)."""
+    m = _COORDS.search(text)
+    if m is None:
+        return None
+    start = text.find("Atom", m.end())
+    if start < 0:
+        return None
+    start = text.index("\n", start)
+    end = text.find("\n\n", start + 1)
+    return _table(_rows(text[start : end if end >= 0 else len(text)]), 7, 2, 4)
 
 
 def read_output(text: str) -> CP2KOutput:
     """Extract termination, SCF state, energy, forces and coordinates from output text."""
-    energies = [float(m.group(1)) for m in _ENERGY.finditer(text)]
-    force_symbols = forces = None
-    m_old = None
-    for m_old in _OLD_FORCES.finditer(text):  # noqa: B007  (keep the last block)
-        pass
-    m_new = None
-    for m_new in _NEW_FORCES.finditer(text):  # noqa: B007
-        pass
-    if m_old is not None:
-        block = _old_force_block(text[m_old.end() :].splitlines()[1:])
-        if block is not None:
-            force_symbols, forces = block
-    elif m_new is not None:
-        block2 = _new_force_block(text[m_new.end() :].splitlines()[1:])
-        if block2 is not None:
-            forces = block2[1]
-    coord_symbols = coords = None
-    m_c = _COORDS.search(text)
-    if m_c is not None:
-        cblock = _coord_block(text[m_c.end() :].splitlines()[1:])
-        if cblock is not None:
-            coord_symbols, coords = cblock
+    forces = _force_table(text)
+    coords = _coord_table(text)
     version = _VERSION.search(text)
     return CP2KOutput(
         version=version.group(1) if version else None,
@@ -181,11 +148,11 @@ def read_output(text: str) -> CP2KOutput:
         abort_message=_abort_message(text),
         scf_not_converged=_SCF_NOT_CONVERGED in text,
         walltime_exceeded=_WALLTIME_MSG in text,
-        energies_ha=energies,
-        force_symbols=force_symbols,
-        forces_au=forces,
-        coord_symbols=coord_symbols,
-        coords_A=coords,
+        energies_ha=[float(v) for v in _ENERGY.findall(text)],
+        force_symbols=forces[0] if forces else None,
+        forces_au=forces[1] if forces else None,
+        coord_symbols=coords[0] if coords else None,
+        coords_A=coords[1] if coords else None,
     )
 
 
