@@ -31,6 +31,7 @@ from eip_al.explore import (
     walker_names,
 )
 from eip_al.explore import walker as walker_mod
+from eip_al.explore.collapse import REASONS
 from eip_al.explore.walker import start_atoms
 from eip_al.io import write_frames
 from eip_al.model import EIPModel, ModelSpec
@@ -299,22 +300,41 @@ def test_overlapping_start_is_a_collapse_not_an_error(tmp_path: Path) -> None:
 
 
 def test_no_frame_at_or_after_the_collapse_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A collapse at step 9: the log ends at step 8, candidates stop at step 8."""
+    """A collapse injected at step 12 (a sampling step): the log ends at step 11, candidates at 8."""
     run = make_run(tmp_path, [water_box()])
     seen = []
     real = CollapseDetector.check
 
     def check(self, positions, energy, forces, sigma, temperature):  # type: ignore[no-untyped-def]
         seen.append(len(seen))
-        return "temperature: injected" if len(seen) == 10 else real(self, positions, energy, forces, sigma, temperature)
+        return "temperature: injected" if len(seen) == 13 else real(self, positions, energy, forces, sigma, temperature)
 
     monkeypatch.setattr(CollapseDetector, "check", check)
     res = run_walker(config(), run, 0, "md-300K-0")
-    assert res.collapsed and res.collapse_step == 9 and res.collapse_time_fs == 4.5
-    assert res.collapse_reason == "temperature: injected"
-    assert pd.read_csv(run.abs(res.log_csv))["step"].max() == 8
+    assert res.collapsed and res.collapse_step == 12 and res.collapse_time_fs == 6.0
+    assert res.collapse_reason == "temperature: injected" and res.steps_run == 12
+    assert pd.read_csv(run.abs(res.log_csv))["step"].tolist() == list(range(12))
     assert [a.info["step"] for a in read(run.abs(res.frames_extxyz), ":")] == [4, 8]
     assert res.n_candidates == 2
+
+
+def test_overdriven_udd_walker_collapses_cleanly(tmp_path: Path) -> None:
+    """A huge unlimited bias tears the box apart long before plain MD from the same start
+    fails; the walker reports it and keeps only sane frames."""
+    run = make_run(tmp_path, [water_box()])
+    cfg = config(steps=12)
+    cfg.explore.udd = UDDConfig(A=1e6, B=0.5, limiter=False)
+    res = run_walker(cfg, run, 0, "udd-300K-0")
+    md = run_walker(cfg, run, 0, "md-300K-0")
+    assert res.collapsed and res.collapse_step is not None and res.steps_run == res.collapse_step
+    assert res.collapse_step < md.steps_run / 2
+    assert res.collapse_reason.split(":")[0] in REASONS
+    log = pd.read_csv(run.abs(res.log_csv))
+    assert log["step"].tolist() == list(range(res.collapse_step))
+    kept = list(range(4, res.collapse_step, 4))  # sample_every = 4
+    assert res.n_candidates == len(kept)
+    if kept:
+        assert [a.info["step"] for a in read(run.abs(res.frames_extxyz), ":")] == kept
 
 
 def test_interrupted_walker_resumes_from_its_restart_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -375,3 +395,15 @@ def test_stale_or_damaged_restart_is_ignored(tmp_path: Path, damage: str) -> Non
     res = run_walker(config(), run, 0, "md-300K-0")
     log = pd.read_csv(run.abs(res.log_csv))
     assert log["step"].tolist() == list(range(17)) and tuple(log.columns) == LOG_COLUMNS
+
+
+def test_walker_seeds_pair_md_with_udd_but_never_repeat_within_a_kind() -> None:
+    cfg = ALConfig(explore={"walkers": [{"kind": "md", "replicas": 2}, {"kind": "udd"}, {"kind": "md", "steps": 5}]})
+    plans = {p.name: p for p in walker_mod.walker_plans(cfg)}
+
+    def draws(name: str, gen: int = 0) -> list[float]:
+        return [float(r.random()) for r in walker_mod.walker_seeds(plans[name], gen)]
+
+    assert draws("md-300K-0") == draws("udd-300K-0")
+    assert len({tuple(draws(n)) for n in ("md-300K-0", "md-300K-1", "md-300K-2")}) == 3
+    assert draws("md-300K-0", 0) != draws("md-300K-0", 1)  # new generation, new start

@@ -63,11 +63,11 @@ def _say(label: str, message: str) -> None:
 # ----------------------------------------------------------------------------- naming
 @dataclass(frozen=True)
 class WalkerPlan:
-    """One named walker: its config template and replica index."""
+    """One named walker: its config template and its index ``i`` in ``<kind>-<T>K-<i>``."""
 
     name: str
     config: WalkerConfig
-    replica: int
+    index: int
 
     @property
     def kind(self) -> Literal["md", "udd"]:
@@ -82,18 +82,19 @@ def walker_plans(cfg: ALConfig) -> list[WalkerPlan]:
     """Every walker of a generation, in config order; names ``<kind>-<T>K-<i>``.
 
     ``i`` counts walkers of the same kind and temperature across all templates, so names
-    are unique; replica r of a template uses seed (template seed, r), which makes
-    md-300K-0 and udd-300K-0 of templates with equal seeds start from the same frame
-    with the same velocities (a controlled MD vs UDD comparison).
+    are unique. A walker's RNGs derive from (template seed, i, generation): md-300K-0 and
+    udd-300K-0 of templates with equal seeds start from the same frame with the same
+    velocities (a controlled MD vs UDD comparison), while two walkers of one kind and
+    temperature never share initial conditions.
     """
     counters: dict[str, int] = {}
     plans = []
     for wc in cfg.explore.walkers:
         stem = f"{wc.kind}-{_temperature_label(wc.temperature_K)}K"
-        for r in range(wc.replicas):
+        for _ in range(wc.replicas):
             i = counters.get(stem, 0)
             counters[stem] = i + 1
-            plans.append(WalkerPlan(name=f"{stem}-{i}", config=wc, replica=r))
+            plans.append(WalkerPlan(name=f"{stem}-{i}", config=wc, index=i))
     return plans
 
 
@@ -111,8 +112,8 @@ def walker_plan(cfg: ALConfig, name: str) -> WalkerPlan:
 
 
 def walker_seeds(plan: WalkerPlan, gen: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
-    """Independent RNGs (start frame, velocities, thermostat) from (seed, replica, generation)."""
-    ss = np.random.SeedSequence([plan.config.seed % 2**64, plan.replica, gen])
+    """Independent RNGs (start frame, velocities, thermostat) from (seed, index, generation)."""
+    ss = np.random.SeedSequence([plan.config.seed % 2**64, plan.index, gen])
     a, b, c = ss.spawn(3)
     return np.random.default_rng(a), np.random.default_rng(b), np.random.default_rng(c)
 
