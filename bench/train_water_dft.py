@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 from eip_al.calculator import EIPCalculator
 from eip_al.config import LossConfig, ModelConfig, TrainConfig
@@ -36,6 +37,30 @@ def time_split(n: int) -> tuple[slice, slice, slice]:
     """80 / 10 / 10 % contiguous blocks in time order."""
     n_train, n_valid = int(0.8 * n), int(0.1 * n)
     return slice(0, n_train), slice(n_train, n_train + n_valid), slice(n_train + n_valid, n)
+
+
+def rotation_sensitivity(calc: EIPCalculator, frames: list, n_rotations: int = 3) -> dict[str, float]:
+    """How much σ changes when a frame is rotated (the per-component head is not equivariant)."""
+    atom_rel, config_rel = [], []
+    for k, atoms in enumerate(frames):
+        calc.calculate(atoms)
+        sigma, config = np.copy(calc.results["uncertainty"]), calc.results["config_uncertainty"]
+        for r in range(n_rotations):
+            rot = Rotation.random(random_state=1000 * k + r).as_matrix()
+            turned = atoms.copy()
+            turned.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
+            turned.positions = atoms.positions @ rot.T
+            calc.calculate(turned)
+            atom_rel.append(np.abs(calc.results["uncertainty"] / sigma - 1))
+            config_rel.append(abs(calc.results["config_uncertainty"] / config - 1))
+    rel = np.concatenate(atom_rel)
+    return {
+        "atom_sigma_rel_change_median": float(np.median(rel)),
+        "atom_sigma_rel_change_p95": float(np.quantile(rel, 0.95)),
+        "atom_sigma_rel_change_max": float(rel.max()),
+        "config_sigma_rel_change_max": float(max(config_rel)),
+        "n_rotations_per_frame": n_rotations,
+    }
 
 
 def machine() -> dict[str, object]:
@@ -102,11 +127,13 @@ def main() -> None:
         "test": metrics.model_dump(),
         "zero_force_mae_test": float(np.mean(np.abs(f_test))),
         "predict_s_per_frame": predict_s / len(test),
+        "sigma_rotation_sensitivity_test": rotation_sensitivity(calc, test),
         "machine": machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("epochs_run", "stopped_reason", "test", "zero_force_mae_test")}, indent=2))
+    keys = ("epochs_run", "stopped_reason", "test", "zero_force_mae_test", "sigma_rotation_sensitivity_test")
+    print(json.dumps({k: report[k] for k in keys}, indent=2))
 
 
 if __name__ == "__main__":
