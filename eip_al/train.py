@@ -380,7 +380,7 @@ def train_generation(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
     """
     manifest = run.dataset_for(gen)
     dataset = run.abs(manifest.dataset_extxyz)
-    parts = split_frames(read_frames(dataset), str(dataset))
+    parts = split_frames(read_frames(dataset, require_cell=False), str(dataset))
     init = None
     if cfg.train.warm_start and gen > 0:
         prev_path = run.artifact_path(gen - 1, "train")

@@ -9,6 +9,7 @@ from ase import Atoms
 from ase.build import molecule
 from scipy.spatial.transform import Rotation
 
+from eip_al.io import FrameError
 from eip_al.model import ElementError
 from eip_al.model.neighbors import SpeciesMap, collate, frame_graph
 from tests.model_fixtures import tiny_model, torch_threads, water_box
@@ -159,3 +160,15 @@ def test_model_has_paper_size_by_default() -> None:
     model = EIPModel(ModelSpec.from_config(ModelConfig(), [1, 8]))
     n_params = sum(p.numel() for p in model.parameters())
     assert 0.5e6 < n_params < 0.7e6  # "about 0.6 M parameters" (docs/eip-method §1)
+
+
+def test_bad_geometry_is_a_clear_frame_error() -> None:
+    model = tiny_model(0)
+    periodic_without_cell = molecule("H2O")
+    periodic_without_cell.pbc = True
+    with pytest.raises(FrameError, match="periodic along cell vector 0"):
+        predict(model, periodic_without_cell)
+    exploded = water_box(2, box=4.0)
+    exploded.positions[1, 2] = np.nan
+    with pytest.raises(FrameError, match="NaN"):
+        predict(model, exploded)

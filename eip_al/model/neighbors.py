@@ -16,25 +16,29 @@ import vesin
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from eip_al.io import FrameError
 from eip_al.model.errors import ElementError
 
 
-def _box_and_pbc(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+def _box_and_pbc(atoms: Atoms, where: str) -> tuple[np.ndarray, np.ndarray]:
     pbc = np.asarray(atoms.pbc, dtype=bool)
     box = np.asarray(atoms.cell.array, dtype=np.float64)
-    if pbc.any() and abs(np.linalg.det(box)) < 1e-9:
-        raise ValueError(f"periodic frame ({atoms.get_chemical_formula()}) has a degenerate cell")
+    for axis in np.flatnonzero(pbc):
+        if np.linalg.norm(box[axis]) < 1e-9:
+            raise FrameError(f"{where}: periodic along cell vector {axis} but that vector is zero")
+    if not np.all(np.isfinite(atoms.positions)):
+        raise FrameError(f"{where}: positions contain NaN or inf")
     return box, pbc
 
 
 def neighbor_pairs(
-    atoms: Atoms, cutoff: float, calculator: vesin.NeighborList | None = None
+    atoms: Atoms, cutoff: float, calculator: vesin.NeighborList | None = None, where: str = "frame"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full neighbor list (i, j, S) of `atoms` within `cutoff` (both directions of each pair).
 
     `calculator` lets a caller reuse one vesin.NeighborList (and its Verlet skin cache).
     """
-    box, pbc = _box_and_pbc(atoms)
+    box, pbc = _box_and_pbc(atoms, where)
     nl = calculator or vesin.NeighborList(cutoff=cutoff, full_list=True)
     i, j, s = nl.compute(np.asarray(atoms.positions, dtype=np.float64), box, pbc, "ijS")
     return i.astype(np.int64), j.astype(np.int64), s.astype(np.int64)
@@ -97,7 +101,7 @@ def frame_graph(
 ) -> Graph:
     """Graph of one frame (float64 on CPU; `Graph.to` moves it)."""
     idx = species(atoms.numbers, where)
-    i, j, s = neighbor_pairs(atoms, cutoff, calculator)
+    i, j, s = neighbor_pairs(atoms, cutoff, calculator, where)
     n = len(atoms)
     return Graph(
         species=torch.from_numpy(idx),
