@@ -441,14 +441,15 @@ def test_export_then_ingest_is_idempotent(tmp_path: Path) -> None:
     assert res.budget_exceeded and "eip-al ingest" in res.message
     assert all(calls(run.abs(j.job_dir)) == 0 for j in prepare_label_jobs(cfg, run, 0).jobs)
 
-    tasks = (run.step_dir(0, "label") / "jobs" / "tasks.txt").read_text().split()
-    subprocess.run(["bash", str(run.abs(tasks[0]))], check=True)  # one job finished so far
+    jobs_dir = run.step_dir(0, "label") / "jobs"
+    tasks = [jobs_dir / t for t in (jobs_dir / "tasks.txt").read_text().split()]
+    subprocess.run(["bash", str(tasks[0])], check=True)  # one job finished so far
     partial = ingest(run)
     assert partial.n_ok == 1 and partial.budget_exceeded
     assert not run.artifact_path(0, "label").exists()  # over budget: the step is not done
 
     for t in tasks[1:]:
-        subprocess.run(["bash", str(run.abs(t))], check=True)
+        subprocess.run(["bash", str(t)], check=True)
     done = ingest(run)
     assert done.n_ok == 3 and not done.budget_exceeded
     art = LabelingResult.load(run.artifact_path(0, "label"))
@@ -723,7 +724,7 @@ def test_cli_label_and_ingest(tmp_path: Path) -> None:
     assert "ingest" in res.output and (tmp_path / "x.extxyz").read_text() == ""
     work = tmp_path / "x.extxyz.jobs"
     for t in (work / "jobs" / "tasks.txt").read_text().split():
-        subprocess.run(["bash", str(work / t)], check=True)
+        subprocess.run(["bash", t], cwd=work / "jobs", check=True)
     res = runner.invoke(app, ["ingest", str(work)])
     assert res.exit_code == 0, res.output
     assert len(read_frames(tmp_path / "x.extxyz")) == 3

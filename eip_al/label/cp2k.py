@@ -7,8 +7,9 @@ filled from the config). Either way it is parsed with cp2k-input-tools against t
 *installed* CP2K's input schema (`cp2k.psmp --xml`, cached per executable), the
 settings eip-al relies on are forced (RUN_TYPE ENERGY_FORCE, forces and coordinates
 printed to the output, no wavefunction restart files), and the deck is regenerated
-with cp2k-input-tools. Each job gets the frame's cell and coordinates; the first job's
-full input is parsed again against the schema before any job is written.
+with cp2k-input-tools. Each job gets the frame's cell and coordinates; the generated
+input (and the retry input) is parsed again against the schema when the deck is loaded,
+before any job is written.
 
 Job directory (attempt 1; a retry lives in `retry-1/` with the same files)::
 
@@ -224,8 +225,7 @@ class CP2KDeck:
 
     source: Path
     schema: Path
-    tree: dict[str, Any]  # canonical cp2k-input-tools tree (placeholders in CELL/COORD)
-    text: str  # the tree rendered by cp2k-input-tools
+    text: str  # the canonical tree rendered by cp2k-input-tools (placeholders in CELL/COORD)
     retry_text: str  # the same deck with the stronger SCF recipe
     kinds: frozenset[str]
     theory: TheoryFingerprint
@@ -273,7 +273,6 @@ def load_deck(cfg: CP2KConfig, schema: Path | None = None) -> CP2KDeck:
     deck = CP2KDeck(
         source=source,
         schema=schema,
-        tree=tree,
         text=render_tree(tree, schema),
         retry_text=render_tree(retry_tree, schema),
         kinds=frozenset(kinds),
@@ -454,8 +453,13 @@ def render_job_input(text: str, atoms: Atoms) -> str:
     at = text.index(_COORDS)
     line_start = text.rindex("\n", 0, at) + 1
     indent = text[line_start:at]
-    rows = [(s, *xyz) for s, xyz in zip(atoms.get_chemical_symbols(), atoms.positions.tolist(), strict=True)]
-    coords = "\n".join([f"{indent}%s %.10f %.10f %.10f"] * len(rows)) % tuple(v for row in rows for v in row)
+    rows = [
+        (s, *xyz)
+        for s, xyz in zip(atoms.get_chemical_symbols(), atoms.positions.tolist(), strict=True)
+    ]
+    coords = "\n".join([f"{indent}%s %.10f %.10f %.10f"] * len(rows)) % tuple(
+        v for row in rows for v in row
+    )
     return text[:line_start] + coords + text[at + len(_COORDS) :]
 
 

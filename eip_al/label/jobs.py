@@ -6,7 +6,7 @@ Layout of a label directory (`<run>/gen-XXX/label/`, or the work directory of
     jobs.json               LabelingJobSet: job id <-> frame id <-> job dir <-> input hash
     jobs/<job_id>/          what the labeler wrote (CP2K: input.inp, run.sh), frame.extxyz
                             (the frame with its provenance), outputs, and outcome.json
-    jobs/tasks.txt          every job's run script (for running exported jobs by hand)
+    jobs/tasks.txt          every job's run script, relative to jobs/ (for exported jobs)
     stale/<job_id>-<hash>/  job dirs replaced because the input changed (kept, not lost)
     labeled.extxyz          the successfully labeled frames
     failures.csv            one row per failed job: class, attempts, message
@@ -40,7 +40,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from eip_al.atomic import atomic_write_text
 from eip_al.config import ConfigError, LabelerConfig
-from eip_al.io import attach_labels, extxyz_safe_string, frame_id, read_frames, validate_frame, write_frames
+from eip_al.io import (
+    attach_labels,
+    extxyz_safe_string,
+    frame_id,
+    read_frames,
+    validate_frame,
+    write_frames,
+)
 from eip_al.label.backends import Cancelled, SlurmBackend, cancel_local, reset_cancel
 from eip_al.label.base import JobResult, Labeler
 from eip_al.schemas import JobOutcome, LabelingJob, LabelingJobSet, LabelingResult, Strict
@@ -228,7 +235,8 @@ def prepare_jobs(batch: LabelBatch, frames: list[Atoms], source: str) -> Labelin
     scripts = [labeler.run_script(batch.root / j.job_dir) for j in jobs]
     if all(s is not None for s in scripts):
         atomic_write_text(
-            jobs_dir / "tasks.txt", "".join(f"{batch.rel(s)}\n" for s in scripts if s)
+            jobs_dir / "tasks.txt",
+            "".join(f"{os.path.relpath(s, jobs_dir)}\n" for s in scripts if s),
         )
     job_set = LabelingJobSet(
         generation=batch.generation,

@@ -91,10 +91,16 @@ def _abort_message(text: str) -> str | None:
 
 
 def _rows(segment: str, skip: tuple[str, ...] = ("#", "Atom")) -> list[list[str]]:
-    return [parts for parts in (ln.split() for ln in segment.splitlines()) if parts and parts[0] not in skip]
+    return [
+        parts
+        for parts in (ln.split() for ln in segment.splitlines())
+        if parts and parts[0] not in skip
+    ]
 
 
-def _table(rows: list[list[str]], width: int, sym: int | None, xyz: int) -> tuple[list[str] | None, np.ndarray] | None:
+def _table(
+    rows: list[list[str]], width: int, sym: int | None, xyz: int
+) -> tuple[list[str] | None, np.ndarray] | None:
     """Symbols (column `sym`) and an (N, 3) float array (columns xyz..xyz+2); None if malformed."""
     if not rows or any(len(r) < width or not r[0].isdigit() for r in rows):
         return None
