@@ -145,14 +145,15 @@ def _validate(model: EIPModel, data: _Data, cfg: TrainConfig) -> tuple[float, Va
 def _fingerprint(
     train: Sequence[Atoms], valid: Sequence[Atoms], model_cfg: ModelConfig, train_cfg: TrainConfig, init: Path | None
 ) -> str:
-    """Identity of a training job for resuming: data, configs (except epochs/time) and init."""
+    """Identity of a training job for resuming: data, configs (except epochs/time/device) and
+    the init checkpoint's content (so a moved run directory still resumes)."""
     h = hashlib.sha256()
     for frames in (train, valid):
         h.update(json.dumps([frame_id(a) for a in frames]).encode())
         h.update(np.asarray([a.get_potential_energy() for a in frames]).tobytes())
     h.update(model_cfg.model_dump_json().encode())
     h.update(train_cfg.model_dump_json(exclude={"epochs", "max_time_s", "device"}).encode())
-    h.update(str(init).encode())
+    h.update(hashlib.sha256(init.read_bytes()).digest() if init is not None else b"cold start")
     return h.hexdigest()
 
 
@@ -249,6 +250,8 @@ def train_model(
         raise ValueError(f"epochs must be >= 1, got {max_epochs}")
     device = resolve_device(train_cfg.device)
     init = Path(init_checkpoint) if init_checkpoint is not None else None
+    if init is not None and not init.is_file():
+        raise CheckpointError(f"{init}: warm-start checkpoint not found (not a file)")
     fingerprint = _fingerprint(train_frames, valid_frames, model_cfg, train_cfg, init)
     shuffle = torch.Generator().manual_seed(train_cfg.seed)
 
