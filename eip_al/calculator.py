@@ -5,7 +5,9 @@ Results: ``energy``, ``free_energy``, ``forces`` (always the UNBIASED model forc
 ((N,3)), ``config_uncertainty`` (σ = mean_i σ_i), ``descriptor`` (mean final scalar
 features, (F,), for farthest-point selection) and, when a UDD bias is given,
 ``energy_bias`` and ``forces_bias`` (raw −∂E_bias/∂R, before any limiter), both from the
-same forward pass as the forces.
+same forward pass as the forces. When the checkpoint carries a calibration
+(docs/calibration.md) also ``calibrated_uncertainty`` (expected per-atom force error,
+eV/Å, (N,)) and ``config_calibrated_uncertainty`` (its mean over atoms).
 
 Built for MD: parameters are frozen, one vesin neighbor list with a Verlet skin is kept
 between steps (rebuilt only when an atom moved more than skin/2, or the cell, pbc or
@@ -25,7 +27,9 @@ import vesin
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from eip_al.calibrate import Calibration, CalibrationError, calibration_from_meta
 from eip_al.model.checkpoint import load_checkpoint
+from eip_al.model.errors import CheckpointError
 from eip_al.model.eip import BiasFn, EIPModel
 from eip_al.model.evaluation import frames_to_graphs, predict_graphs, split_outputs
 from eip_al.model.neighbors import SpeciesMap, frame_graph
@@ -45,6 +49,8 @@ class EIPCalculator(Calculator):
         "descriptor",
         "energy_bias",
         "forces_bias",
+        "calibrated_uncertainty",
+        "config_calibrated_uncertainty",
     ]
 
     def __init__(
@@ -63,17 +69,23 @@ class EIPCalculator(Calculator):
         self._setup(model, bias, skin, dtype)
         self.checkpoint_path = Path(checkpoint_path)
         self.meta = meta
+        try:
+            self.calibration = calibration_from_meta(meta, str(checkpoint_path))
+        except CalibrationError as exc:
+            raise CheckpointError(str(exc)) from None
         super().__init__(**kwargs)
 
     @classmethod
     def from_model(
-        cls, model: EIPModel, bias: BiasFn | None = None, skin: float = 0.5, dtype: str | None = None
+        cls, model: EIPModel, bias: BiasFn | None = None, skin: float = 0.5, dtype: str | None = None,
+        calibration: Calibration | None = None,
     ) -> EIPCalculator:
         """A calculator around a frozen copy of an in-memory model (e.g. right after training)."""
         calc = cls.__new__(cls)
         calc._setup(copy.deepcopy(model), bias, skin, dtype)
         calc.checkpoint_path = None
         calc.meta = {}
+        calc.calibration = calibration
         Calculator.__init__(calc)
         return calc
 
@@ -118,7 +130,15 @@ class EIPCalculator(Calculator):
         if self.bias is not None:
             res["energy_bias"] = float(out["energy_bias"][0].detach())
             res["forces_bias"] = out["forces_bias"].detach().to("cpu", torch.float64).numpy()
-        self.results = res
+        self.results = self._add_calibrated(res)
+
+    def _add_calibrated(self, res: dict) -> dict:
+        """Add the calibrated uncertainty (eV/Å of expected force error) when calibrated."""
+        if getattr(self, "calibration", None) is not None:
+            cal = self.calibration.apply(np.asarray(res["uncertainty"]))
+            res["calibrated_uncertainty"] = cal
+            res["config_calibrated_uncertainty"] = float(cal.mean())
+        return res
 
     def predict_frames(
         self, frames: Sequence[Atoms], batch_size: int = 8, progress: bool = False, where: str = "frames"
@@ -127,4 +147,5 @@ class EIPCalculator(Calculator):
 
         `where` names the frames in errors (e.g. the file they came from)."""
         graphs = frames_to_graphs(frames, self.model, where)
-        return predict_graphs(self.model, graphs, batch_size=batch_size, progress=progress)
+        preds = predict_graphs(self.model, graphs, batch_size=batch_size, progress=progress)
+        return [self._add_calibrated(p) for p in preds]

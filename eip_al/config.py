@@ -154,11 +154,24 @@ class SelectConfig(Section):
     converge_candidate_fraction: Fraction = 0.05
     converge_generations: PosInt = 2
     seed: int = 0
+    # docs/calibration.md: lo/hi on raw σ or on the calibrated expected force error (eV/Å)
+    scale: Literal["raw", "calibrated"] = "raw"
+    # label-noise flags: aleatoric ≥ factor × validation mean aleatoric and epistemic ≤ ratio ×
+    # aleatoric (per configuration); flagged candidates are not selected. None switches it off.
+    noise_aleatoric_factor: PosFloat | None = 2.0
+    noise_max_epistemic_ratio: PosFloat = 1.0
+    # stop also requires the fresh labels' mean per-config force error below this (eV/Å)
+    converge_force_error: PosFloat | None = None
 
     @model_validator(mode="after")
     def _lo_below_hi(self) -> SelectConfig:
         if self.lo >= self.hi:
             raise ValueError(f"lo ({self.lo}) must be below hi ({self.hi})")
+        if self.scale == "calibrated" and self.lo_quantile is not None:
+            raise ValueError(
+                "lo_quantile sets lo on the raw σ scale; with scale 'calibrated' give lo in eV/Å "
+                "of expected force error instead (drop lo_quantile)"
+            )
         return self
 
 

@@ -112,6 +112,11 @@ class ValidationMetrics(Strict):
     roc_auc_atom: float | None = None
     spearman_config: float | None = None
     roc_auc_config: float | None = None
+    # calibration audit (docs/calibration.md): count-weighted mean |mean error − prediction|
+    # over equal-count bins, per atom, eV/Å; raw σ vs error, and calibrated expected error
+    # vs error (in-sample on the split the calibration was fitted on)
+    miscalibration_area: float | None = None
+    miscalibration_area_calibrated: float | None = None
 
 
 class TrainingResult(Artifact):
@@ -130,6 +135,7 @@ class TrainingResult(Artifact):
     wall_time_s: float
     valid: ValidationMetrics
     element_energies: dict[str, float]  # eV per atom of each element (least squares fit)
+    calibration: str | None = None  # calibration.json beside the checkpoint (also inside it)
 
 
 # ---------------------------------------------------------------------------- explore
@@ -196,6 +202,35 @@ class SelectionResult(Artifact):
     n_collapsed_walkers: int = 0  # walkers whose trajectory collapsed (blocks convergence)
     converged: bool = False  # candidate fraction below limit for k consecutive generations
     converged_reason: str | None = None
+    scale: Literal["raw", "calibrated"] = "raw"  # what lo/hi (and the ranking) apply to
+    lo_raw: float | None = None  # lo/hi on the raw σ scale (approximate inverse when scale=calibrated)
+    hi_raw: float | None = None
+    lo_calibrated: float | None = None  # lo/hi as expected force error, eV/Å (None: no calibration)
+    hi_calibrated: float | None = None
+    n_label_noise: int = 0  # pooled frames flagged as label noise (candidates among them not selected)
+    noise_aleatoric_min: float | None = None  # eV/Å, aleatoric level of the flag rule (None: off)
+
+
+class SelectionAudit(Artifact):
+    """Fresh labels vs the model that selected them (`gen-XXX/audit/`, docs/calibration.md)."""
+
+    artifact: ClassVar[str] = "selection-audit"
+    generation: int
+    checkpoint: str  # the selecting model
+    labeled_extxyz: str
+    frames_csv: str | None = None  # per frame: sigma_config, calibrated_config, force_error_config
+    n_frames: int
+    n_atoms: int
+    force_error_config_mean: float  # mean over frames of the mean per-atom force error, eV/Å
+    force_error_config_max: float
+    sigma_config_mean: float
+    calibrated_config_mean: float | None = None
+    spearman_atom: float | None = None
+    roc_auc_atom: float | None = None
+    spearman_config: float | None = None
+    roc_auc_config: float | None = None
+    miscalibration_area: float | None = None
+    miscalibration_area_calibrated: float | None = None
 
 
 # ---------------------------------------------------------------------------- label
@@ -292,6 +327,7 @@ ARTIFACT_TYPES: tuple[type[Artifact], ...] = (
     ExplorationResult,
     ExplorationSummary,
     SelectionResult,
+    SelectionAudit,
     LabelingJobSet,
     LabelingResult,
     DatasetManifest,

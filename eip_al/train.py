@@ -10,6 +10,8 @@ Files in `out_dir`:
   history, RNG), written atomically: a killed run continues from its last epoch;
 * ``metrics.csv`` one row per epoch (losses, energy MAE/atom, force MAE/RMSE, mean σ,
   Spearman and ROC-AUC on the validation split).
+* ``calibration.json`` σ → expected force error map fitted on the validation split after
+  training (also stored in model.pt's metadata; docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from eip_al.atomic import atomic_write_bytes, atomic_write_text
+from eip_al.calibrate import CalibrationError, fit_calibration
 from eip_al.config import ALConfig, ModelConfig, TrainConfig
 from eip_al.io import FrameError, frame_id, read_frames
+from eip_al.metrics import atom_force_error
 from eip_al.model.checkpoint import (
     checkpoint_payload,
     load_checkpoint,
@@ -44,7 +48,7 @@ from eip_al.model.checkpoint import (
 )
 from eip_al.model.eip import EIPModel, ModelSpec, fit_element_energies
 from eip_al.model.errors import CheckpointError
-from eip_al.model.evaluation import evaluation_metrics, frames_to_graphs, split_outputs
+from eip_al.model.evaluation import evaluation_metrics, frames_to_graphs, predict_graphs, split_outputs
 from eip_al.model.loss import total_loss
 from eip_al.model.neighbors import Graph, collate
 from eip_al.rundir import RunDir, RunDirError, load_valid
@@ -53,6 +57,7 @@ from eip_al.schemas import TrainingResult, ValidationMetrics
 BEST_NAME = "model.pt"
 LAST_NAME = "last.pt"
 METRICS_NAME = "metrics.csv"
+CALIBRATION_NAME = "calibration.json"
 GRAD_CLIP_NORM = 10.0  # evidential losses can spike when α→1 or ν→0; clipping keeps AdamW sane
 
 METRIC_COLUMNS = (
@@ -71,6 +76,7 @@ METRIC_COLUMNS = (
     "roc_auc_atom",
     "spearman_config",
     "roc_auc_config",
+    "miscalibration_area",
     "wall_s",
 )
 
@@ -94,6 +100,7 @@ class TrainOutcome:
     valid: ValidationMetrics
     element_energies: dict[str, float]
     warm_started_from: Path | None
+    calibration: Path | None = None  # calibration.json beside the checkpoint (docs/calibration.md)
 
 
 @dataclass
@@ -317,8 +324,8 @@ def train_model(
                        info=f"valid F-MAE {metrics.force_mae:.4f} eV/Å  σ {metrics.sigma_mean:.3f} eV/Å")
 
     t_final = time.perf_counter()
-    best_model, _ = load_checkpoint(best_path, device)  # CheckpointError if it went missing
-    _, final = _validate(best_model, valid, train_cfg)
+    best_model, meta = load_checkpoint(best_path, device)  # CheckpointError if it went missing
+    final, calibration_path = _calibrate(best_model, meta, valid, train_cfg, best_path)
     return TrainOutcome(
         checkpoint=best_path,
         last_checkpoint=last_path,
@@ -333,7 +340,37 @@ def train_model(
         valid=final,
         element_energies=best_model.element_energy_dict(),
         warm_started_from=init,
+        calibration=calibration_path,
     )
+
+
+def _calibrate(
+    model: EIPModel, meta: dict[str, Any], valid: _Data, cfg: TrainConfig, best_path: Path
+) -> tuple[ValidationMetrics, Path | None]:
+    """Fit σ → expected force error on the validation split (docs/calibration.md).
+
+    The map goes into the best checkpoint's `extra["calibration"]` (what the calculator
+    reads) and `calibration.json` beside it; returns the final validation metrics
+    (with the in-sample calibrated miscalibration area) and the JSON path (None if the
+    split has too few usable atoms to fit).
+    """
+    preds = predict_graphs(model, valid.graphs, batch_size=cfg.batch_size)
+    f_ref = np.concatenate([a.get_forces() for a in valid.frames])
+    sigma = np.concatenate([p["uncertainty"] for p in preds])
+    error = atom_force_error(np.concatenate([p["forces"] for p in preds]), f_ref)
+    json_path = best_path.with_name(CALIBRATION_NAME)
+    try:
+        calibration = fit_calibration(sigma, error)
+    except CalibrationError as exc:
+        console.print(f"[yellow]no uncertainty calibration: {exc}[/]")
+        json_path.unlink(missing_ok=True)
+        return evaluation_metrics(valid.frames, preds), None
+    extra = {**meta.get("extra", {}), "calibration": calibration.model_dump(mode="json")}
+    save_checkpoint(best_path, model, extra=extra)
+    calibration.save(json_path)
+    for p in preds:
+        p["calibrated_uncertainty"] = calibration.apply(p["uncertainty"])
+    return evaluation_metrics(valid.frames, preds), json_path
 
 
 def _train_epoch(
@@ -409,4 +446,5 @@ def train_generation(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
         wall_time_s=outcome.wall_time_s,
         valid=outcome.valid,
         element_energies=outcome.element_energies,
+        calibration=run.rel(outcome.calibration) if outcome.calibration is not None else None,
     )

@@ -13,6 +13,7 @@ import torch
 from ase import Atoms
 from rich.progress import Progress
 
+from eip_al.calibrate import calibration_curve, miscalibration_area
 from eip_al.metrics import atom_force_error, force_errors, uq_metrics
 from eip_al.model.eip import EIPModel
 from eip_al.model.neighbors import Graph, SpeciesMap, collate, frame_graph
@@ -112,6 +113,11 @@ def evaluation_metrics(
     atom_uq = uq_metrics(sig_atom, err_atom)
     config_uq = uq_metrics(sig_config, err_config)
     fe = force_errors(f_pred, f_ref)
+    miscal = miscalibration_area(*calibration_curve(sig_atom, err_atom))
+    miscal_cal = None
+    if all("calibrated_uncertainty" in p for p in predictions):
+        cal_atom = np.concatenate([np.asarray(p["calibrated_uncertainty"]) for p in predictions])
+        miscal_cal = miscalibration_area(*calibration_curve(cal_atom, err_atom))
     return ValidationMetrics(
         n_frames=len(frames),
         energy_mae_per_atom=float(np.mean(e_err / n_atoms)),
@@ -123,4 +129,6 @@ def evaluation_metrics(
         roc_auc_atom=atom_uq["roc_auc"],
         spearman_config=config_uq["spearman"],
         roc_auc_config=config_uq["roc_auc"],
+        miscalibration_area=miscal,
+        miscalibration_area_calibrated=miscal_cal,
     )

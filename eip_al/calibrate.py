@@ -1,0 +1,467 @@
+"""Calibrated uncertainty: σ → expected force error (eV/Å), audits, label-noise flags, stop rule.
+
+Definitions (docs/calibration.md, docs/eip-method §3–§4):
+
+* error of atom i: ‖F_pred,i − F_ref,i‖₂ (`metrics.atom_force_error`); its uncertainty σ_i
+  is the per-atom epistemic σ. Per configuration: mean_i of each.
+* `Calibration.apply(σ_i)` is the expected per-atom force error E[‖ΔF_i‖ | σ_i] in eV/Å,
+  fitted on validation data by isotonic regression (monotone, no shape assumed) or, when
+  there are too few samples, by a single scale factor fitted by maximum likelihood.
+  The calibrated configuration uncertainty is mean_i apply(σ_i): the expected mean
+  per-atom force error of the frame, the same quantity the convergence rule measures.
+* calibration curve: equal-count bins of a predicted error (σ or its calibrated value),
+  mean realized error per bin; miscalibration area: the count-weighted mean |gap| between
+  that curve and the diagonal (eV/Å; 0 = every bin's mean error equals its prediction).
+
+Pure numpy here, plus the run-directory glue for the selection audit and the stop rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from ase import Atoms
+from pydantic import Field, model_validator
+from scipy.optimize import isotonic_regression
+
+from eip_al.atomic import atomic_path, atomic_write_text
+from eip_al.metrics import atom_force_error, uq_metrics
+from eip_al.schemas import SelectionAudit, SelectionResult, Strict, TrainingResult
+
+log = logging.getLogger(__name__)
+
+# E‖x‖ / sqrt(E‖x‖²) for an isotropic 3-D Gaussian x (mean of a Maxwell distribution
+# over its RMS): turns a fitted RMS error c·σ into the expected error norm.
+KAPPA = math.sqrt(8.0 / (3.0 * math.pi))
+MIN_ISOTONIC_SAMPLES = 200  # fewer (σ, error) pairs than this: fit a scale factor instead
+MIN_SCALE_SAMPLES = 3
+ISOTONIC_BINS = 50  # at most this many equal-count bins (knots) for the isotonic map
+MIN_PER_BIN = 5
+
+Predictor = Callable[[Path, list[Atoms]], list[dict[str, Any]]]
+
+
+class CalibrationError(ValueError):
+    """Calibration cannot be fitted or used (too few or invalid samples, bad stored map)."""
+
+
+# ============================================================================ the map
+class Calibration(Strict):
+    """A monotone map from per-atom σ (eV/Å) to expected per-atom force error (eV/Å).
+
+    method "scale": apply(σ) = scale·σ.
+    method "isotonic": linear interpolation between knots (σ_k, e_k), e non-decreasing;
+    below the first knot the map is flat (e_0: the data say nothing about smaller σ, the
+    lowest observed mean error is kept); above the last knot it is proportional,
+    e_last·σ/σ_last (error grows with σ at the ratio of the top bin), so σ far beyond
+    the fitted range still maps to larger expected errors.
+    `scale` is always the likelihood fit on the same data (for the scale method it is the map).
+    """
+
+    method: Literal["isotonic", "scale"]
+    scale: float = Field(gt=0)
+    knots_sigma: list[float] = Field(default_factory=list)
+    knots_error: list[float] = Field(default_factory=list)
+    n_samples: int
+    sigma_range: tuple[float, float]
+    fitted_on: str = "validation"
+
+    @model_validator(mode="after")
+    def _valid_knots(self) -> Calibration:
+        ks, ke = np.asarray(self.knots_sigma), np.asarray(self.knots_error)
+        if self.method == "isotonic":
+            if ks.size < 2 or ks.size != ke.size:
+                raise ValueError("isotonic calibration needs >= 2 knots, as many σ as errors")
+            if np.any(np.diff(ks) <= 0) or np.any(np.diff(ke) < 0) or ks[0] <= 0 or ke[-1] <= 0:
+                raise ValueError("isotonic knots need increasing σ > 0 and non-decreasing errors")
+        return self
+
+    def apply(self, sigma: np.ndarray | float) -> np.ndarray:
+        """Expected per-atom force error (eV/Å) for σ (any shape); NaN stays NaN."""
+        s = np.asarray(sigma, dtype=np.float64)
+        if self.method == "scale":
+            return self.scale * s
+        ks, ke = np.asarray(self.knots_sigma), np.asarray(self.knots_error)
+        out = np.interp(s, ks, ke)  # flat below the first knot
+        above = s > ks[-1]
+        out = np.where(above, ke[-1] * s / ks[-1], out)
+        return np.where(np.isnan(s), np.nan, out)
+
+    def inverse(self, error: np.ndarray | float) -> np.ndarray:
+        """Smallest σ whose expected error reaches `error` (0 where the flat start already does)."""
+        e0 = np.asarray(error, dtype=np.float64)
+        if self.method == "scale":
+            return e0 / self.scale
+        e = np.atleast_1d(e0)
+        ks, ke = np.asarray(self.knots_sigma), np.asarray(self.knots_error)
+        out = np.empty_like(e)
+        flat = e <= ke[0]
+        tail = e > ke[-1]
+        mid = ~flat & ~tail
+        out[flat] = 0.0
+        out[tail] = e[tail] * ks[-1] / ke[-1]
+        if np.any(mid):
+            # first knot index j with ke[j] >= e, interpolate on segment (j-1, j)
+            j = np.searchsorted(ke, e[mid], side="left")
+            lo, hi, s0, s1 = ke[j - 1], ke[j], ks[j - 1], ks[j]
+            out[mid] = s0 + (e[mid] - lo) * (s1 - s0) / (hi - lo)
+        return out.reshape(e0.shape)
+
+    def save(self, path: Path) -> Path:
+        atomic_write_text(Path(path), self.model_dump_json(indent=2) + "\n")
+        return Path(path)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "calibration") -> Calibration:
+        try:
+            return cls.model_validate(data)
+        except Exception as exc:  # pydantic.ValidationError or CalibrationError
+            raise CalibrationError(f"{where}: invalid calibration: {exc}") from None
+
+
+def _clean_pairs(sigma: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s, e = np.ravel(np.asarray(sigma, float)), np.ravel(np.asarray(error, float))
+    if s.shape != e.shape:
+        raise CalibrationError(f"σ and error must have the same size (got {s.size} and {e.size})")
+    ok = np.isfinite(s) & np.isfinite(e) & (s > 0) & (e >= 0)
+    return s[ok], e[ok]
+
+
+def fit_scale(sigma: np.ndarray, error: np.ndarray) -> float:
+    """Expected-error factor κ·c from the Gaussian likelihood ΔF_i ~ N(0, c²σ_i²/3 · I₃).
+
+    The maximum-likelihood c² is mean(‖ΔF_i‖²/σ_i²); the expected error norm of such a
+    3-D Gaussian is κ·c·σ_i with κ = sqrt(8/(3π)) ≈ 0.921.
+    """
+    s, e = _clean_pairs(sigma, error)
+    if s.size < MIN_SCALE_SAMPLES:
+        raise CalibrationError(f"need at least {MIN_SCALE_SAMPLES} finite (σ > 0, error) pairs, got {s.size}")
+    c = math.sqrt(float(np.mean((e / s) ** 2)))
+    if not c > 0:
+        raise CalibrationError("all errors are zero: nothing to calibrate against")
+    return KAPPA * c
+
+
+def _equal_count_bins(x: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.argsort(x, kind="stable")
+    groups = np.array_split(order, max(1, min(n_bins, x.size)))
+    groups = [g for g in groups if g.size]
+    return (
+        np.array([x[g].mean() for g in groups]),
+        np.array([y[g].mean() for g in groups]),
+        np.array([g.size for g in groups]),
+    )
+
+
+def fit_calibration(
+    sigma_atom: np.ndarray,
+    error_atom: np.ndarray,
+    method: Literal["isotonic", "scale"] = "isotonic",
+    fitted_on: str = "validation",
+) -> Calibration:
+    """Fit the σ → expected-error map on per-atom (σ_i, ‖ΔF_i‖) pairs.
+
+    Non-finite pairs and σ ≤ 0 are dropped. Isotonic falls back to the scale factor when
+    fewer than MIN_ISOTONIC_SAMPLES pairs remain, when σ has no spread, or when the fit
+    has fewer than two distinct levels. Raises CalibrationError with < 3 usable pairs.
+    """
+    s, e = _clean_pairs(sigma_atom, error_atom)
+    scale = fit_scale(s, e)
+    common = {"scale": scale, "n_samples": int(s.size), "sigma_range": (float(s.min()), float(s.max())),
+              "fitted_on": fitted_on}
+    if method == "scale" or s.size < MIN_ISOTONIC_SAMPLES or np.ptp(s) == 0:
+        return Calibration(method="scale", **common)
+    n_bins = min(ISOTONIC_BINS, s.size // MIN_PER_BIN)
+    bx, by, bn = _equal_count_bins(s, e, n_bins)
+    # merge bins with equal mean σ (many tied σ values) so knots are strictly increasing
+    ux, inv = np.unique(bx, return_inverse=True)
+    wn = np.bincount(inv, weights=bn)
+    wy = np.bincount(inv, weights=by * bn) / wn
+    fitted = isotonic_regression(wy, weights=wn, increasing=True).x
+    if ux.size < 2 or fitted[-1] <= 0 or np.ptp(fitted) == 0:
+        return Calibration(method="scale", **common)
+    return Calibration(method="isotonic", knots_sigma=ux.tolist(), knots_error=fitted.tolist(), **common)
+
+
+# ============================================================================ diagnostics
+def calibration_curve(
+    predicted: np.ndarray, error: np.ndarray, n_bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal-count bins of `predicted` (σ or expected error): (mean predicted, mean error, counts).
+
+    Non-finite pairs are dropped; fewer samples than bins give one sample per bin.
+    """
+    p, e = np.ravel(np.asarray(predicted, float)), np.ravel(np.asarray(error, float))
+    if p.shape != e.shape:
+        raise ValueError(f"predicted and error must have the same size (got {p.size} and {e.size})")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    ok = np.isfinite(p) & np.isfinite(e)
+    if not ok.any():
+        return np.empty(0), np.empty(0), np.empty(0, dtype=int)
+    return _equal_count_bins(p[ok], e[ok], n_bins)
+
+
+def miscalibration_area(bin_predicted: np.ndarray, bin_error: np.ndarray, counts: np.ndarray) -> float | None:
+    """Count-weighted mean |mean error − prediction| over the bins of a calibration curve (eV/Å)."""
+    w = np.asarray(counts, float)
+    if w.size == 0 or w.sum() == 0:
+        return None
+    gap = np.abs(np.asarray(bin_error, float) - np.asarray(bin_predicted, float))
+    return float(np.sum(w * gap) / w.sum())
+
+
+def audit(
+    sigma_atom: np.ndarray,
+    err_atom: np.ndarray,
+    sigma_config: np.ndarray | None = None,
+    err_config: np.ndarray | None = None,
+    calibration: Calibration | None = None,
+    n_bins: int = 10,
+) -> dict[str, float | None]:
+    """Did σ rank and size the errors? Spearman and ROC-AUC (eip_al.metrics, top 20 % errors
+    are bad) per atom and per configuration, and the miscalibration area of raw σ and, with
+    a calibration, of the calibrated expected error (per atom)."""
+    atom = uq_metrics(sigma_atom, err_atom)
+    out: dict[str, float | None] = {"spearman_atom": atom["spearman"], "roc_auc_atom": atom["roc_auc"],
+                                    "spearman_config": None, "roc_auc_config": None}
+    if sigma_config is not None and err_config is not None:
+        conf = uq_metrics(sigma_config, err_config)
+        out.update(spearman_config=conf["spearman"], roc_auc_config=conf["roc_auc"])
+    out["miscalibration_area"] = miscalibration_area(*calibration_curve(sigma_atom, err_atom, n_bins))
+    out["miscalibration_area_calibrated"] = (
+        miscalibration_area(*calibration_curve(calibration.apply(sigma_atom), err_atom, n_bins))
+        if calibration is not None else None
+    )
+    return out
+
+
+# ============================================================================ label noise
+def label_noise_flags(
+    aleatoric: np.ndarray,
+    epistemic: np.ndarray,
+    aleatoric_min: float,
+    max_epistemic_ratio: float = 1.0,
+) -> np.ndarray:
+    """Frames whose uncertainty looks like label noise: more data will not help there.
+
+    Per configuration (mean per-atom σ of each kind): flagged when the aleatoric σ is at
+    least `aleatoric_min` (eV/Å; selection uses noise_aleatoric_factor × the validation
+    mean) AND the epistemic σ is at most `max_epistemic_ratio` × the aleatoric σ.
+    NaN (no aleatoric output) is never flagged.
+    """
+    a, e = np.asarray(aleatoric, float), np.asarray(epistemic, float)
+    if a.shape != e.shape:
+        raise ValueError(f"aleatoric and epistemic must have the same shape ({a.shape} vs {e.shape})")
+    if not aleatoric_min > 0 or not max_epistemic_ratio > 0:
+        raise ValueError("aleatoric_min and max_epistemic_ratio must be > 0")
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(a) & np.isfinite(e) & (a >= aleatoric_min) & (e <= max_epistemic_ratio * a)
+
+
+def frame_aleatoric(atoms: Atoms) -> float:
+    """Mean per-atom aleatoric σ ‖aleatoric_components_i‖ of a frame (NaN if it has none)."""
+    comps = atoms.arrays.get("aleatoric_components")
+    if comps is None:
+        return math.nan
+    return float(np.mean(np.linalg.norm(np.asarray(comps, float).reshape(len(atoms), 3), axis=1)))
+
+
+# ============================================================================ checkpoints
+def calibration_from_meta(meta: dict[str, Any], where: str) -> Calibration | None:
+    """The calibration stored in a checkpoint's `extra` metadata (None if it has none)."""
+    data = (meta.get("extra") or {}).get("calibration")
+    return None if data is None else Calibration.from_dict(data, where)
+
+
+def load_calibration(checkpoint: Path) -> Calibration | None:
+    """The calibration of a checkpoint file (reads the payload, builds no model)."""
+    from eip_al.model.checkpoint import read_payload
+
+    return calibration_from_meta(read_payload(checkpoint), str(checkpoint))
+
+
+# ============================================================================ selection audit
+def audit_dir(run: Any, gen: int) -> Path:
+    """`gen-XXX/audit/`: the selection audit of generation `gen` (artifact.json, frames.csv)."""
+    return run.gen_dir(gen) / "audit"
+
+
+def selection_audit_from_predictions(
+    run: Any,
+    gen: int,
+    training: TrainingResult,
+    labeled_rel: str,
+    frames: list[Atoms],
+    preds: Sequence[dict[str, Any]],
+    calibration: Calibration | None,
+) -> SelectionAudit:
+    """The audit of freshly labeled frames against the model that selected them; writes frames.csv."""
+    if len(frames) != len(preds) or not frames:
+        raise ValueError(f"need equally many frames and predictions (got {len(frames)}, {len(preds)})")
+    sig, err, f_sig, f_err, f_cal = [], [], [], [], []
+    for atoms, p in zip(frames, preds, strict=True):
+        e = atom_force_error(np.asarray(p["forces"], float), atoms.get_forces())
+        s = np.asarray(p["uncertainty"], float)
+        sig.append(s)
+        err.append(e)
+        f_sig.append(float(s.mean()))
+        f_err.append(float(e.mean()))
+        f_cal.append(float(calibration.apply(s).mean()) if calibration is not None else math.nan)
+    s_atom, e_atom = np.concatenate(sig), np.concatenate(err)
+    fe, fc = np.array(f_err), np.array(f_cal)
+    m = audit(s_atom, e_atom, np.array(f_sig), fe, calibration)
+    out = audit_dir(run, gen)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "frames.csv"
+    table = pd.DataFrame({
+        "frame_id": [a.info.get("frame_id") for a in frames], "walker": [a.info.get("walker") for a in frames],
+        "sigma_config": f_sig, "calibrated_config": fc, "force_error_config": fe,
+    })
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    return SelectionAudit(
+        generation=gen, checkpoint=training.checkpoint, labeled_extxyz=labeled_rel,
+        n_frames=len(frames), n_atoms=int(s_atom.size), frames_csv=run.rel(csv_path),
+        force_error_config_mean=float(fe.mean()), force_error_config_max=float(fe.max()),
+        sigma_config_mean=float(np.mean(f_sig)),
+        calibrated_config_mean=float(fc.mean()) if calibration is not None else None,
+        **m,
+    )
+
+
+def _default_predict(checkpoint: Path, frames: list[Atoms]) -> list[dict[str, Any]]:
+    from eip_al.calculator import EIPCalculator
+
+    return EIPCalculator(checkpoint, device="cpu").predict_frames(frames)
+
+
+def selection_audit(
+    run: Any, gen: int, predict: Predictor | None = _default_predict
+) -> SelectionAudit | None:
+    """Generation `gen`'s selection audit: the valid artifact, else computed and written.
+
+    None when it cannot exist: no training or labeling result, nothing labeled, or no
+    predictor. The model is the generation's own checkpoint (the one that selected).
+    """
+    from eip_al.io import read_frames
+    from eip_al.rundir import ARTIFACT_NAME, load_valid
+    from eip_al.schemas import LabelingResult
+
+    path = audit_dir(run, gen) / ARTIFACT_NAME
+    found = load_valid(path, SelectionAudit)
+    if found is not None:
+        return found
+    training = load_valid(run.artifact_path(gen, "train"), TrainingResult)
+    labeling = load_valid(run.artifact_path(gen, "label"), LabelingResult)
+    if training is None or labeling is None or labeling.n_ok == 0 or predict is None:
+        return None
+    labeled = run.abs(labeling.labeled_extxyz)
+    if not labeled.is_file() or labeled.stat().st_size == 0:
+        return None
+    frames = read_frames(labeled, require_cell=False)
+    checkpoint = run.abs(training.checkpoint)
+    preds = predict(checkpoint, frames)
+    try:
+        calibration = load_calibration(checkpoint)
+    except Exception as exc:  # a stand-in checkpoint (tests) or an unreadable one: audit raw σ only
+        log.warning("%s: no calibration (%s); auditing raw σ only", checkpoint, exc)
+        calibration = None
+    result = selection_audit_from_predictions(run, gen, training, labeling.labeled_extxyz, frames, preds,
+                                              calibration)
+    result.write(path)
+    return result
+
+
+# ============================================================================ stop rule
+@dataclass(frozen=True)
+class GenerationSignal:
+    """What the stop rule needs from one generation."""
+
+    generation: int
+    candidate_ok: bool  # select.convergence's per-generation condition
+    candidate_text: str
+    force_error: float | None  # mean per-config force error of the fresh labels (None: none)
+    n_fresh: int = 0
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    stop: bool
+    criterion: str | None  # "candidate_fraction" | "force_error+candidate_fraction"
+    reason: str | None
+    rows: tuple[dict[str, Any], ...] = ()  # one per generation of the window, for reports
+
+
+def stop_rule(
+    signals: Sequence[GenerationSignal | None], k: int, force_tol: float | None
+) -> StopDecision:
+    """Stop when each of the last `k` generations (`signals` ends with the current one) meets
+    the candidate-fraction condition and, if `force_tol` is set, has fresh labels whose mean
+    per-config force error is below `force_tol` (eV/Å). A missing generation, or one with
+    no fresh labels while `force_tol` is set, breaks the streak."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    window = list(signals)[-k:]
+    criterion = "candidate_fraction" if force_tol is None else "force_error+candidate_fraction"
+    rows = []
+    for s in window:
+        if s is None:
+            continue
+        err_ok = None if force_tol is None else (s.force_error is not None and s.force_error < force_tol)
+        rows.append({"generation": s.generation, "candidate_ok": s.candidate_ok, "force_error": s.force_error,
+                     "n_fresh": s.n_fresh, "force_error_ok": err_ok})
+    ok = len(window) == k and all(s is not None for s in window) and all(
+        r["candidate_ok"] and r["force_error_ok"] is not False for r in rows
+    )
+    if not ok:
+        return StopDecision(False, None, None, tuple(rows))
+    parts = [s.candidate_text + (f", fresh force error {s.force_error:.4g} eV/Å" if force_tol is not None else "")
+             for s in window]  # type: ignore[union-attr]
+    head = f"{k} consecutive generation(s) below candidate fraction limit"
+    if force_tol is not None:
+        head += f" with fresh-label force error below {force_tol:g} eV/Å"
+    return StopDecision(True, criterion, f"{head}: " + "; ".join(parts), tuple(rows))
+
+
+def stop_decision(cfg: Any, run: Any, gen: int, predict: Predictor | None = _default_predict) -> StopDecision:
+    """The stop rule on the run directory for generation `gen` (see `stop_rule`).
+
+    Without `selection.converge_force_error` this is exactly the selection step's
+    candidate-fraction signal (`SelectionResult.converged`). With it, the selection audit of
+    each generation of the window is read or computed (`selection_audit`).
+    """
+    from eip_al.rundir import load_valid
+    from eip_al.select import convergence
+
+    sel_cfg = cfg.selection
+    k, tol = sel_cfg.converge_generations, sel_cfg.converge_force_error
+    current = load_valid(run.artifact_path(gen, "select"), SelectionResult)
+    if tol is None:
+        if current is not None and current.converged:
+            return StopDecision(True, "candidate_fraction",
+                                current.converged_reason or "candidate fraction below its limit")
+        return StopDecision(False, None, None)
+    signals: list[GenerationSignal | None] = []
+    for g in range(max(0, gen - k + 1), gen + 1):
+        sel = current if g == gen else load_valid(run.artifact_path(g, "select"), SelectionResult)
+        if sel is None:
+            signals.append(None)
+            continue
+        quiet, _ = convergence([sel], sel_cfg.converge_candidate_fraction, 1)
+        o = sel.overall
+        text = f"gen {g}: candidate {o.candidate:.3f}, failed+unphysical {o.failed + o.unphysical:.3f}"
+        aud = selection_audit(run, g, predict)
+        signals.append(GenerationSignal(
+            generation=g, candidate_ok=quiet, candidate_text=text,
+            force_error=aud.force_error_config_mean if aud is not None else None,
+            n_fresh=aud.n_frames if aud is not None else 0,
+        ))
+    return stop_rule(signals, k, tol)
