@@ -103,7 +103,8 @@ def predict(
 
     Per frame: energy (or `energy_pred` if the frame has a label) and `config_uncertainty`
     (info); per atom: forces (or `forces_pred`), `uncertainty`, `uncertainty_components`,
-    `aleatoric_components`.
+    `aleatoric_components`; for a calibrated model also `calibrated_uncertainty` (per atom)
+    and `config_calibrated_uncertainty` (info), expected force errors in eV/Å.
     """
     from eip_al.calculator import EIPCalculator
     from eip_al.io import attach_labels, write_frames
@@ -126,12 +127,20 @@ def predict(
         new.arrays["uncertainty"] = p["uncertainty"]
         new.arrays["uncertainty_components"] = p["uncertainty_components"]
         new.arrays["aleatoric_components"] = p["aleatoric_components"]
+        if "calibrated_uncertainty" in p:  # the checkpoint carries a calibration
+            new.arrays["calibrated_uncertainty"] = p["calibrated_uncertainty"]
+            new.info["config_calibrated_uncertainty"] = p["config_calibrated_uncertainty"]
         written.append(new)
     write_frames(out_file, written)
     sigma = np.array([p["config_uncertainty"] for p in preds])
+    calibrated = (
+        f"; expected force error (calibrated): mean "
+        f"{np.mean([p['config_calibrated_uncertainty'] for p in preds]):.4f} eV/Å"
+        if preds and "config_calibrated_uncertainty" in preds[0] else ""
+    )
     out.print(
         f"wrote {len(written)} frames to {out_file}; configuration σ: mean {sigma.mean():.4f}, "
-        f"max {sigma.max():.4f} eV/Å"
+        f"max {sigma.max():.4f} eV/Å{calibrated}"
     )
 
 
