@@ -53,12 +53,10 @@ def water_box(n_molecules: int = 96, density_g_cm3: float = 0.997, seed: int = 0
 
 
 def plain_painn(model: EIPModel, g: Graph) -> torch.Tensor:
-    """Energy + forces with the same backbone and readout, no evidential head."""
+    """Energy + forces with the same backbone, readout and code path, no evidential head."""
     pos = g.positions.detach().requires_grad_(True)
-    vectors = pos[g.edge_j] - pos[g.edge_i] + g.shifts @ g.cell[0]
-    s, _ = model.backbone(g.species, vectors, g.edge_i, g.edge_j)
-    energy = (model.readout(s).squeeze(-1) * model.energy_scale).sum()
-    (grad,) = torch.autograd.grad(energy, pos)
+    energy, _, _ = model.energy_and_features(g, pos)
+    (grad,) = torch.autograd.grad(energy.sum(), pos)
     return -grad
 
 

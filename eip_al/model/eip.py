@@ -127,8 +127,10 @@ class EIPModel(nn.Module):
             0, g.batch, ee[g.species]
         )
 
-    def forward(self, g: Graph, positions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Network energy per graph (without reference energies), (ν, α, β), final scalars."""
+    def energy_and_features(
+        self, g: Graph, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Network energy per graph (without reference energies) and final (s, v): plain PaiNN."""
         if g.n_graphs == 1:
             shift_vec = g.shifts @ g.cell[0]
         else:
@@ -136,7 +138,11 @@ class EIPModel(nn.Module):
         vectors = positions.index_select(0, g.edge_j) - positions.index_select(0, g.edge_i) + shift_vec
         s, v = self.backbone(g.species, vectors, g.edge_i, g.edge_j)
         atomic = self.readout(s).squeeze(-1) * self.energy_scale
-        energy = atomic.new_zeros(g.n_graphs).index_add(0, g.batch, atomic)
+        return atomic.new_zeros(g.n_graphs).index_add(0, g.batch, atomic), s, v
+
+    def forward(self, g: Graph, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Network energy per graph (without reference energies), (ν, α, β), final scalars."""
+        energy, s, v = self.energy_and_features(g, positions)
         nu, alpha, beta = self.head(v)
         return {"energy_net": energy, "nu": nu, "alpha": alpha, "beta": beta, "scalars": s}
 
