@@ -12,8 +12,10 @@ Two layers (docs/selection.md):
   the reason of its decision).
 
 Every pooled frame gets exactly one reason; the first rule that applies wins, in this
-order: unphysical → accurate / failed_band → duplicate_dataset → duplicate_pool →
-step_gap → over_budget → fps_not_chosen; otherwise it is selected.
+order: unphysical → accurate / failed_band → label_noise → duplicate_dataset →
+duplicate_pool → step_gap → over_budget → fps_not_chosen; otherwise it is selected.
+With `selection.scale: calibrated` the bands and the ranking use the calibrated
+expected force error instead of raw σ (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ase import Atoms
 from ase.io.extxyz import key_val_str_to_dict
 
 from eip_al.atomic import atomic_path
+from eip_al.calibrate import Calibration, frame_aleatoric, label_noise_flags, load_calibration
 from eip_al.config import ALConfig, CollapseConfig
 from eip_al.io import FrameError, frame_id, read_frames, write_frames
 from eip_al.rundir import RunDir, RunDirError, load_valid
@@ -52,6 +55,7 @@ REASONS: tuple[str, ...] = (
     "step_gap",
     "over_budget",
     "fps_not_chosen",
+    "label_noise",  # appended last: existing codes keep their values
 )
 R = {name: code for code, name in enumerate(REASONS)}
 
@@ -195,6 +199,7 @@ def select_pool(
     unphysical: np.ndarray | None = None,
     dataset_keys: Collection | None = None,
     features: FeatureSource | None = None,
+    label_noise: np.ndarray | None = None,
 ) -> Decisions:
     """Decide, for every pooled frame, whether it is selected and why (pure, vectorised).
 
@@ -203,7 +208,8 @@ def select_pool(
     unphysical: frames to drop first; dataset_keys: hashes already in the dataset;
     features: (n, d) array or a function from frame indices to their (m, d) features,
     needed only for diversity="fps" (called only on the shortlist, so expensive
-    descriptors are computed for few frames).
+    descriptors are computed for few frames); label_noise: frames flagged by
+    `eip_al.calibrate.label_noise_flags` — candidates among them are not selected.
 
     Candidates (lo ≤ σ < hi) are ranked by descending σ (ties broken by a permutation
     seeded with `rules.seed`); a candidate is skipped if its hash is in the dataset or
@@ -229,6 +235,11 @@ def select_pool(
     reason[band == ACCURATE] = R["accurate"]
     reason[band == FAILED] = R["failed_band"]
     reason[unphys] = R["unphysical"]
+    if label_noise is not None:
+        noisy = np.asarray(label_noise, dtype=bool)
+        if noisy.shape != (n,):
+            raise ValueError(f"label_noise has shape {noisy.shape}, expected ({n},)")
+        reason[noisy & (reason == R["selected"])] = R["label_noise"]
 
     cand = np.flatnonzero(reason == R["selected"])
     if dataset_keys is not None and len(dataset_keys) and cand.size:
@@ -345,6 +356,7 @@ class CandidatePool:
     key: np.ndarray  # frame ids (str)
     unphysical: np.ndarray
     detail: list[str]  # why a frame is unphysical ("" otherwise)
+    aleatoric: np.ndarray | None = None  # mean per-atom aleatoric σ per frame (NaN: no array)
 
 
 def _as_bool(value: object, where: str) -> bool:
@@ -484,6 +496,7 @@ def pool_candidates(cfg: ALConfig, run: RunDir, summary: ExplorationSummary) -> 
         key=np.asarray(keys, dtype=object),
         unphysical=np.asarray(unphys, dtype=bool),
         detail=detail,
+        aleatoric=np.asarray([frame_aleatoric(a) for a in frames], dtype=np.float64),
     )
 
 
@@ -583,7 +596,9 @@ def resolve_lo(
     return lo, "adaptive"
 
 
-def _write_decisions(path: Path, pool: CandidatePool, d: Decisions) -> None:
+def _write_decisions(
+    path: Path, pool: CandidatePool, d: Decisions, extra: dict[str, np.ndarray] | None = None
+) -> None:
     rank = d.rank
     table = pd.DataFrame(
         {
@@ -598,10 +613,58 @@ def _write_decisions(path: Path, pool: CandidatePool, d: Decisions) -> None:
             "reason": np.asarray(REASONS, dtype=object)[d.reason],
             "rank": rank,
             "detail": pool.detail,
+            **(extra or {}),
         }
     )
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
+
+
+def _generation_calibration(cfg: ALConfig, run: RunDir, gen: int) -> tuple[TrainingResult | None, Calibration | None]:
+    """This generation's training result and its model's calibration (either may be None).
+
+    With `selection.scale: calibrated` a missing training result or calibration is an error.
+    """
+    path = run.artifact_path(gen, "train")
+    training = load_valid(path, TrainingResult)
+    need = cfg.selection.scale == "calibrated"
+    calibration, why = None, f"{path}: no valid training result for generation {gen}"
+    if training is not None:
+        checkpoint = run.abs(training.checkpoint)
+        try:
+            calibration = load_calibration(checkpoint)
+            why = f"{checkpoint}: the model has no calibration (validation split too small to fit?)"
+        except Exception as exc:  # unreadable checkpoint: only fatal when the scale needs it
+            why = f"{checkpoint}: cannot read the calibration ({exc})"
+    if need and calibration is None:
+        raise RunDirError(f"selection.scale is 'calibrated' but {why}; use scale: raw")
+    if calibration is None and training is not None:
+        log.info("%s", why)
+    return training, calibration
+
+
+def calibrated_config_uncertainty(frames: Sequence[Atoms], calibration: Calibration, where: str) -> np.ndarray:
+    """Per frame mean_i apply(σ_i): the expected mean per-atom force error (eV/Å)."""
+    out = np.empty(len(frames))
+    for k, atoms in enumerate(frames):
+        sig = atoms.arrays.get("uncertainty")
+        if sig is None:
+            raise FrameError(f"{where}: frame {k} ({atoms.info.get('walker')}, step {atoms.info.get('step')}): "
+                             "no per-atom 'uncertainty' array, needed for selection.scale calibrated")
+        out[k] = float(np.mean(calibration.apply(np.asarray(sig, dtype=np.float64))))
+    return out
+
+
+def _both_scales(lo: float, hi: float, scale: str, calibration: Calibration | None) -> dict[str, float | None]:
+    """lo/hi on both scales: the configured one, and its image (or inverse) through the map."""
+    if scale == "calibrated":
+        assert calibration is not None
+        lo_raw, hi_raw = (float(x) for x in calibration.inverse(np.array([lo, hi])))
+        return {"lo_raw": lo_raw, "hi_raw": hi_raw, "lo_calibrated": lo, "hi_calibrated": hi}
+    if calibration is None:
+        return {"lo_raw": lo, "hi_raw": hi, "lo_calibrated": None, "hi_calibrated": None}
+    lo_c, hi_c = (float(x) for x in calibration.apply(np.array([lo, hi])))
+    return {"lo_raw": lo, "hi_raw": hi, "lo_calibrated": lo_c, "hi_calibrated": hi_c}
 
 
 def select_generation(
@@ -628,6 +691,19 @@ def select_generation(
     manifest = run.dataset_for(gen)
     known = dataset_frame_ids(run.abs(manifest.dataset_extxyz))
     lo, lo_source = resolve_lo(cfg, run, gen, valid_sigma_fn)
+    training, calibration = _generation_calibration(cfg, run, gen)
+    calibrated = (
+        calibrated_config_uncertainty(pool.frames, calibration, f"generation {gen} candidates")
+        if calibration is not None and pool.frames else np.full(len(pool.frames), np.nan)
+    )
+    score = calibrated if sel.scale == "calibrated" else pool.sigma
+    noise_min = None
+    noisy = np.zeros(len(pool.frames), dtype=bool)
+    if sel.noise_aleatoric_factor is not None and training is not None and training.valid.aleatoric_mean > 0:
+        noise_min = sel.noise_aleatoric_factor * training.valid.aleatoric_mean
+        if pool.frames:
+            noisy = label_noise_flags(pool.aleatoric, pool.sigma, noise_min, sel.noise_max_epistemic_ratio)
+            noisy &= ~pool.unphysical
     rules = SelectionRules(
         n_select=sel.n_select,
         lo=lo,
@@ -642,7 +718,7 @@ def select_generation(
         return descriptor_fn(cfg, run, gen, [pool.frames[i] for i in idx.tolist()])
 
     d = select_pool(
-        pool.sigma,
+        score,
         pool.walker,
         pool.step,
         pool.key,
@@ -650,6 +726,7 @@ def select_generation(
         unphysical=pool.unphysical,
         dataset_keys=known,
         features=features if sel.diversity == "fps" else None,
+        label_noise=noisy,
     )
 
     out_dir = run.step_dir(gen, "select")
@@ -661,7 +738,9 @@ def select_generation(
         selected.append(atoms)
     selected_path = write_frames(out_dir / "selected.extxyz", selected)
     decisions_path = out_dir / "decisions.csv"
-    _write_decisions(decisions_path, pool, d)
+    _write_decisions(decisions_path, pool, d, {
+        "sigma_calibrated": calibrated, "aleatoric": pool.aleatoric, "label_noise": noisy,
+    })
 
     per_walker = {
         name: trust_fractions(d.band[pool.walker == w], pool.unphysical[pool.walker == w])
@@ -685,6 +764,10 @@ def select_generation(
         selected_extxyz=run.rel(selected_path),
         decisions_csv=run.rel(decisions_path),
         n_collapsed_walkers=sum(w.collapsed for w in summary.walkers),
+        scale=sel.scale,
+        n_label_noise=int(noisy.sum()),
+        noise_aleatoric_min=noise_min,
+        **_both_scales(lo, sel.hi, sel.scale, calibration),
     )
     k = sel.converge_generations
     history = [
