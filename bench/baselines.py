@@ -4,11 +4,13 @@ All three use the eIP model's own backbone (`eip_al.model.painn.PaiNN`), energy 
 shape, per-element reference energies (`fit_element_energies`, train split only), graphs
 (`frames_to_graphs`, `collate`) and training schedule (`TrainConfig`: AdamW, lr,
 ReduceLROnPlateau, early stopping on the validation loss, gradient clipping at 10), so the
-only difference from eIP is the missing evidential head and the loss:
+only difference from eIP is the missing evidential head and the loss, the usual MLIP
+force-dominated mean squared error (eV, Å):
 
-    L = mean_{i,c} (F_pred,ic − F_ref,ic)²  +  w · mean_g |E_pred,g − E_ref,g|
+    L = mean_{i,c} (F_pred,ic − F_ref,ic)²  +  λ_E · mean_g ((E_pred,g − E_ref,g) / N_g)²
 
-(force MSE + the same L1 total-energy term as the eIP loss, w = `train_cfg.loss.w_energy`).
+with λ_E = `energy_weight` (default 1; MACE's default ratio is 1:100 energy:forces, so
+this weights energies more). `train_cfg.loss` (the evidential q, λ, w) is not used.
 
 * plain PaiNN: one such model; no uncertainty.
 * ensemble: M models trained alike with seeds seed, seed+1, …; prediction = member mean,
@@ -123,6 +125,8 @@ class TrainLog:
     cpu_s: float  # process CPU time of the same span (all threads)
     train_loss: list[float] = field(default_factory=list)
     valid_loss: list[float] = field(default_factory=list)
+    epoch_wall_s: list[float] = field(default_factory=list)  # each epoch: training pass + validation
+    epoch_cpu_s: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -139,16 +143,18 @@ def _prepare(frames: Sequence[Atoms], model: PlainPaiNN, where: str) -> _Data:
     return _Data(graphs, energies, forces)
 
 
-def _batch_loss(model: PlainPaiNN, data: _Data, idx: Sequence[int], w_energy: float, create_graph: bool) -> torch.Tensor:
+def _batch_loss(model: PlainPaiNN, data: _Data, idx: Sequence[int], energy_weight: float, create_graph: bool) -> torch.Tensor:
     g = collate([data.graphs[k] for k in idx])
     out = model.predict(g, create_graph=create_graph)
     f_ref = torch.cat([data.forces[k] for k in idx])
     e_ref = torch.stack([data.energies[k] for k in idx])
-    return ((out["forces"] - f_ref) ** 2).mean() + w_energy * (out["energy"] - e_ref).abs().mean()
+    n_atoms = torch.bincount(g.batch, minlength=g.n_graphs).to(e_ref)
+    e_loss = (((out["energy"] - e_ref) / n_atoms) ** 2).mean()
+    return ((out["forces"] - f_ref) ** 2).mean() + energy_weight * e_loss
 
 
 def _fingerprint(train: Sequence[Atoms], valid: Sequence[Atoms], model_cfg: ModelConfig,
-                 train_cfg: TrainConfig, dropout: float) -> str:
+                 train_cfg: TrainConfig, dropout: float, energy_weight: float) -> str:
     h = hashlib.sha256()
     for frames in (train, valid):
         for a in frames:
@@ -156,8 +162,8 @@ def _fingerprint(train: Sequence[Atoms], valid: Sequence[Atoms], model_cfg: Mode
             h.update(np.ascontiguousarray(a.get_forces()).tobytes())
             h.update(np.float64(a.get_potential_energy()).tobytes())
     h.update(model_cfg.model_dump_json().encode())
-    h.update(train_cfg.model_dump_json(exclude={"device"}).encode())
-    h.update(repr(dropout).encode())
+    h.update(train_cfg.model_dump_json(exclude={"device", "loss"}).encode())
+    h.update(repr((dropout, energy_weight)).encode())
     return h.hexdigest()
 
 
@@ -190,6 +196,7 @@ def train_plain(
     train_cfg: TrainConfig,
     dropout: float = 0.0,
     cache: Path | None = None,
+    energy_weight: float = 1.0,
 ) -> tuple[PlainPaiNN, TrainLog]:
     """Train one plain (or dropout) PaiNN; returns the best-validation model and its log.
 
@@ -198,7 +205,7 @@ def train_plain(
     """
     if not train or not valid:
         raise ValueError("need at least one train and one valid frame")
-    fingerprint = _fingerprint(train, valid, model_cfg, train_cfg, dropout)
+    fingerprint = _fingerprint(train, valid, model_cfg, train_cfg, dropout, energy_weight)
     device = resolve_device(train_cfg.device)
     model = new_plain_model(train, model_cfg, dropout, train_cfg.seed).to(device)
     if cache is not None and (log := _load_cached(Path(cache), fingerprint, model)) is not None:
@@ -211,10 +218,11 @@ def train_plain(
         optimizer, mode="min", factor=train_cfg.lr_factor, patience=train_cfg.lr_patience
     )
     shuffle = torch.Generator().manual_seed(train_cfg.seed)
-    w, bs = train_cfg.loss.w_energy, train_cfg.batch_size
+    w, bs = energy_weight, train_cfg.batch_size
     best_state, best_loss, best_epoch, bad = None, math.inf, 0, 0
     log = TrainLog(0, 0, "max_epochs", math.inf, 0.0, 0.0)
     for epoch in range(1, train_cfg.epochs + 1):
+        t_epoch, c_epoch = time.perf_counter(), time.process_time()
         model.train()
         order = torch.randperm(len(data.graphs), generator=shuffle).tolist()
         total = 0.0
@@ -237,6 +245,8 @@ def train_plain(
         scheduler.step(vloss)
         log.train_loss.append(total / len(order))
         log.valid_loss.append(vloss)
+        log.epoch_wall_s.append(time.perf_counter() - t_epoch)
+        log.epoch_cpu_s.append(time.process_time() - c_epoch)
         log.epochs_run = epoch
         if vloss < best_loss:
             best_state, best_loss, best_epoch, bad = copy.deepcopy(model.state_dict()), vloss, epoch, 0
@@ -268,13 +278,14 @@ def train_ensemble(
     train_cfg: TrainConfig,
     n_members: int = 4,
     cache_dir: Path | None = None,
+    energy_weight: float = 1.0,
 ) -> tuple[list[PlainPaiNN], list[TrainLog]]:
     """`n_members` plain models differing only in seed (initial weights and batch order)."""
     models, logs = [], []
     for k in range(n_members):
         cfg = train_cfg.model_copy(update={"seed": train_cfg.seed + k})
         cache = None if cache_dir is None else Path(cache_dir) / f"member-{k}.pt"
-        model, log = train_plain(train, valid, model_cfg, cfg, cache=cache)
+        model, log = train_plain(train, valid, model_cfg, cfg, cache=cache, energy_weight=energy_weight)
         models.append(model)
         logs.append(log)
     return models, logs

@@ -375,7 +375,7 @@ def eip_cfg(chosen: dict[str, Any], device: str, epochs: int | None = None) -> T
 
 
 def baseline_cfg(device: str, epochs: int | None = None) -> TrainConfig:
-    """The baselines' schedule: BASE_TRAIN as is (its loss.w_energy = 1 weights their energy term)."""
+    """The baselines' schedule: BASE_TRAIN (their loss is baselines.py's MSE, λ_E = 1)."""
     return BASE_TRAIN.model_copy(update={"device": device, "epochs": epochs or BASE_TRAIN.epochs})
 
 
@@ -387,29 +387,51 @@ def train_baselines(root: Path, device: str, train: list[Atoms], valid: list[Ato
     return members, logs, dmodel, dlog
 
 
+PROBE_NOTE = ("one epoch = training pass + validation (eIP's validation also computes its UQ metrics), graphs "
+              "prebuilt; each run trains 2 epochs and the second is timed (wall and process CPU); medians over "
+              "rounds with the methods alternated and their order rotated each round; ensemble = members × plain. "
+              "eIP's epoch is eip_al.train's own (_train_epoch + _validate) without its checkpoint writing.")
+
+
+def eip_epoch_cost(train: list[Atoms], valid: list[Atoms], cfg: TrainConfig) -> tuple[float, float]:
+    """(wall, CPU) seconds of eIP's second training epoch + validation, via eip_al.train's internals."""
+    from eip_al import train as trainer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = trainer._new_model(train, MODEL, None, torch.device(cfg.device))
+    data, vdata = trainer._prepare(train, model, "train"), trainer._prepare(valid, model, "valid")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    cost = (0.0, 0.0)
+    for epoch in (1, 2):
+        _, wall, cpu = timed(lambda epoch=epoch: (trainer._train_epoch(model, data, optimizer, cfg, shuffle, epoch),
+                                                  trainer._validate(model, vdata, cfg)))
+        cost = (wall, cpu)
+    return cost
+
+
 def epoch_cost_probe(
     device: str, train: list[Atoms], valid: list[Atoms], chosen: dict[str, Any], rounds: int
 ) -> dict[str, Any]:
-    """Median wall and CPU seconds of one training epoch (incl. validation), eIP vs plain vs
-    dropout, run alternately in `rounds` rounds so that changing machine load hits all alike."""
-    import tempfile
+    """Training cost per epoch of eIP, plain and dropout PaiNN measured side by side (PROBE_NOTE)."""
 
-    samples: dict[str, list[tuple[float, float]]] = {"eIP": [], "plain PaiNN": [], f"MC-dropout p={DROPOUT:g}": []}
-    for _ in range(rounds):
-        with tempfile.TemporaryDirectory() as tmp:
-            runs = {
-                "eIP": lambda tmp=tmp: train_model(train, valid, MODEL, eip_cfg(chosen, device, 1), Path(tmp), progress=False),
-                "plain PaiNN": lambda: train_plain(train, valid, MODEL, baseline_cfg(device, 1)),
-                f"MC-dropout p={DROPOUT:g}": lambda: train_plain(train, valid, MODEL, baseline_cfg(device, 1), dropout=DROPOUT),
-            }
-            for name, fn in runs.items():
-                _, wall, cpu = timed(fn)
-                samples[name].append((wall, cpu))
-    out = {name: {"wall_s": float(np.median([w for w, _ in v])), "cpu_s": float(np.median([c for _, c in v]))}
-           for name, v in samples.items()}
-    out[f"ensemble ×{N_MEMBERS}"] = {k: N_MEMBERS * v for k, v in out["plain PaiNN"].items()}
-    return {"rounds": rounds, "per_epoch": out,
-            "note": "one epoch incl. graph building and validation, methods alternated; ensemble = members × plain"}
+    def plain(dropout: float) -> tuple[float, float]:
+        _, log = train_plain(train, valid, MODEL, baseline_cfg(device, 2), dropout=dropout)
+        return log.epoch_wall_s[-1], log.epoch_cpu_s[-1]
+
+    runs: dict[str, Callable[[], tuple[float, float]]] = {
+        "eIP": lambda: eip_epoch_cost(train, valid, eip_cfg(chosen, device, 2)),
+        "plain PaiNN": lambda: plain(0.0), f"MC-dropout p={DROPOUT:g}": lambda: plain(DROPOUT)}
+    names = list(runs)
+    samples: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(runs[name]())
+    medians = {n: {"epoch_wall_s": float(np.median([w for w, _ in v])), "epoch_cpu_s": float(np.median([c for _, c in v]))}
+               for n, v in samples.items()}
+    medians[f"ensemble ×{N_MEMBERS}"] = {k: N_MEMBERS * v for k, v in medians["plain PaiNN"].items()}
+    return {"rounds": rounds, "medians": medians, "note": PROBE_NOTE}
 
 
 def compare_track(
@@ -507,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
             "model": MODEL.model_dump(), "train": baseline_cfg(args.device).model_dump(mode="json", exclude={"loss"}),
             "eip_loss": {k: chosen[k] for k in ("q", "lam", "w")}, "ensemble_members": N_MEMBERS,
             "dropout": DROPOUT, "mc_samples": MC_SAMPLES, "bootstrap": BOOTSTRAP,
-            "baseline_loss": f"mean (ΔF)² + {BASE_TRAIN.loss.w_energy:g}·mean |ΔE_total| (MSE forces + L1 energy)",
+            "baseline_loss": "mean_ic (ΔF_ic)² + 1·mean_g (ΔE_g/N_g)² (eV, Å)",
         }
         result = header("uq") | {"settings": settings, "tracks": tracks}
         path = RESULTS / "uq.json"

@@ -160,6 +160,16 @@ def test_each_baseline_trains_and_gives_sigma_of_right_shape(tiny_frames, tmp_pa
         baselines.predict_mc_dropout(plain, graphs)
 
 
+def test_epoch_cost_probe_runs_every_method(tiny_frames, monkeypatch) -> None:
+    monkeypatch.setattr(bench_uq, "MODEL", MODEL)
+    chosen = {"q": 0.6, "lam": 0.1, "w": 0.1}
+    probe = bench_uq.epoch_cost_probe("cpu", tiny_frames[:4], tiny_frames[4:], chosen, rounds=1)
+    assert set(probe["medians"]) == {"eIP", "plain PaiNN", "MC-dropout p=0.1", "ensemble ×4"}
+    for cost in probe["medians"].values():
+        assert np.isfinite(cost["epoch_wall_s"]) and np.isfinite(cost["epoch_cpu_s"])
+    assert probe["medians"]["ensemble ×4"]["epoch_cpu_s"] == pytest.approx(4 * probe["medians"]["plain PaiNN"]["epoch_cpu_s"])
+
+
 # ----------------------------------------------------------------------------- data, sweep rule
 @pytest.mark.skipif(not WATER_DFT.exists(), reason="shared DFT data not present")
 def test_dft_split_is_by_time_and_disjoint() -> None:
@@ -218,7 +228,9 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
                         "wall_s": 60.0}, "inference": {"wall_s_per_frame": 0.02, "cpu_s_per_frame": 0.01, "passes": 1}}
     plain = method | {"sets": {"test_id": fake_metrics(None)}}
     uq = {"benchmark": "uq", "date": "2026-01-02T03:04:05+00:00", "git": git, "machine": machine,
-          "settings": {"dropout": 0.1}, "tracks": {"mock": {"methods": {"eIP": method, "plain PaiNN": plain}}}}
+          "settings": {"dropout": 0.1}, "tracks": {"mock": {"methods": {"eIP": method, "plain PaiNN": plain}, "epoch_cost_probe": {
+              "rounds": 3, "note": "n", "medians": {"eIP": {"epoch_wall_s": 2.0, "epoch_cpu_s": 1.0},
+                                                    "plain PaiNN": {"epoch_wall_s": 1.5, "epoch_cpu_s": 0.8}}}}}}
     generic = {"benchmark": "explore", "created_at": "2026-01-01", "machine": machine,
                "steps_per_s": {"md": 12.5, "udd": 10.0}, "all": list(range(10))}
     overhead = {"benchmark": "overhead", "date": "2026-01-03", "git": git, "machine": machine,
@@ -234,6 +246,7 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
     assert "Test CPU 9000" in text and "`0123456789`" in text and "2026-01-02T03:04:05" in text
     assert "0.730 [0.68, 0.78]" in text  # UQ table cell with its bootstrap interval
     assert "| plain PaiNN | 0.1 | 0.15 | 2.00 | — |" in text
+    assert "| plain PaiNN | 1.50 | 0.8 | 0.8 |" in text  # side-by-side epoch cost, CPU relative to eIP
     assert "`steps_per_s.md` | 12.50" in text and "10 values, min 0, max 9" in text
     assert "| 0 | 30.00 | 20.00 | 5.00 | 1.00 | 4.00 | 0.133 |" in text
     assert "## `broken.json`" in text and "Unreadable" in text
