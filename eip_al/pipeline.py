@@ -218,10 +218,16 @@ def report_step(cfg: ALConfig, run: RunDir, gen: int) -> GenerationReport:
 
 
 def stop_reason(cfg: ALConfig, run: RunDir, gen: int) -> str | None:
-    """Why the run should end after generation `gen` (None: go on)."""
-    sel = load_valid(run.artifact_path(gen, "select"), SelectionResult)
-    if sel is not None and sel.converged:
-        reason = sel.converged_reason or "candidate fraction below its limit"
+    """Why the run should end after generation `gen` (None: go on).
+
+    `eip_al.calibrate.stop_decision`: the selection's candidate-fraction signal and, when
+    `selection.converge_force_error` is set, the fresh labels' force error (docs/calibration.md).
+    """
+    from eip_al.calibrate import stop_decision
+
+    decision = stop_decision(cfg, run, gen)
+    if decision.stop:
+        reason = f"{decision.criterion}: {decision.reason}"
         mark_stop(run, gen, reason)
         return reason
     return None

@@ -90,7 +90,7 @@ def energy_sigma_vs_time(
 
 def sigma_histograms(
     edges: np.ndarray, pool_counts: np.ndarray, selected_counts: np.ndarray, lo: float, hi: float,
-    log_x: bool,
+    log_x: bool, xlabel: str = "σ_config (eV/Å)",
 ) -> Figure:
     """Histogram of σ_config of the pooled frames vs the selected ones, with lo and hi."""
     fig = Figure(figsize=(7.0, 4.0), layout="constrained")
@@ -103,7 +103,7 @@ def sigma_histograms(
     ax.axvline(hi, color="k", ls=":", lw=1, label=f"hi = {hi:.3g}")
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel("σ_config (eV/Å)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("frames")
     n_sel = int(selected_counts.sum())
     ax.set_title(f"{int(pool_counts.sum())} pooled frames, {n_sel} selected"
@@ -200,6 +200,31 @@ def error_vs_sigma(sigma: np.ndarray, error: np.ndarray, title: str) -> Figure:
     ax.set_ylabel("‖F_pred,i − F_ref,i‖ (eV/Å)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def calibration_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], title: str) -> Figure:
+    """Mean realized per-atom force error per equal-count bin vs the bin's mean prediction
+    (raw σ_i or calibrated expected error), one line per curve, with the diagonal."""
+    fig = Figure(figsize=(5.6, 4.8), layout="constrained")
+    ax = fig.subplots()
+    shown = {k: v for k, v in curves.items() if len(v[0])}
+    if not shown:
+        _empty(ax, "no calibration data")
+        return fig
+    values = np.concatenate([np.concatenate([x, y]) for x, y, _ in shown.values()])
+    log = _log_ok(values)
+    for label, (x, y, _) in shown.items():
+        ax.plot(x, y, "o-", ms=3, lw=1, label=label)
+    lo, hi = float(values.min()), float(values.max())
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="error = prediction")
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("predicted per-atom force error: σ_i or calibrated (eV/Å)")
+    ax.set_ylabel("mean ‖F_pred,i − F_ref,i‖ in bin (eV/Å)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
     return fig
 
 

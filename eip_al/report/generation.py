@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from ase import Atoms
 
+from eip_al import calibrate
 from eip_al.config import ALConfig
 from eip_al.io import FrameError, read_frames
 from eip_al.metrics import atom_force_error, uq_metrics
@@ -119,6 +120,7 @@ class _Context:
     walkers: list[ExplorationResult] = field(default_factory=list)
     selection: SelectionResult | None = None
     labeling: LabelingResult | None = None
+    calibration: calibrate.Calibration | None = None
 
     def put(self, **values: Any) -> None:
         for key, value in values.items():
@@ -167,7 +169,10 @@ def _section_training(c: _Context) -> None:
           valid_force_mae=v.force_mae, valid_force_rmse=v.force_rmse,
           valid_energy_mae_per_atom=v.energy_mae_per_atom, valid_sigma_mean=v.sigma_mean,
           valid_aleatoric_mean=v.aleatoric_mean, valid_spearman_atom=v.spearman_atom,
-          valid_roc_auc_atom=v.roc_auc_atom, train_wall_time_s=tr.wall_time_s)
+          valid_roc_auc_atom=v.roc_auc_atom, train_wall_time_s=tr.wall_time_s,
+          valid_miscalibration_area=v.miscalibration_area,
+          valid_miscalibration_area_calibrated=v.miscalibration_area_calibrated)
+    _training_calibration(c, tr)
     c.w.text(f"Trained on {tr.n_train} frames ({tr.n_valid} validation) for {tr.epochs_run} epochs "
              f"on {tr.device}; best epoch {tr.best_epoch}, stopped by {tr.stopped_reason}"
              + (f", warm-started from `{tr.warm_started_from}`." if tr.warm_started_from else "."))
@@ -195,6 +200,26 @@ def _section_training(c: _Context) -> None:
     c.w.figure(figures.training_curves(curves, tr.best_epoch), "training_curves",
                "Training curves (dashed: best epoch).")
     c.w.table(curves, "training_curves", shown=False)
+
+
+def _training_calibration(c: _Context, tr: TrainingResult) -> None:
+    """The σ → expected-error map fitted after training (docs/calibration.md), if any."""
+    if tr.calibration is None:
+        c.w.text("No uncertainty calibration was fitted (validation split too small or an older model): "
+                 "σ is shown on its raw scale only.")
+        return
+    try:
+        cal = calibrate.Calibration.model_validate_json(c.run.abs(tr.calibration).read_text())
+    except (OSError, ValueError) as exc:
+        c.w.note(f"calibration `{tr.calibration}` unreadable ({type(exc).__name__}); raw σ only.")
+        return
+    c.calibration = cal
+    c.put(calibration_method=cal.method, calibration_scale=cal.scale, calibration_n_samples=cal.n_samples)
+    c.w.text(f"Calibration ({cal.method}, fitted on {cal.n_samples} validation atoms, σ "
+             f"{cal.sigma_range[0]:.3g}–{cal.sigma_range[1]:.3g} eV/Å): expected per-atom force error "
+             f"= map(σ_i); likelihood scale {cal.scale:.3g} (expected error per unit σ). "
+             f"Miscalibration area on validation: raw σ {format_value(tr.valid.miscalibration_area)}, "
+             f"calibrated {format_value(tr.valid.miscalibration_area_calibrated)} eV/Å (in-sample).")
 
 
 def _read_log(run: RunDir, res: ExplorationResult) -> tuple[pd.DataFrame | None, str | None]:
@@ -406,7 +431,8 @@ def _section_selection(c: _Context) -> None:
     c.put(lo=sel.lo, hi=sel.hi, lo_source=sel.lo_source, n_pool=sel.n_pool, n_unphysical=sel.n_unphysical,
           n_selected=sel.n_selected, n_requested=sel.n_requested, frac_accurate=o.accurate,
           frac_candidate=o.candidate, frac_failed=o.failed, frac_unphysical=o.unphysical,
-          converged=sel.converged)
+          converged=sel.converged, selection_scale=sel.scale, lo_raw=sel.lo_raw, hi_raw=sel.hi_raw,
+          lo_calibrated=sel.lo_calibrated, hi_calibrated=sel.hi_calibrated, n_label_noise=sel.n_label_noise)
     c.findings.append(f"trust fractions: accurate {o.accurate:.1%}, candidate {o.candidate:.1%}, "
                       f"failed {o.failed:.1%}; {sel.n_selected} of {sel.n_pool} frames selected")
     if sel.converged:
@@ -419,8 +445,7 @@ def _section_selection(c: _Context) -> None:
     frac_rows.append({"walker": "overall", "n": o.n, "accurate": o.accurate, "candidate": o.candidate,
                       "failed": o.failed, "unphysical": o.unphysical})
     fractions = pd.DataFrame(frac_rows)
-    c.w.text(f"Trust bands on σ_config: accurate < lo = {sel.lo:.4g} eV/Å ({sel.lo_source}) ≤ candidate "
-             f"< hi = {sel.hi:.4g} eV/Å ≤ failed; unphysical frames (geometry filters) count apart.")
+    c.w.text(_bands_text(sel))
     c.w.table(fractions, "trust_fractions")
     c.w.figure(figures.trust_fraction_bars(fractions), "trust_fractions",
                "Accurate / candidate / failed / unphysical fraction per walker and overall.")
@@ -434,8 +459,10 @@ def _section_selection(c: _Context) -> None:
     if not {"sigma", "decision"} <= set(dec.columns):
         c.w.note(f"decisions `{sel.decisions_csv}` lacks the sigma/decision columns; no σ histograms.")
         return
-    pool = pd.to_numeric(dec["sigma"], errors="coerce").to_numpy(dtype=float)
+    column = "sigma_calibrated" if sel.scale == "calibrated" and "sigma_calibrated" in dec.columns else "sigma"
+    pool = pd.to_numeric(dec[column], errors="coerce").to_numpy(dtype=float)
     chosen = dec["decision"].astype(str).str.lower().eq("selected").to_numpy()
+    _label_noise_table(c, sel, dec)
     picked = pool[chosen]
     finite = np.isfinite(pool)
     stats = {
@@ -452,10 +479,44 @@ def _section_selection(c: _Context) -> None:
     n_sel, _ = np.histogram(picked[np.isfinite(picked)], bins=edges)
     c.w.table(pd.DataFrame([{"quantity": k, "value": _clean(v)} for k, v in stats.items()]),
               "sigma_stats")
-    c.w.figure(figures.sigma_histograms(edges, n_pool, n_sel, sel.lo, sel.hi, log_x), "sigma_hist",
-               "σ_config of all pooled frames vs the selected ones, with the lo/hi trust levels.")
+    xlabel = ("calibrated σ_config: expected force error (eV/Å)" if column == "sigma_calibrated"
+              else "σ_config (eV/Å)")
+    c.w.figure(figures.sigma_histograms(edges, n_pool, n_sel, sel.lo, sel.hi, log_x, xlabel), "sigma_hist",
+               f"{xlabel.split(' (')[0]} of all pooled frames vs the selected ones, with the lo/hi trust levels.")
     c.w.table(pd.DataFrame({"bin_lo": edges[:-1], "bin_hi": edges[1:], "n_pool": n_pool,
                             "n_selected": n_sel}), "sigma_hist", shown=False)
+
+
+def _bands_text(sel: SelectionResult) -> str:
+    """The trust levels on the scale they were applied on, and on the other one when known."""
+    def pair(lo: float | None, hi: float | None) -> str:
+        return "unknown (no calibration)" if lo is None or hi is None else f"lo = {lo:.4g}, hi = {hi:.4g} eV/Å"
+
+    raw, cal = pair(sel.lo_raw, sel.hi_raw), pair(sel.lo_calibrated, sel.hi_calibrated)
+    if sel.scale == "calibrated":
+        return (f"Trust bands on the calibrated σ_config (expected mean per-atom force error): accurate < lo = "
+                f"{sel.lo:.4g} eV/Å ≤ candidate < hi = {sel.hi:.4g} eV/Å ≤ failed; on the raw σ scale about {raw} "
+                "(inverse of the map). Unphysical frames (geometry filters) count apart.")
+    return (f"Trust bands on raw σ_config: accurate < lo = {sel.lo:.4g} eV/Å ({sel.lo_source}) ≤ candidate "
+            f"< hi = {sel.hi:.4g} eV/Å ≤ failed; as expected force error (calibrated) about {cal}. "
+            "Unphysical frames (geometry filters) count apart.")
+
+
+def _label_noise_table(c: _Context, sel: SelectionResult, dec: pd.DataFrame) -> None:
+    """Frames flagged as label noise (high aleatoric, low epistemic σ): never selected."""
+    if sel.noise_aleatoric_min is None:
+        c.w.text("Label-noise flags: off (no training result with a validation aleatoric σ, or "
+                 "`selection.noise_aleatoric_factor: null`).")
+        return
+    flagged = dec[dec["label_noise"].astype(str).str.lower().isin(("true", "1"))] if "label_noise" in dec else dec[:0]
+    c.w.text(f"Label-noise flags: aleatoric σ_config ≥ {sel.noise_aleatoric_min:.4g} eV/Å and epistemic σ_config "
+             f"no larger than the configured multiple of it; {sel.n_label_noise} of {sel.n_pool} pooled frames "
+             "flagged (candidates among them were not selected: more data will not help there).")
+    if sel.n_label_noise:
+        c.findings.append(f"label noise suspected in {sel.n_label_noise} pooled frame(s) (aleatoric σ ≥ "
+                          f"{sel.noise_aleatoric_min:.3g} eV/Å); not selected")
+        cols = [k for k in ("frame_id", "walker", "step", "sigma", "aleatoric", "band", "reason") if k in flagged]
+        c.w.table(flagged[cols].reset_index(drop=True), "label_noise")
 
 
 def _section_labeling(c: _Context) -> None:
@@ -504,10 +565,17 @@ class AuditData:
     f_ref: np.ndarray  # flattened components
     f_pred: np.ndarray
     aleatoric: np.ndarray  # per atom, may be empty
+    atom_calibrated: np.ndarray = field(default_factory=lambda: np.empty(0))  # expected error, may be empty
 
 
-def audit_arrays(frames: list[Atoms], preds: list[dict[str, Any]]) -> AuditData:
-    """Errors of predictions against the frames' labels (σ_i vs ‖ΔF_i‖ as in docs §4)."""
+def audit_arrays(
+    frames: list[Atoms], preds: list[dict[str, Any]], calibration: calibrate.Calibration | None = None
+) -> AuditData:
+    """Errors of predictions against the frames' labels (σ_i vs ‖ΔF_i‖ as in docs §4).
+
+    The calibrated expected error per atom comes from the predictions
+    (`calibrated_uncertainty`) or, when they lack it, from `calibration` applied to σ_i.
+    """
     preds = _validated_predictions(preds, frames)
     a_sig, a_err, f_sig, f_err, e_ref, e_pred, fr, fp, ale = [], [], [], [], [], [], [], [], []
     for atoms, p in zip(frames, preds, strict=True):
@@ -525,9 +593,14 @@ def audit_arrays(frames: list[Atoms], preds: list[dict[str, Any]]) -> AuditData:
         fp.append(pred_f.ravel())
         if "aleatoric_components" in p:
             ale.append(np.linalg.norm(np.asarray(p["aleatoric_components"], dtype=float), axis=1))
-    return AuditData(np.concatenate(a_sig), np.concatenate(a_err), np.array(f_sig), np.array(f_err),
-                      np.array(e_ref), np.array(e_pred), np.concatenate(fr), np.concatenate(fp),
-                      np.concatenate(ale) if ale else np.empty(0))
+    sig_all = np.concatenate(a_sig)
+    if all("calibrated_uncertainty" in p for p in preds):
+        cal = np.concatenate([np.asarray(p["calibrated_uncertainty"], dtype=float) for p in preds])
+    else:
+        cal = calibration.apply(sig_all) if calibration is not None else np.empty(0)
+    return AuditData(sig_all, np.concatenate(a_err), np.array(f_sig), np.array(f_err),
+                     np.array(e_ref), np.array(e_pred), np.concatenate(fr), np.concatenate(fp),
+                     np.concatenate(ale) if ale else np.empty(0), cal)
 
 
 def audit_metrics(d: AuditData) -> dict[str, float | int | None]:
@@ -543,6 +616,10 @@ def audit_metrics(d: AuditData) -> dict[str, float | int | None]:
         "aleatoric_mean": float(d.aleatoric.mean()) if d.aleatoric.size else None,
         "spearman_atom": atom["spearman"], "roc_auc_atom": atom["roc_auc"],
         "spearman_config": conf["spearman"], "roc_auc_config": conf["roc_auc"],
+        "miscalibration_area": calibrate.miscalibration_area(*calibrate.calibration_curve(d.atom_sigma, d.atom_error)),
+        "miscalibration_area_calibrated": (
+            calibrate.miscalibration_area(*calibrate.calibration_curve(d.atom_calibrated, d.atom_error))
+            if d.atom_calibrated.size else None),
     }
 
 
@@ -597,7 +674,9 @@ def _section_audit(c: _Context) -> None:
         return
     rows, data, start = [], {}, 0
     for name, frames in sets.items():
-        d = audit_arrays(frames, preds[start:start + len(frames)])
+        d = audit_arrays(frames, preds[start:start + len(frames)], c.calibration)
+        if name == "new_labels":
+            _write_selection_audit(c, frames, preds[start:start + len(frames)])
         start += len(frames)
         data[name] = d
         rows.append({"set": name, **audit_metrics(d)})
@@ -610,6 +689,7 @@ def _section_audit(c: _Context) -> None:
              "audit); `fixed_test`: the seed dataset's test split, identical every generation. "
              "Spearman and ROC-AUC rank σ against the force error (ROC-AUC: top 20 % errors are bad).")
     c.w.table(table, "audit")
+    _calibration_figure(c, data)
     if "new_labels" in data:
         d = data["new_labels"]
         m = rows[[r["set"] for r in rows].index("new_labels")]
@@ -629,6 +709,78 @@ def _section_audit(c: _Context) -> None:
             "sigma_config": d.frame_sigma, "force_error_config": d.frame_error,
             "energy_error_per_atom": d.e_pred - d.e_ref,
         }), "audit_frames", shown=False)
+
+
+def _write_selection_audit(c: _Context, frames: list[Atoms], preds: list[dict[str, Any]]) -> None:
+    """Store the fresh-label audit (`gen-XXX/audit/`) the stop rule reads, from these predictions."""
+    path = calibrate.audit_dir(c.run, c.gen) / "artifact.json"
+    if c.train is None or c.labeling is None or load_valid(path, calibrate.SelectionAudit) is not None:
+        return
+    calibrate.selection_audit_from_predictions(
+        c.run, c.gen, c.train, c.labeling.labeled_extxyz, frames, preds, c.calibration
+    ).write(path)
+
+
+def _calibration_figure(c: _Context, data: dict[str, AuditData]) -> None:
+    """Calibration curves (mean error per σ bin) of each audit set, raw and calibrated."""
+    label = {"new_labels": "new labels", "fixed_test": "fixed test"}
+    curves, rows = {}, []
+    for name, d in data.items():
+        for scale, pred in (("raw σ", d.atom_sigma), ("calibrated", d.atom_calibrated)):
+            if not pred.size:
+                continue
+            x, y, n = calibrate.calibration_curve(pred, d.atom_error)
+            curves[f"{label[name]}: {scale}"] = (x, y, n)
+            rows += [{"set": name, "scale": scale, "bin_predicted": a, "bin_error": b, "n_atoms": k}
+                     for a, b, k in zip(x, y, n, strict=True)]
+    if not curves:
+        return
+    c.w.text("Calibration: atoms in 10 equal-count bins of the prediction (raw σ_i, or the calibrated expected "
+             "error); a calibrated model lies on the diagonal. Miscalibration area = count-weighted mean "
+             "|mean error − prediction| over the bins (eV/Å), in the table above.")
+    c.w.figure(figures.calibration_curves(curves, "per-atom force error vs prediction"), "calibration",
+               "Calibration curves: mean realized force error per bin vs the bin's mean prediction.")
+    c.w.table(pd.DataFrame(rows), "calibration_curves", shown=False)
+
+
+def _section_convergence(c: _Context) -> None:
+    """Whether the run stops after this generation, and by which criterion."""
+    c.w.heading("Convergence")
+    sel_cfg = c.cfg.selection
+    tol = sel_cfg.converge_force_error
+    rule = (f"candidate fraction (and failed + unphysical) below {sel_cfg.converge_candidate_fraction:g}, no "
+            f"collapsed walker, for {sel_cfg.converge_generations} consecutive generation(s)")
+    if tol is not None:
+        rule += f", and the fresh labels' mean per-config force error below {tol:g} eV/Å"
+    if c.selection is None:
+        c.w.note(f"no selection result yet; stop rule ({rule}) not evaluated.")
+        return
+    try:
+        decision = calibrate.stop_decision(c.cfg, c.run, c.gen, predict=c.predict if c.cfg.report.audit else None)
+    except (ImportError, OSError, RuntimeError, ValueError, KeyError) as exc:
+        c.w.note(f"stop rule not evaluated ({type(exc).__name__}: {exc}).")
+        return
+    last = c.gen >= c.cfg.generations - 1
+    if decision.stop:
+        verdict = f"the run stops after this generation — criterion `{decision.criterion}`: {decision.reason}"
+        criterion = decision.criterion
+    elif last:
+        verdict = (f"the run ends after this generation because the configured number of generations "
+                   f"({c.cfg.generations}) is reached; the convergence rule was not met")
+        criterion = "max_generations"
+    else:
+        verdict = "not converged: the run goes on"
+        criterion = None
+    c.put(stop=decision.stop, stop_criterion=criterion)
+    audit = load_valid(calibrate.audit_dir(c.run, c.gen) / "artifact.json", calibrate.SelectionAudit)
+    if audit is not None:
+        c.put(fresh_force_error=audit.force_error_config_mean, fresh_force_error_max=audit.force_error_config_max,
+              fresh_calibrated_mean=audit.calibrated_config_mean)
+    c.w.text(f"Stop rule: {rule}. Verdict: {verdict}.")
+    if decision.stop or last:
+        c.findings.append(verdict)
+    if decision.rows:
+        c.w.table(pd.DataFrame(list(decision.rows)), "convergence")
 
 
 def _section_dataset(c: _Context) -> None:
@@ -678,6 +830,7 @@ def report_generation(
     _section_labeling(c)
     _section_audit(c)
     _section_dataset(c)
+    _section_convergence(c)
     body = c.w.blocks
     c.w.blocks = []
     c.w.text(f"Run `{run.root.name}`, generation {gen}. Tables link to CSV files next to this report; "
