@@ -1,5 +1,6 @@
 """Shared test settings. `WATER_DFT` is the real DFT dataset in ../shared beside the repo."""
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -11,3 +12,5 @@ torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 WATER_DFT = SHARED / "data" / "water-dft" / "water_revPBE0-D3_cnnp-gen1.extxyz"
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -95,6 +96,8 @@ def run(
     cfg = load_config(config)  # clear config errors before Prefect starts
     root = run_dir if run_dir is not None else cfg.resolved_run_dir()
     RunDir(root).init(cfg, fork=fork)  # refuses a changed config early, with the reason
+    # The ephemeral server must not try to phone home from an offline machine.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.al import active_learning
 
     result = active_learning(config=str(config.resolve()), run_dir=str(Path(root).resolve()), fork=fork)
