@@ -137,18 +137,26 @@ def test_unconverged_scf_is_rejected_and_retried(
     labeled: tuple[Path, LabelingResult, list[Atoms]], tmp_path: Path
 ) -> None:
     """A real CP2K 2023 SCF that stops unconverged (it warns and exits 0 with labels) is not
-    accepted; the stronger recipe converges to the same energy as the normal SCF."""
+    accepted; the stronger recipe converges to the same energy as the normal SCF. Runs
+    through the MPI launcher (as root Open MPI needs --allow-run-as-root)."""
     _, _, out = labeled
+    launcher = []
+    if shutil.which("mpirun"):
+        launcher = ["mpirun", "-np", "1"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
     deck = tmp_path / "short.inp"
     deck.write_text(
         (ROOT / "templates/cp2k/water-pbe-d3.inp").read_text().replace("MAX_SCF 10", "MAX_SCF 1")
     )
     write(tmp_path / "in.extxyz", water())
-    cfg = LabelerConfig(kind="cp2k", cp2k=CP2KConfig(**{**CP2K, "max_scf": 5}, user_input=deck))
+    cfg = LabelerConfig(
+        kind="cp2k",
+        cp2k=CP2KConfig(**{**CP2K, "max_scf": 5}, user_input=deck, launcher=launcher),
+    )
     result = label_file(tmp_path / "in.extxyz", tmp_path / "out.extxyz", cfg, tmp_path / "work")
     job = tmp_path / "work" / "jobs" / "000000"
     assert "SCF run NOT converged" in (job / "output.log").read_text()
     assert "exit_code=0" in (job / "run.status").read_text()
+    assert " ".join(launcher) in (job / "run.sh").read_text()
     assert result.outcomes[0].status == "ok" and result.outcomes[0].attempts == 2
     retried = read_frames(tmp_path / "out.extxyz")[0]
     assert retried.get_potential_energy() == pytest.approx(out[0].get_potential_energy(), abs=1e-5)
