@@ -187,21 +187,23 @@ TINY_CP2K = {"cutoff_ry": 150.0, "rel_cutoff_ry": 30.0, "eps_scf": 1e-5, "retry_
 
 @pytest.mark.cp2k
 def test_cp2k_labels_through_slurm_array_with_cancelled_tasks(local_slurm: LocalSlurm, tmp_path: Path) -> None:
-    """`eip_al.label.label_file` with backend slurm: one sbatch array of tiny CP2K jobs.
+    """`eip-al label IN OUT --backend slurm`: one sbatch array of tiny CP2K jobs.
 
     Task 3 is cancelled while pending (Slurm drops it from the array record) and the
     task running after task 0 is cancelled mid-run (CANCELLED); the two others label. The
-    result names both failures with a class, the good labels are physical, and running
-    again submits nothing new.
+    result names both failures with a class, the good labels equal the local backend's,
+    `eip-al ingest` and a rerun change nothing and submit nothing new.
     """
     import json
-    import threading
+    import sys
 
     import numpy as np
+    import yaml
 
     from eip_al.config import LabelerConfig
     from eip_al.io import read_frames, write_frames
-    from eip_al.label import ingest_path, label_file
+    from eip_al.label import label_file
+    from eip_al.schemas import LabelingResult
 
     if shutil.which("cp2k.psmp") is None:
         _unavailable("cp2k.psmp not installed (scripts/setup.sh installs Debian's cp2k)")
@@ -209,50 +211,54 @@ def test_cp2k_labels_through_slurm_array_with_cancelled_tasks(local_slurm: Local
     src, out = tmp_path / "frames.extxyz", tmp_path / "labeled.extxyz"
     write_frames(src, frames)
     work = tmp_path / "work"
-    cfg = LabelerConfig.model_validate({
-        "kind": "cp2k", "backend": "slurm", "max_failure_fraction": 0.5, "cp2k": TINY_CP2K,
+    labeler = {
+        "kind": "cp2k", "backend": "local", "max_failure_fraction": 0.5, "cp2k": TINY_CP2K,
         "slurm": {"time": "00:10:00", "poll_interval_s": 0.5, "max_array_parallel": 1},
-    })
-    box: dict = {}
-
-    def label() -> None:
-        try:
-            box["result"] = label_file(src, out, cfg, work_dir=work)
-        except BaseException as exc:  # reported by the main thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=label, daemon=True)
-    worker.start()
+    }
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump({"labeler": labeler}))
+    log = open(tmp_path / "eip-al-label.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eip_al.cli", "label", str(src), str(out), "--config", str(cfg_path),
+         "--backend", "slurm", "--work-dir", str(work)],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, COLUMNS="200"),
+    )
     subs = work / "slurm" / "submissions.json"
 
     def detail() -> str:
         job = json.loads(subs.read_text())["submissions"][0]["job_id"] if subs.exists() else None
-        return f"error {box.get('error')!r}; states {job and local_slurm.array_states(job)}\n{local_slurm.log_tail()}"
+        return (f"eip-al label: {(tmp_path / 'eip-al-label.log').read_text()[-3000:]}\n"
+                f"states {job and local_slurm.array_states(job)}\n{local_slurm.log_tail()}")
 
-    wait_for(lambda: subs.exists() or not worker.is_alive(), 120, "the array submission", detail)
-    assert "error" not in box, box.get("error")
-    job_id = str(json.loads(subs.read_text())["submissions"][0]["job_id"])
-    # %1: one task at a time, so task 3 is certainly still pending here.
-    local_slurm.cmd("scancel", f"{job_id}_3")
-    # Cancel the first of tasks 1, 2 that we catch running with CP2K started.
-    cancelled: dict[str, int] = {}
+    try:
+        wait_for(lambda: subs.exists() or proc.poll() is not None, 120, "the array submission", detail)
+        assert proc.poll() is None, detail()
+        job_id = str(json.loads(subs.read_text())["submissions"][0]["job_id"])
+        # %1: one task at a time, so task 3 is certainly still pending here.
+        local_slurm.cmd("scancel", f"{job_id}_3")
+        # Cancel the first of tasks 1, 2 that we catch running with CP2K started.
+        cancelled: dict[str, int] = {}
 
-    def cancel_running() -> bool:
-        states = local_slurm.array_states(job_id)
-        for task in (1, 2):
-            out_log = work / "jobs" / f"{task:06d}" / "output.log"
-            if states.get(task) == "RUNNING" and out_log.exists():
-                if local_slurm.cmd("scancel", f"{job_id}_{task}", check=False).returncode == 0:
-                    cancelled["task"] = task
-                    return True
-        return all(states.get(t) in TERMINAL for t in (1, 2))  # missed both: fails below
+        def cancel_running() -> bool:
+            states = local_slurm.array_states(job_id)
+            for task in (1, 2):
+                out_log = work / "jobs" / f"{task:06d}" / "output.log"
+                if states.get(task) == "RUNNING" and out_log.exists():
+                    if local_slurm.cmd("scancel", f"{job_id}_{task}", check=False).returncode == 0:
+                        cancelled["task"] = task
+                        return True
+            return all(states.get(t) in TERMINAL for t in (1, 2))  # missed both: fails below
 
-    wait_for(cancel_running, 300, "task 1 or 2 to run", detail)
-    assert "task" in cancelled, f"tasks 1 and 2 finished before one could be cancelled: {detail()}"
-    worker.join(timeout=600)
-    assert not worker.is_alive(), f"label_file did not return: {detail()}"
-    assert "error" not in box, box.get("error")
-    res = box["result"]
+        wait_for(cancel_running, 300, "task 1 or 2 to run", detail)
+        assert "task" in cancelled, f"tasks 1 and 2 finished before one could be cancelled: {detail()}"
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert proc.returncode == 0, detail()
+    res = LabelingResult.load(work / "artifact.json")
 
     states = local_slurm.array_states(job_id)
     assert states.get(cancelled["task"]) == "CANCELLED", states
@@ -277,18 +283,21 @@ def test_cp2k_labels_through_slurm_array_with_cancelled_tasks(local_slurm: Local
     for a in labeled.values():
         assert a.get_forces().shape == (3, 3) and np.all(np.isfinite(a.get_forces()))
         assert -600.0 < a.get_potential_energy() < -300.0  # one PBE water molecule: about -470 eV
+    lab_cfg = LabelerConfig.model_validate(labeler)
     write_frames(tmp_path / "frame0.extxyz", frames[:1])
-    local = label_file(tmp_path / "frame0.extxyz", tmp_path / "local.extxyz",
-                       cfg.model_copy(update={"backend": "local"}))
+    local = label_file(tmp_path / "frame0.extxyz", tmp_path / "local.extxyz", lab_cfg)
     assert local.n_ok == 1, local.outcomes
     ref = read_frames(tmp_path / "local.extxyz", require_labels=True)[0]
     assert labeled["000000"].get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-6)
     np.testing.assert_allclose(labeled["000000"].get_forces(), ref.get_forces(), atol=1e-6)
 
-    # Ingest again and rerun: nothing resubmitted, nothing changed.
+    # `eip-al ingest` and a rerun through the API: nothing resubmitted, nothing changed.
     n_subs = len(json.loads(subs.read_text())["submissions"])
-    again = ingest_path(work)
-    assert (again.n_ok, again.n_failed) == (res.n_ok, res.n_failed)
-    rerun = label_file(src, out, cfg, work_dir=work)
+    ing = subprocess.run([sys.executable, "-m", "eip_al.cli", "ingest", str(work)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert ing.returncode == 0, ing.stdout + ing.stderr
+    again = LabelingResult.load(work / "artifact.json")
+    assert [o.model_dump() for o in again.outcomes] == [o.model_dump() for o in res.outcomes]
+    rerun = label_file(src, out, lab_cfg.model_copy(update={"backend": "slurm"}), work_dir=work)
     assert [o.model_dump() for o in rerun.outcomes] == [o.model_dump() for o in res.outcomes]
     assert len(json.loads(subs.read_text())["submissions"]) == n_subs
