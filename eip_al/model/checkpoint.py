@@ -14,6 +14,7 @@ import torch
 
 import eip_al
 from eip_al.atomic import atomic_write_bytes
+from eip_al.config import ConfigError
 from eip_al.model.eip import EIPModel, ModelSpec
 from eip_al.model.errors import CheckpointError
 
@@ -27,8 +28,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available (use 'auto' or 'cpu')")
     return torch.device(device)
 
 
