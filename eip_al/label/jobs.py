@@ -209,7 +209,8 @@ def prepare_jobs(batch: LabelBatch, frames: list[Atoms], source: str) -> Labelin
             (tmp / FRAME_NAME).write_text(_frame_text(atoms, f"{source}: frame {i}"))
             names = _input_names(tmp)
             digest = _hash_dir(key, tmp, names)
-            assert digest is not None
+            if digest is None:
+                raise RuntimeError(f"{tmp}: files written by the {batch.cfg.kind} labeler vanished")
             if target.exists() and _hash_dir(key, target, names) == digest:
                 for name in _UNHASHED & {p.name for p in tmp.iterdir()}:
                     new = (tmp / name).read_bytes()
@@ -350,10 +351,14 @@ def label_job(
         if retry is not None and runner is not None:
             runner([job_dir])
             result = labeler.parse(job_dir, atoms)
-        elif retry is not None:
-            result.message = (
-                f"{result.message}; a retry with a stronger SCF recipe is prepared: "
+        elif retry is not None:  # prepared but not run: the outcome is not final yet
+            todo = (
                 f"run {batch.rel(retry / 'run.sh')}, then ingest again"
+                if batch.cfg.backend == "export"
+                else "run the labeling again to run it"
+            )
+            result.message = (
+                f"{result.message}; a retry with a stronger SCF recipe is prepared: {todo}"
             )
             return _outcome(
                 job, atoms, _check_plausible(result, len(atoms), batch.cfg.max_force_eV_A)
