@@ -167,6 +167,13 @@ def label_job_step(cfg: ALConfig, run: RunDir, gen: int, job_id: str) -> JobOutc
     return run_label_job(cfg, run, gen, job_id)
 
 
+def label_run_all_step(cfg: ALConfig, run: RunDir, gen: int) -> None:
+    """Run all prepared jobs at once (one Slurm array; export: nothing)."""
+    from eip_al.label import run_label_jobs
+
+    run_label_jobs(cfg, run, gen)
+
+
 def label_collect_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
     """Collect all job results; refuse to go on when failures exceed the budget."""
     from eip_al.label import collect_labels
@@ -180,9 +187,10 @@ def label_collect_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
     if result.budget_exceeded:
         msg = (
             f"generation {gen}: {result.n_failed} of {result.n_ok + result.n_failed} labeling jobs "
-            f"failed ({result.failures_by_class}), more than labeler.max_failure_fraction="
-            f"{cfg.labeler.max_failure_fraction}. Finished labels are kept in "
-            f"{run.step_dir(gen, 'label')}; fix the cause (see label/jobs/*/result.json) and rerun."
+            f"failed or did not run ({result.failures_by_class}), more than "
+            f"labeler.max_failure_fraction={cfg.labeler.max_failure_fraction}. Finished labels "
+            f"are kept in {run.step_dir(gen, 'label')}. "
+            + (result.message or "Fix the cause (see label/failures.csv) and rerun.")
         )
         record_step(run, gen, "label", "failed", message=msg)
         raise LabelingBudgetExceeded(msg)
@@ -192,10 +200,9 @@ def label_collect_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
 
 
 def label_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
-    """Prepare, run and collect every labeling job one after the other."""
-    jobs = label_prepare_step(cfg, run, gen)
-    for job in jobs.jobs:
-        label_job_step(cfg, run, gen, job.job_id)
+    """Prepare, run (on the configured backend) and collect every labeling job."""
+    label_prepare_step(cfg, run, gen)
+    label_run_all_step(cfg, run, gen)
     return label_collect_step(cfg, run, gen)
 
 

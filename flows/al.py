@@ -41,7 +41,13 @@ def _task_runner(cfg: ALConfig):
 
         if cfg.flow.dask_address:
             return DaskTaskRunner(address=cfg.flow.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.flow.max_workers, "processes": True})
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": cfg.flow.max_workers,
+                "processes": True,
+                "dashboard_address": "127.0.0.1:0",  # never expose the dashboard beyond this host
+            }
+        )
     return ThreadPoolTaskRunner(max_workers=cfg.flow.max_workers)
 
 
@@ -78,6 +84,11 @@ def label_prepare_task(cfg: ALConfig, run_dir: str, gen: int):
 @task(name="label-job", cache_policy=NONE, task_run_name="label-{job_id}")
 def label_job_task(cfg: ALConfig, run_dir: str, gen: int, job_id: str):
     return pipeline.label_job_step(cfg, RunDir(run_dir), gen, job_id)
+
+
+@task(name="label-all", cache_policy=NONE)
+def label_all_task(cfg: ALConfig, run_dir: str, gen: int):
+    return pipeline.label_run_all_step(cfg, RunDir(run_dir), gen)
 
 
 @task(name="label-collect", cache_policy=NONE)
@@ -124,16 +135,19 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
                 gen, sel.n_selected, sel.n_candidate, sel.overall.accurate,
                 sel.overall.candidate, sel.overall.failed)
     jobs = label_prepare_task(cfg, run_dir, gen)
-    delay = cfg.flow.retry_delay_s
-    job_task = label_job_task.with_options(
-        retries=cfg.flow.label_retries,
-        retry_delay_seconds=[delay * 2**i for i in range(cfg.flow.label_retries)] or 0,
-    )
-    futures = [job_task.submit(cfg, run_dir, gen, j.job_id) for j in jobs.jobs]
-    outcomes = [f.result() for f in futures]  # a task that raised fails the generation here
-    n_failed = sum(o.status == "failed" for o in outcomes)
-    if n_failed:
-        logger.warning("gen %d: %d of %d labeling jobs failed", gen, n_failed, len(outcomes))
+    if cfg.labeler.backend == "local":  # one task per job, run in parallel by the task runner
+        delay = cfg.flow.retry_delay_s
+        job_task = label_job_task.with_options(
+            retries=cfg.flow.label_retries,
+            retry_delay_seconds=[delay * 2**i for i in range(cfg.flow.label_retries)] or 0,
+        )
+        futures = [job_task.submit(cfg, run_dir, gen, j.job_id) for j in jobs.jobs]
+        outcomes = [f.result() for f in futures]  # a task that raised fails the generation here
+        n_failed = sum(o.status == "failed" for o in outcomes)
+        if n_failed:
+            logger.warning("gen %d: %d of %d labeling jobs failed", gen, n_failed, len(outcomes))
+    else:  # slurm: one job array for the generation; export: the user runs the jobs
+        label_all_task(cfg, run_dir, gen)
     label_collect_task(cfg, run_dir, gen)
     merged = merge_task(cfg, run_dir, gen)
     report = report_task(cfg, run_dir, gen)

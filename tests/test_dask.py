@@ -80,8 +80,6 @@ def dask_config(**flow: object) -> dict:
     return data
 
 
-@pytest.mark.xfail(strict=True, reason="flows/al.py _task_runner: LocalCluster dashboard binds 0.0.0.0:8787; "
-                   "fix: cluster_kwargs dashboard_address='127.0.0.1:8787' (then drop this marker)")
 def test_local_dask_cluster_listens_on_localhost_only() -> None:
     """Scheduler, dashboard and workers of the default local cluster bind 127.0.0.1."""
     from prefect_dask import DaskTaskRunner

@@ -105,7 +105,7 @@ def test_flow_two_generations_then_resume_after_label_failure(harness, tmp_path,
     seed = DatasetManifest.load(run.seed_dir / "artifact.json")
     n0 = assert_generation_complete(run, 0, seed.n_frames)
     assert load_valid(run.artifact_path(1, "label"), LabelingResult) is None
-    done_jobs = sorted((run.step_dir(1, "label") / "jobs").glob("*/result.json"))
+    done_jobs = sorted((run.step_dir(1, "label") / "jobs").glob("*/outcome.json"))
     assert len(done_jobs) >= 2
     stamps = {p: p.stat().st_mtime_ns for p in done_jobs}
     train1 = run.artifact_path(1, "train").stat().st_mtime_ns

@@ -39,6 +39,7 @@ __all__ = [
     "label_generation",
     "prepare_label_jobs",
     "run_label_job",
+    "run_label_jobs",
 ]
 
 STANDALONE_NAME = "label.json"  # what `eip-al label` needs to finish an exported batch
@@ -73,6 +74,15 @@ def run_label_job(cfg: ALConfig, run: RunDir, gen: int, job_id: str) -> JobOutco
     return run_job(_batch(cfg, run, gen), job_id)
 
 
+def run_label_jobs(cfg: ALConfig, run: RunDir, gen: int) -> None:
+    """Run every prepared, unfinished job on the configured backend in one go.
+
+    local: a pool of `labeler.n_parallel` jobs; slurm: ONE job array for the generation;
+    export: nothing (the user runs the scripts, then `eip-al ingest`).
+    """
+    run_all(_batch(cfg, run, gen))
+
+
 def collect_labels(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
     """Parse all jobs, write `label/labeled.extxyz` and `label/failures.csv`; return the artifact.
 
@@ -90,9 +100,8 @@ def label_generation(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
     message says to run the job scripts and then `eip-al ingest RUN_DIR`.
     """
     prepare_label_jobs(cfg, run, gen)
-    batch = _batch(cfg, run, gen)
-    run_all(batch)
-    return collect(batch)
+    run_label_jobs(cfg, run, gen)
+    return collect(_batch(cfg, run, gen))
 
 
 def ingest(run: RunDir, gen: int | None = None) -> LabelingResult:
