@@ -281,3 +281,34 @@ def test_label_noise_raises_aleatoric_sigma_and_training_calibrates(tmp_path) ->
         assert atoms.calc.results["config_calibrated_uncertainty"] == pytest.approx(
             float(np.mean(atoms.calc.results["calibrated_uncertainty"])))
     assert out.valid.miscalibration_area is not None and out.valid.miscalibration_area_calibrated is not None
+
+
+# ----------------------------------------------------------------------------- report
+def test_report_shows_both_scales_calibration_curves_and_the_stop_criterion(tmp_path) -> None:
+    from eip_al.report import report_generation
+
+    syn = build_synthetic_run(tmp_path / "run", generations=2, n_label_fail=0)
+    run, cfg = syn.run, syn.cfg
+    cal = Calibration(method="scale", scale=0.8, n_samples=100, sigma_range=(0.01, 2.0))
+    for g in (0, 1):  # give both generations' models a calibration
+        path = run.step_dir(g, "train") / "calibration.json"
+        cal.save(path)
+        tr = TrainingResult.load(run.artifact_path(g, "train"))
+        tr.model_copy(update={"calibration": run.rel(path)}).write(run.artifact_path(g, "train"))
+    cfg.selection.converge_candidate_fraction = 1.0
+    cfg.selection.converge_force_error = 100.0  # any realized error passes
+    one = cfg.model_copy(update={"generations": 1})  # gen 0 is the last; 1 of k = 2 generations only
+    rep0 = report_generation(one, run, 0, predict=synthetic_predictor)
+    assert rep0.numbers["stop"] == 0 and rep0.numbers["stop_criterion"] == "max_generations"
+    rep = report_generation(cfg, run, 1, predict=synthetic_predictor)
+    n = rep.numbers
+    assert n["stop"] == 1 and n["stop_criterion"] == "force_error+candidate_fraction"
+    aud = SelectionAudit.load(run.gen_dir(1) / "audit" / "artifact.json")  # written by the report
+    assert n["fresh_force_error"] == pytest.approx(aud.force_error_config_mean)
+    assert n["calibration_method"] == "scale" and n["lo_calibrated"] is None  # select ran without it
+    assert n["audit_miscalibration_area"] is not None and n["audit_miscalibration_area_calibrated"] is not None
+    md = run.abs(rep.report_md).read_text()
+    assert "## Convergence" in md and "criterion `force_error+candidate_fraction`" in md
+    assert any(f.endswith("calibration.png") for f in rep.figures)
+    cfg.selection.converge_force_error = 1e-6  # no realized error passes
+    assert not calibrate.stop_decision(cfg, run, 1, predict=None).stop
