@@ -6,7 +6,7 @@ Definitions (docs/calibration.md, docs/eip-method §3–§4):
   is the per-atom epistemic σ. Per configuration: mean_i of each.
 * `Calibration.apply(σ_i)` is the expected per-atom force error E[‖ΔF_i‖ | σ_i] in eV/Å,
   fitted on validation data by isotonic regression (monotone, no shape assumed) or, when
-  there are too few samples, by a single scale factor fitted by maximum likelihood.
+  there are too few samples, by a single scale factor (mean error over mean σ).
   The calibrated configuration uncertainty is mean_i apply(σ_i): the expected mean
   per-atom force error of the frame, the same quantity the convergence rule measures.
 * calibration curve: equal-count bins of a predicted error (σ or its calibrated value),
@@ -38,7 +38,7 @@ from eip_al.schemas import SelectionAudit, SelectionResult, Strict, TrainingResu
 log = logging.getLogger(__name__)
 
 # E‖x‖ / sqrt(E‖x‖²) for an isotropic 3-D Gaussian x (mean of a Maxwell distribution
-# over its RMS): turns a fitted RMS error c·σ into the expected error norm.
+# over its RMS): the expected error norm of Gaussian errors with RMS c·σ is KAPPA·c·σ.
 KAPPA = math.sqrt(8.0 / (3.0 * math.pi))
 MIN_ISOTONIC_SAMPLES = 200  # fewer (σ, error) pairs than this: fit a scale factor instead
 MIN_SCALE_SAMPLES = 3
@@ -56,13 +56,13 @@ class CalibrationError(ValueError):
 class Calibration(Strict):
     """A monotone map from per-atom σ (eV/Å) to expected per-atom force error (eV/Å).
 
-    method "scale": apply(σ) = scale·σ.
+    method "scale": apply(σ) = scale·σ (scale = Σ error / Σ σ on the fitted atoms).
     method "isotonic": linear interpolation between knots (σ_k, e_k), e non-decreasing;
     below the first knot the map is flat (e_0: the data say nothing about smaller σ, the
     lowest observed mean error is kept); above the last knot it is proportional,
     e_last·σ/σ_last (error grows with σ at the ratio of the top bin), so σ far beyond
     the fitted range still maps to larger expected errors.
-    `scale` is always the likelihood fit on the same data (for the scale method it is the map).
+    `scale` is always fitted on the same data (for the scale method it is the map).
     """
 
     method: Literal["isotonic", "scale"]
@@ -135,18 +135,21 @@ def _clean_pairs(sigma: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def fit_scale(sigma: np.ndarray, error: np.ndarray) -> float:
-    """Expected-error factor κ·c from the Gaussian likelihood ΔF_i ~ N(0, c²σ_i²/3 · I₃).
+    """Factor s of E[‖ΔF_i‖ | σ_i] = s·σ_i: the moment estimate s = Σ‖ΔF_i‖ / Σσ_i.
 
-    The maximum-likelihood c² is mean(‖ΔF_i‖²/σ_i²); the expected error norm of such a
-    3-D Gaussian is κ·c·σ_i with κ = sqrt(8/(3π)) ≈ 0.921.
+    It makes the mean predicted error equal the mean realized error, for any error
+    distribution with E[error | σ] ∝ σ. For Gaussian errors ΔF_i ~ N(0, c²σ_i²/3 · I₃) it
+    converges to the likelihood answer κ·c (κ = sqrt(8/(3π)), the mean norm of such a
+    vector over its RMS); unlike the Gaussian maximum-likelihood c² = mean(‖ΔF‖²/σ²) it is
+    not inflated by heavy-tailed errors (a few atoms with small σ and large errors).
     """
     s, e = _clean_pairs(sigma, error)
     if s.size < MIN_SCALE_SAMPLES:
         raise CalibrationError(f"need at least {MIN_SCALE_SAMPLES} finite (σ > 0, error) pairs, got {s.size}")
-    c = math.sqrt(float(np.mean((e / s) ** 2)))
-    if not c > 0:
+    scale = float(e.sum() / s.sum())
+    if not scale > 0:
         raise CalibrationError("all errors are zero: nothing to calibrate against")
-    return KAPPA * c
+    return scale
 
 
 def _equal_count_bins(x: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -60,7 +60,7 @@ def test_isotonic_recovers_a_known_monotone_relation() -> None:
     np.testing.assert_array_equal(again.apply(grid), cal.apply(grid))
 
 
-def test_scale_recovers_the_likelihood_factor_and_small_data_falls_back() -> None:
+def test_scale_recovers_the_expected_error_factor_and_small_data_falls_back() -> None:
     rng = np.random.default_rng(1)
     sigma = rng.uniform(0.05, 0.5, 5000)
     c = 1.7  # the force error's RMS is 1.7 σ
@@ -70,6 +70,8 @@ def test_scale_recovers_the_likelihood_factor_and_small_data_falls_back() -> Non
     assert np.mean(error) == pytest.approx(np.mean(cal.apply(sigma)), rel=0.03)  # expected error
     few = fit_calibration(sigma[:50], error[:50])  # fewer than MIN_ISOTONIC_SAMPLES
     assert few.method == "scale" and few.scale == pytest.approx(KAPPA * c, rel=0.25)
+    heavy = sigma * rng.lognormal(0.0, 0.8, sigma.size)  # E[error | σ] = exp(0.32) σ, heavy tail
+    assert fit_calibration(sigma, heavy, method="scale").scale == pytest.approx(math.exp(0.32), rel=0.05)
     assert fit_calibration(np.full(500, 0.2), error[:500]).method == "scale"  # no σ spread
     with pytest.raises(CalibrationError, match="at least 3"):
         fit_calibration([0.1, np.nan, -1.0], [0.1, 0.2, 0.3])

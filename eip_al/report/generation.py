@@ -217,7 +217,7 @@ def _training_calibration(c: _Context, tr: TrainingResult) -> None:
     c.put(calibration_method=cal.method, calibration_scale=cal.scale, calibration_n_samples=cal.n_samples)
     c.w.text(f"Calibration ({cal.method}, fitted on {cal.n_samples} validation atoms, σ "
              f"{cal.sigma_range[0]:.3g}–{cal.sigma_range[1]:.3g} eV/Å): expected per-atom force error "
-             f"= map(σ_i); likelihood scale {cal.scale:.3g} (expected error per unit σ). "
+             f"= map(σ_i); mean error / mean σ = {cal.scale:.3g}. "
              f"Miscalibration area on validation: raw σ {format_value(tr.valid.miscalibration_area)}, "
              f"calibrated {format_value(tr.valid.miscalibration_area_calibrated)} eV/Å (in-sample).")
 
