@@ -29,8 +29,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from eip_al.calibrate import Calibration, CalibrationError, calibration_from_meta
 from eip_al.model.checkpoint import load_checkpoint
-from eip_al.model.errors import CheckpointError
 from eip_al.model.eip import BiasFn, EIPModel
+from eip_al.model.errors import CheckpointError
 from eip_al.model.evaluation import frames_to_graphs, predict_graphs, split_outputs
 from eip_al.model.neighbors import SpeciesMap, frame_graph
 

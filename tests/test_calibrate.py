@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from eip_al import calibrate
+from eip_al.calculator import EIPCalculator
 from eip_al.calibrate import (
     KAPPA,
     Calibration,
@@ -22,7 +23,6 @@ from eip_al.calibrate import (
     miscalibration_area,
     stop_rule,
 )
-from eip_al.calculator import EIPCalculator
 from eip_al.config import ALConfig, ModelConfig, TrainConfig
 from eip_al.io import attach_labels
 from eip_al.model import save_checkpoint
