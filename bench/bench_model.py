@@ -7,7 +7,9 @@ timed: eIP with a UDD bias (E_bias forces from the same forward pass) and one fu
 
     python bench/bench_model.py [--features 128 --interactions 3 --threads 1 2]
 
-Writes bench/results/model.json (timings in ms, min and median of repeats, machine info).
+Writes bench/results/model.json: min and median wall time (ms) of each variant, and ratios
+as the median over repeats of per-repeat ratios (variants run in turn within each repeat,
+so a shared machine's changing load affects them alike), plus machine info and load.
 """
 
 from __future__ import annotations
@@ -60,15 +62,28 @@ def plain_painn(model: EIPModel, g: Graph) -> torch.Tensor:
     return -grad
 
 
-def timeit(fn: Callable[[], object], repeats: int, warmup: int = 2) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Wall times (ms) of each function, run in turn within every repeat, so all see the
+    same machine load (the benchmark machine is shared); ratios are taken per repeat."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return {"min_ms": min(times), "median_ms": statistics.median(times)}
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    return {"min_ms": min(ms), "median_ms": statistics.median(ms)}
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over repeats of a/b."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def machine() -> dict[str, object]:
@@ -77,7 +92,7 @@ def machine() -> dict[str, object]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
-        "load_average_1min": os.getloadavg()[0],
+        "load_average_1min_at_end": os.getloadavg()[0],
     }
 
 
@@ -116,24 +131,26 @@ def main() -> None:
         "model": {"n_features": args.features, "n_interactions": args.interactions, "cutoff": args.cutoff,
                   "n_parameters": sum(p.numel() for p in model.parameters()), "dtype": "float32"},
         "by_threads": {},
-        "machine": machine(),
     }
     for threads in args.threads:
         torch.set_num_threads(threads)
-        plain = timeit(lambda: plain_painn(model, g), args.repeats)
-        eip = timeit(lambda: model.predict(g), args.repeats)
-        udd = timeit(lambda: model.predict(g, bias=bias), args.repeats)
-        step = timeit(calculator_step, args.repeats)
+        t = interleaved(
+            {
+                "plain_painn_E_F": lambda: plain_painn(model, g),
+                "eip_E_F_sigma": lambda: model.predict(g),
+                "eip_with_udd_bias": lambda: model.predict(g, bias=bias),
+                "calculator_md_step": calculator_step,
+            },
+            args.repeats,
+        )
         results["by_threads"][str(threads)] = {  # type: ignore[index]
-            "plain_painn_E_F": plain,
-            "eip_E_F_sigma": eip,
-            "eip_with_udd_bias": udd,
-            "calculator_md_step": step,
-            "ratio_eip_over_plain_min": eip["min_ms"] / plain["min_ms"],
-            "ratio_eip_over_plain_median": eip["median_ms"] / plain["median_ms"],
-            "ratio_udd_over_eip_min": udd["min_ms"] / eip["min_ms"],
+            **{name: summary(ms) for name, ms in t.items()},
+            "ratio_eip_over_plain": paired_ratio(t["eip_E_F_sigma"], t["plain_painn_E_F"]),
+            "ratio_udd_over_eip": paired_ratio(t["eip_with_udd_bias"], t["eip_E_F_sigma"]),
+            "ratio_calculator_step_over_eip": paired_ratio(t["calculator_md_step"], t["eip_E_F_sigma"]),
         }
         print(threads, json.dumps(results["by_threads"][str(threads)], indent=1))  # type: ignore[index]
+    results["machine"] = machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 

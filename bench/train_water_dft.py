@@ -122,7 +122,8 @@ def main() -> None:
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "stopped_reason": result.stopped_reason,
-        "train_wall_s": train_s,
+        "train_wall_s": result.wall_time_s,  # all sessions of a resumed run
+        "this_session_s": train_s,
         "valid": result.valid.model_dump(),
         "test": metrics.model_dump(),
         "zero_force_mae_test": float(np.mean(np.abs(f_test))),
