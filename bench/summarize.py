@@ -259,6 +259,20 @@ def overhead_section(name: str, result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def uq_headline(result: dict[str, Any]) -> str:
+    """Atom-level ROC-AUC / Spearman of every method on every test set, one row per set."""
+    rows, methods = [], None
+    for track, tr in result["tracks"].items():
+        methods = [m for m in tr["methods"] if tr["methods"][m]["sets"][next(iter(tr["methods"][m]["sets"]))]["roc_auc_atom"] is not None]
+        for set_name in next(iter(tr["methods"].values()))["sets"]:
+            cells = []
+            for m in methods:
+                r = tr["methods"][m]["sets"][set_name]
+                cells.append(f"{r['roc_auc_atom']:.3f} / {r['spearman_atom']:.3f}")
+            rows.append([f"{track}: {set_name}", *cells])
+    return table(["test set", *[f"{m} AUC / ρ" for m in methods or []]], rows)
+
+
 SECTIONS: dict[str, Callable[[str, dict[str, Any]], str]] = {
     "uq": uq_section,
     "uq_sweep": uq_sweep_section,
@@ -293,6 +307,13 @@ def render(results_dir: Path) -> str:
     files = sorted(results_dir.glob("*.json"))
     if not files:
         parts.append("No results yet.")
+    uq_file = results_dir / "uq.json"
+    if uq_file.exists():
+        try:
+            parts += ["## Headline: uncertainty quality (atom-level ROC-AUC / Spearman, §4)", "",
+                      uq_headline(json.loads(uq_file.read_text())), "", "Details, errors and costs: section `uq` below.", ""]
+        except (KeyError, TypeError, StopIteration, json.JSONDecodeError):
+            pass
     for path in files:
         try:
             result = json.loads(path.read_text())

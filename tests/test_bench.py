@@ -244,6 +244,7 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
     text = out.read_text()
     assert "Test CPU 9000" in text and "`0123456789`" in text and "2026-01-02T03:04:05" in text
     assert "0.730 [0.68, 0.78]" in text  # UQ table cell with its bootstrap interval
+    assert "| mock: test_id | 0.730 / 0.730 |" in text  # headline: methods with a sigma only
     assert "| plain PaiNN | 0.1 | 0.15 | 2.00 | — |" in text
     assert "| plain PaiNN | 1.50 | 0.8 | 0.8 |" in text  # side-by-side epoch cost, CPU relative to eIP
     assert "`steps_per_s.md` | 12.50" in text and "10 values, min 0, max 9" in text
