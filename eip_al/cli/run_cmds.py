@@ -39,26 +39,28 @@ def schema(
 @app.command()
 @user_errors
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Per-generation table: which steps are done, dataset size, selection and labels."""
+    """Per-generation table: steps done (Train Explore Select Label Merge Report), dataset size
+    after merge, validation force MAE and mean σ (eV/Å), candidate fraction, selected, failed labels."""
     from eip_al.schemas import DatasetManifest, LabelingResult, SelectionResult, TrainingResult
 
     run = RunDir(run_dir)
     if not run.config_path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
     table = Table(title=f"run {run.root}")
-    for col in ("gen", *STEPS, "dataset", "force MAE", "σ mean", "cand. frac", "selected", "label fail"):
-        table.add_column(col)
+    steps_header = " ".join(s[0].upper() for s in STEPS)  # T E S L M R
+    for col in ("gen", steps_header, "frames", "F-MAE", "σ mean", "cand.", "sel.", "fail"):
+        table.add_column(col, no_wrap=True)
     seed = load_valid(run.seed_dir / "artifact.json", DatasetManifest)
     out.print(f"seed dataset: {seed.n_frames if seed else '—'} frames")
     for gen in run.generations():
-        done = ["✓" if load_valid_any(run.artifact_path(gen, s)) else "·" for s in STEPS]
+        done = " ".join("✓" if load_valid_any(run.artifact_path(gen, s)) else "·" for s in STEPS)
         tr = load_valid(run.artifact_path(gen, "train"), TrainingResult)
         se = load_valid(run.artifact_path(gen, "select"), SelectionResult)
         la = load_valid(run.artifact_path(gen, "label"), LabelingResult)
         me = load_valid(run.artifact_path(gen, "merge"), DatasetManifest)
         table.add_row(
             str(gen),
-            *done,
+            done,
             str(me.n_frames) if me else "—",
             f"{tr.valid.force_mae:.3f}" if tr else "—",
             f"{tr.valid.sigma_mean:.3f}" if tr else "—",
