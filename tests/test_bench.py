@@ -89,6 +89,20 @@ def test_partially_informative_sigma_ranks_between() -> None:
     assert 0.6 < m["roc_auc_atom"] < 0.99 and 0.3 < m["spearman_atom"] < 0.99
 
 
+def test_evaluate_agrees_with_the_trainers_validation_metrics() -> None:
+    from eip_al.model.evaluation import evaluation_metrics
+
+    frames, err = constructed(12, 20, seed=6)
+    sigma = err * np.exp(np.random.default_rng(7).normal(0, 0.5, err.shape))
+    preds = preds_with(err, sigma)
+    for p in preds:
+        p["aleatoric_components"] = np.zeros((len(p["forces"]), 3))
+    ours, ref = bench_uq.evaluate(frames, preds, bootstrap=5), evaluation_metrics(frames, preds)
+    for key in ("force_mae", "force_rmse", "energy_mae_per_atom", "spearman_atom", "roc_auc_atom",
+                "spearman_config", "roc_auc_config", "sigma_mean"):
+        assert ours[key] == pytest.approx(getattr(ref, key)), key
+
+
 def test_no_sigma_gives_accuracy_only() -> None:
     frames, err = constructed(5, 10, seed=5)
     m = bench_uq.evaluate(frames, preds_with(err, None))
