@@ -372,39 +372,16 @@ def _as_bool(value: object, where: str) -> bool:
 def unphysical_reason(atoms: Atoms, collapse: CollapseConfig) -> str | None:
     """Why a frame is physically implausible (None if it passes), using the collapse limits.
 
-    Checks: non-finite positions; any pair closer than `min_distance`; for water-like
-    frames (only H and O), an H farther than `max_oh_bond` from every O.
+    Checks: non-finite positions; then the exploration collapse detector's geometry rules
+    (any pair closer than `min_distance`; in pure water an H farther than `max_oh_bond`
+    from every O), so selection and exploration judge a frame alike.
     """
+    from eip_al.explore.collapse import CollapseDetector
+
     pos = atoms.positions
     if not np.all(np.isfinite(pos)):
         return "positions not finite"
-    import vesin
-
-    periodic = atoms.pbc.tolist()
-    box = np.asarray(atoms.cell) if any(periodic) else np.zeros((3, 3))
-    symbols = np.asarray(atoms.get_chemical_symbols())
-    water = set(symbols.tolist()) == {"H", "O"} and collapse.max_oh_bond is not None
-    cutoff = max(collapse.min_distance, collapse.max_oh_bond if water else 0.0)
-    pairs, dist = vesin.NeighborList(cutoff=cutoff, full_list=False).compute(
-        pos, box, periodic, quantities="Pd"
-    )
-    pairs = pairs.astype(np.int64)
-    close = dist < collapse.min_distance
-    if np.any(close):
-        j = int(np.argmin(dist))
-        a, b = pairs[j]
-        return f"atoms {a} and {b} at {dist[j]:.3f} Å < min_distance {collapse.min_distance} Å"
-    if water:
-        is_h = symbols == "H"
-        bonded = np.zeros(len(atoms), dtype=bool)
-        oh = (is_h[pairs[:, 0]] != is_h[pairs[:, 1]]) & (dist <= collapse.max_oh_bond)
-        bonded[pairs[oh].ravel()] = True
-        lost = np.flatnonzero(is_h & ~bonded)
-        if lost.size:
-            return (
-                f"H atom {lost[0]} farther than max_oh_bond {collapse.max_oh_bond} Å from every O"
-            )
-    return None
+    return CollapseDetector(collapse, atoms, target_temperature_K=1.0).geometry(pos)
 
 
 def _frame_sigma(atoms: Atoms, where: str) -> float:
