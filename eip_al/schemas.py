@@ -99,8 +99,24 @@ class TheoryFingerprint(Strict):
 
 
 # ---------------------------------------------------------------------------- train
-class ValidationMetrics(Strict):
-    """Metrics on a labelled set (definitions: docs/eip-method §4)."""
+class UQScores(Strict):
+    """How well σ ranks and predicts force errors (docs/eip-method §4, docs/calibration.md).
+
+    Spearman and ROC-AUC (top-20 % errors are "bad") per atom and per configuration; the
+    miscalibration area is the count-weighted mean |mean error − prediction| over
+    equal-count bins, per atom, eV/Å, for raw σ and for the calibrated expected error.
+    """
+
+    spearman_atom: float | None = None
+    roc_auc_atom: float | None = None
+    spearman_config: float | None = None
+    roc_auc_config: float | None = None
+    miscalibration_area: float | None = None
+    miscalibration_area_calibrated: float | None = None
+
+
+class ValidationMetrics(UQScores):
+    """Metrics on a labelled set (on the split the calibration was fitted on: in-sample)."""
 
     n_frames: int
     energy_mae_per_atom: float  # eV/atom
@@ -108,15 +124,6 @@ class ValidationMetrics(Strict):
     force_rmse: float  # eV/Å, per component
     sigma_mean: float  # mean per-atom epistemic sigma, eV/Å
     aleatoric_mean: float  # mean per-atom aleatoric sigma, eV/Å
-    spearman_atom: float | None = None
-    roc_auc_atom: float | None = None
-    spearman_config: float | None = None
-    roc_auc_config: float | None = None
-    # calibration audit (docs/calibration.md): count-weighted mean |mean error − prediction|
-    # over equal-count bins, per atom, eV/Å; raw σ vs error, and calibrated expected error
-    # vs error (in-sample on the split the calibration was fitted on)
-    miscalibration_area: float | None = None
-    miscalibration_area_calibrated: float | None = None
 
 
 class TrainingResult(Artifact):
@@ -211,7 +218,7 @@ class SelectionResult(Artifact):
     noise_aleatoric_min: float | None = None  # eV/Å, aleatoric level of the flag rule (None: off)
 
 
-class SelectionAudit(Artifact):
+class SelectionAudit(Artifact, UQScores):
     """Fresh labels vs the model that selected them (`gen-XXX/audit/`, docs/calibration.md)."""
 
     artifact: ClassVar[str] = "selection-audit"
@@ -225,12 +232,6 @@ class SelectionAudit(Artifact):
     force_error_config_max: float
     sigma_config_mean: float
     calibrated_config_mean: float | None = None
-    spearman_atom: float | None = None
-    roc_auc_atom: float | None = None
-    spearman_config: float | None = None
-    roc_auc_config: float | None = None
-    miscalibration_area: float | None = None
-    miscalibration_area_calibrated: float | None = None
 
 
 # ---------------------------------------------------------------------------- label
