@@ -203,14 +203,26 @@ def test_mock_relabel_matches_force_field() -> None:
     assert out.get_potential_energy() == pytest.approx(e) and np.allclose(out.get_forces(), f)
 
 
-def run(label: str, f_mae: float, score: float) -> dict:
-    return {"label": label, "sets": {"valid": {"force_mae": f_mae}}, "selection_score": score}
+def run(label: str, f_mae: float, score: float, e_mae: float = 0.001) -> dict:
+    return {"label": label, "sets": {"valid": {"force_mae": f_mae, "energy_mae_per_atom": e_mae}},
+            "selection_score": score}
 
 
-def test_choose_prefers_best_score_within_force_guard() -> None:
-    runs = [run("accurate", 0.10, 0.70), run("good", 0.109, 0.80), run("inaccurate", 0.111, 0.95)]
-    assert bench_uq.choose(runs)["label"] == "good"
-    assert bench_uq.choose(runs[:1])["label"] == "accurate"
+def test_choose_prefers_best_score_within_accuracy_guards() -> None:
+    runs = [run("accurate", 0.10, 0.70), run("good", 0.109, 0.80), run("inaccurate", 0.111, 0.95),
+            run("bad-energy", 0.05, 0.99, e_mae=0.02)]
+    # the bad-energy run is excluded first, so it neither wins nor tightens the force guard
+    assert bench_uq.choose(runs, energy_limit=0.004)["label"] == "good"
+    assert bench_uq.choose(runs)["label"] == "bad-energy"  # no energy bar
+    assert bench_uq.choose(runs[3:], energy_limit=0.004)["label"] == "bad-energy"  # none passes: all runs
+
+
+def test_constant_energy_mae_is_mean_absolute_deviation_from_train_mean() -> None:
+    def frame(e_per_atom: float) -> Atoms:
+        return attach_labels(Atoms("H2", positions=[[0, 0, 0], [0, 0, 1]]), 2 * e_per_atom, np.zeros((2, 3)))
+
+    train, valid = [frame(-1.0), frame(-3.0)], [frame(-2.5), frame(-1.0)]
+    assert bench_uq.constant_energy_mae(train, valid) == pytest.approx((0.5 + 1.0) / 2)
 
 
 # ----------------------------------------------------------------------------- overhead
