@@ -2,10 +2,10 @@
 
 import json
 
+from synthetic_run import build_synthetic_run
 from typer.testing import CliRunner
 
 from eip_al.cli import app
-from synthetic_run import build_synthetic_run
 
 runner = CliRunner()
 

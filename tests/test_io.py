@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import molecule
+from conftest import WATER_DFT as DATA
 
 from eip_al.io import FrameError, attach_labels, frame_id, read_frames, write_frames
-
-from conftest import WATER_DFT as DATA
 
 
 def _water(shift=0.0):

@@ -1,12 +1,12 @@
 """The engine-free path: seed + one generation through eip_al.pipeline, no Prefect."""
 
-import sys
+
+from test_flows import assert_generation_complete, tiny_config
 
 from eip_al import pipeline
 from eip_al.config import config_from_mapping
 from eip_al.rundir import RunDir
 from eip_al.schemas import DatasetManifest, GenerationRecord
-from test_flows import assert_generation_complete, tiny_config
 
 
 def test_run_generation_without_prefect(tmp_path):
