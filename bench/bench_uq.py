@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -410,9 +411,9 @@ def baseline_cfg(device: str, epochs: int | None = None) -> TrainConfig:
     return BASE_TRAIN.model_copy(update={"device": device, "epochs": epochs or BASE_TRAIN.epochs})
 
 
-def train_baselines(root: Path, device: str, train: list[Atoms], valid: list[Atoms]):
+def train_baselines(root: Path, device: str, train: list[Atoms], valid: list[Atoms], epochs: int | None = None):
     """The ensemble (member 0 is the plain model) and the dropout model, cached under `root`."""
-    cfg = baseline_cfg(device)
+    cfg = baseline_cfg(device, epochs)
     members, logs = train_ensemble(train, valid, MODEL, cfg, N_MEMBERS, cache_dir=root / "plain")
     dmodel, dlog = train_plain(train, valid, MODEL, cfg, dropout=DROPOUT, cache=root / f"dropout{DROPOUT:g}.pt")
     return members, logs, dmodel, dlog
@@ -465,25 +466,39 @@ def epoch_cost_probe(
     return {"rounds": rounds, "medians": medians, "note": PROBE_NOTE}
 
 
+def model_root(track: str, epochs: int) -> Path:
+    return DATA / "models" / (track if epochs == BASE_TRAIN.epochs else f"{track}-{epochs}ep")
+
+
+def eip_dir(track: str, label: str, epochs: int) -> Path:
+    """Where the comparison's eIP lives. The mock track at the base epochs reuses the sweep's
+    run of the chosen loss (same data, schedule, epochs). A longer run starts as a copy of the
+    base-epoch job, which train_model then continues (its resume key ignores the epoch count)."""
+    if track == "mock" and epochs == BASE_TRAIN.epochs:
+        return DATA / "models" / "mock" / "sweep" / label
+    target = model_root(track, epochs) / f"eip-{label}"
+    if epochs != BASE_TRAIN.epochs and not target.exists():
+        shutil.copytree(eip_dir(track, label, BASE_TRAIN.epochs), target)
+    return target
+
+
 def compare_track(
     track: str, device: str, train: list[Atoms], valid: list[Atoms], tests: dict[str, list[Atoms]],
-    chosen: dict[str, Any], probe_rounds: int,
+    chosen: dict[str, Any], probe_rounds: int, epochs: int,
 ) -> dict[str, Any]:
-    """All four methods on one track; models cached under bench/data/uq/models/<track>/."""
-    root = DATA / "models" / track
+    """All four methods on one track, trained `epochs` epochs; models cached under bench/data/uq/models/."""
+    root = model_root(track, epochs)
     timing_set = next(iter(tests))
     methods: dict[str, Any] = {}
 
     label = run_label({k: chosen[k] for k in ("q", "lam", "w")} | {"lr": BASE_TRAIN.lr, "batch_size": BASE_TRAIN.batch_size})
     print(f"[{track}] eIP {label}", flush=True)
-    # the mock track's eIP is the sweep's run of the chosen loss (same data, schedule and epochs)
-    eip_dir = DATA / "models" / "mock" / "sweep" / label if track == "mock" else root / f"eip-{label}"
-    eip = train_eip(train, valid, eip_cfg(chosen, device), eip_dir)
+    eip = train_eip(train, valid, eip_cfg(chosen, device, epochs), eip_dir(track, label, epochs))
     methods["eIP"] = run_method(eip_predictor(eip["checkpoint"], device), tests, timing_set, 1)
     methods["eIP"]["train"] = train_cost([eip])
 
     print(f"[{track}] baselines", flush=True)
-    members, logs, dmodel, dlog = train_baselines(root, device, train, valid)
+    members, logs, dmodel, dlog = train_baselines(root, device, train, valid, epochs)
     methods["plain PaiNN"] = run_method(
         _graph_timed(members[0], lambda g: predict_plain(members[0], g)), tests, timing_set, 1)
     methods["plain PaiNN"]["train"] = train_cost(log_records(logs[:1]))
@@ -506,6 +521,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="torch threads (1: least CPU wasted on a shared machine)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (timings in the results name the device)")
     ap.add_argument("--probe-rounds", type=int, default=3, help="rounds of the per-epoch cost probe (0: skip)")
+    ap.add_argument("--epochs", type=int, default=BASE_TRAIN.epochs,
+                    help="training epochs of the comparison (another value writes uq-<N>ep.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -543,7 +560,7 @@ def main(argv: list[str] | None = None) -> None:
         for track in args.tracks:
             train, valid, _ = data[track]
             print(f"[{track}] training baselines", flush=True)
-            train_baselines(DATA / "models" / track, args.device, train, valid)
+            train_baselines(model_root(track, args.epochs), args.device, train, valid, args.epochs)
     if args.stage in ("all", "compare"):
         chosen = json.loads(sweep_path.read_text())["chosen"]
         descriptions = {
@@ -556,16 +573,18 @@ def main(argv: list[str] | None = None) -> None:
         tracks = {}
         for track in args.tracks:
             train, valid, tests = data[track]
-            tracks[track] = compare_track(track, args.device, train, valid, tests, chosen, args.probe_rounds) | {
-                "description": descriptions[track][0], "sets": descriptions[track][1]}
+            tracks[track] = compare_track(track, args.device, train, valid, tests, chosen, args.probe_rounds,
+                                          args.epochs) | {"description": descriptions[track][0],
+                                                          "sets": descriptions[track][1]}
         settings = {
-            "model": MODEL.model_dump(), "train": baseline_cfg(args.device).model_dump(mode="json", exclude={"loss"}),
+            "model": MODEL.model_dump(),
+            "train": baseline_cfg(args.device, args.epochs).model_dump(mode="json", exclude={"loss"}),
             "eip_loss": {k: chosen[k] for k in ("q", "lam", "w")}, "ensemble_members": N_MEMBERS,
             "dropout": DROPOUT, "mc_samples": MC_SAMPLES, "bootstrap": BOOTSTRAP,
             "baseline_loss": "mean_ic (ΔF_ic)² + 1·mean_g (ΔE_g/N_g)² (eV, Å)",
         }
         result = header("uq") | {"settings": settings, "tracks": tracks}
-        path = RESULTS / "uq.json"
+        path = RESULTS / ("uq.json" if args.epochs == BASE_TRAIN.epochs else f"uq-{args.epochs}ep.json")
         atomic_write_text(path, json.dumps(result, indent=1) + "\n")
         print(f"wrote {path}")
 

@@ -199,6 +199,19 @@ def uq_section(name: str, result: dict[str, Any]) -> str:
             out.append(f"**{set_name}** {('— ' + desc) if desc else ''}\n")
             out.append(table(UQ_COLUMNS, [uq_metric_row(meth, r["sets"][set_name]) for meth, r in methods.items()]))
             out.append("")
+        if len(sets) > 1:
+            first = sets[0]
+            rows = []
+            for meth, r in methods.items():
+                ref = r["sets"][first]
+                if ref.get("sigma_mean") is None:
+                    continue
+                rows.append([meth, *[f"{r['sets'][x]['sigma_mean'] / ref['sigma_mean']:.2f} / "
+                                     f"{r['sets'][x]['error_mean'] / ref['error_mean']:.2f}" for x in sets[1:]]])
+            out.append(f"Shift response: mean σ and mean error on each set relative to `{first}` (σ ratio / error "
+                       "ratio; a σ that tracks the error shift has similar numbers):\n")
+            out.append(table(["method", *sets[1:]], rows))
+            out.append("")
         cost = []
         for meth, r in methods.items():
             t, inf = r["train"], r["inference"]
@@ -307,13 +320,17 @@ def render(results_dir: Path) -> str:
     files = sorted(results_dir.glob("*.json"))
     if not files:
         parts.append("No results yet.")
-    uq_file = results_dir / "uq.json"
-    if uq_file.exists():
+    for uq_file in sorted(results_dir.glob("uq*.json")):
         try:
-            parts += ["## Headline: uncertainty quality (atom-level ROC-AUC / Spearman, §4)", "",
-                      uq_headline(json.loads(uq_file.read_text())), "", "Details, errors and costs: section `uq` below.", ""]
-        except (KeyError, TypeError, StopIteration, json.JSONDecodeError):
-            pass
+            result = json.loads(uq_file.read_text())
+            if result.get("benchmark") != "uq":
+                continue
+            epochs = result.get("settings", {}).get("train", {}).get("epochs", "?")
+            parts += [f"## Headline: uncertainty quality, {epochs} epochs (`{uq_file.name}`; atom-level ROC-AUC / "
+                      "Spearman, §4)", "", uq_headline(result), "",
+                      "Details, errors, shift response and costs: its section below.", ""]
+        except (KeyError, TypeError, StopIteration, AttributeError, json.JSONDecodeError):
+            continue
     for path in files:
         try:
             result = json.loads(path.read_text())

@@ -248,10 +248,11 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
     machine = {"cpu": "Test CPU 9000", "cpu_count": 2, "torch": "2.13.0", "torch_threads": 1,
                "load_average_1_5_15": [1.0, 2.0, 3.0]}
     git = {"commit": "0123456789abcdef", "dirty": True}
-    method = {"sets": {"test_id": fake_metrics(0.73)},
+    hot = fake_metrics(0.73) | {"sigma_mean": 0.2, "error_mean": 0.3}
+    method = {"sets": {"test_id": fake_metrics(0.73), "test_hot": hot},
               "train": {"n_models": 1, "epochs_run": 20, "wall_s_per_epoch": 3.0, "cpu_s_per_epoch": 2.0,
                         "wall_s": 60.0}, "inference": {"wall_s_per_frame": 0.02, "cpu_s_per_frame": 0.01, "passes": 1}}
-    plain = method | {"sets": {"test_id": fake_metrics(None)}}
+    plain = method | {"sets": {"test_id": fake_metrics(None), "test_hot": fake_metrics(None)}}
     uq = {"benchmark": "uq", "date": "2026-01-02T03:04:05+00:00", "git": git, "machine": machine,
           "settings": {"dropout": 0.1}, "tracks": {"mock": {"methods": {"eIP": method, "plain PaiNN": plain}, "epoch_cost_probe": {
               "rounds": 3, "note": "n", "medians": {"eIP": {"epoch_wall_s": 2.0, "epoch_cpu_s": 1.0},
@@ -271,6 +272,7 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
     assert "Test CPU 9000" in text and "`0123456789`" in text and "2026-01-02T03:04:05" in text
     assert "0.730 [0.68, 0.78]" in text  # UQ table cell with its bootstrap interval
     assert "| mock: test_id | 0.730 / 0.730 |" in text  # headline: methods with a sigma only
+    assert "| eIP | 2.00 / 1.50 |" in text  # shift response: σ ratio / error ratio vs the first set
     assert "| plain PaiNN | 0.1 | 0.15 | 2.00 | — |" in text
     assert "| plain PaiNN | 1.50 | 0.8 | 0.8 |" in text  # side-by-side epoch cost, CPU relative to eIP
     assert "`steps_per_s.md` | 12.50" in text and "10 values, min 0, max 9" in text
