@@ -199,6 +199,19 @@ def uq_section(name: str, result: dict[str, Any]) -> str:
             out.append(f"**{set_name}** {('— ' + desc) if desc else ''}\n")
             out.append(table(UQ_COLUMNS, [uq_metric_row(meth, r["sets"][set_name]) for meth, r in methods.items()]))
             out.append("")
+        elem_rows = []
+        for set_name in sets:
+            for meth, r in methods.items():
+                be = r["sets"][set_name].get("by_element")
+                if be:
+                    elem_rows.append([set_name, meth, *[f"{fmt(v['spearman_atom'])} / {fmt(v['roc_auc_atom'])}"
+                                                        for v in be.values()]])
+                    elements = list(be)
+        if elem_rows:
+            out.append("Within-element ranking (Spearman / ROC-AUC among atoms of one element; the pooled numbers "
+                       "above also reward knowing which element has the larger errors):\n")
+            out.append(table(["set", "method", *elements], elem_rows))
+            out.append("")
         if len(sets) > 1:
             first = sets[0]
             rows = []

@@ -103,6 +103,25 @@ def test_evaluate_agrees_with_the_trainers_validation_metrics() -> None:
         assert ours[key] == pytest.approx(getattr(ref, key)), key
 
 
+def test_element_only_sigma_has_no_within_element_skill() -> None:
+    # O atoms (every 3rd) get 2x larger errors; sigma knows only the element: it ranks the pooled
+    # atoms well but carries no information within O or within H.
+    rng = np.random.default_rng(8)
+    frames, errors, sigmas = [], [], []
+    for _ in range(30):
+        a = Atoms("OH2" * 10, positions=rng.random((30, 3)) * 5, cell=[5, 5, 5], pbc=True)
+        frames.append(attach_labels(a, -30.0, np.zeros((30, 3))))
+        is_o = a.numbers == 8
+        errors.append(rng.gamma(4.0, 0.02, 30) * np.where(is_o, 2.0, 1.0))
+        sigmas.append(np.where(is_o, 0.2, 0.1))
+    m = bench_uq.evaluate(frames, preds_with(np.array(errors), np.array(sigmas)), bootstrap=5)
+    assert m["roc_auc_atom"] > 0.75
+    assert set(m["by_element"]) == {"H", "O"}
+    for el in m["by_element"].values():
+        assert el["roc_auc_atom"] == pytest.approx(0.5) and el["spearman_atom"] is None  # constant sigma
+    assert m["by_element"]["O"]["n_atoms"] == 300 and m["by_element"]["H"]["n_atoms"] == 600
+
+
 def test_no_sigma_gives_accuracy_only() -> None:
     frames, err = constructed(5, 10, seed=5)
     m = bench_uq.evaluate(frames, preds_with(err, None))
@@ -248,7 +267,8 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
     machine = {"cpu": "Test CPU 9000", "cpu_count": 2, "torch": "2.13.0", "torch_threads": 1,
                "load_average_1_5_15": [1.0, 2.0, 3.0]}
     git = {"commit": "0123456789abcdef", "dirty": True}
-    hot = fake_metrics(0.73) | {"sigma_mean": 0.2, "error_mean": 0.3}
+    hot = fake_metrics(0.73) | {"sigma_mean": 0.2, "error_mean": 0.3, "by_element": {
+        "H": {"spearman_atom": 0.05, "roc_auc_atom": 0.52}, "O": {"spearman_atom": -0.01, "roc_auc_atom": 0.5}}}
     method = {"sets": {"test_id": fake_metrics(0.73), "test_hot": hot},
               "train": {"n_models": 1, "epochs_run": 20, "wall_s_per_epoch": 3.0, "cpu_s_per_epoch": 2.0,
                         "wall_s": 60.0}, "inference": {"wall_s_per_frame": 0.02, "cpu_s_per_frame": 0.01, "passes": 1}}
@@ -273,6 +293,7 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
     assert "0.730 [0.68, 0.78]" in text  # UQ table cell with its bootstrap interval
     assert "| mock: test_id | 0.730 / 0.730 |" in text  # headline: methods with a sigma only
     assert "| eIP | 2.00 / 1.50 |" in text  # shift response: σ ratio / error ratio vs the first set
+    assert "| test_hot | eIP | 0.05 / 0.52 | -0.01 / 0.5 |" in text  # within-element ranking
     assert "| plain PaiNN | 0.1 | 0.15 | 2.00 | — |" in text
     assert "| plain PaiNN | 1.50 | 0.8 | 0.8 |" in text  # side-by-side epoch cost, CPU relative to eIP
     assert "`steps_per_s.md` | 12.50" in text and "10 values, min 0, max 9" in text
