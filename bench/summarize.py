@@ -294,7 +294,8 @@ def uq_headline(result: dict[str, Any]) -> str:
             cells = []
             for m in methods:
                 r = tr["methods"][m]["sets"][set_name]
-                cells.append(f"{r['roc_auc_atom']:.3f} / {r['spearman_atom']:.3f}")
+                within = ", ".join(f"{el} {v['roc_auc_atom']:.2f}" for el, v in (r.get("by_element") or {}).items())
+                cells.append(f"{r['roc_auc_atom']:.3f} / {r['spearman_atom']:.3f}" + (f" ({within})" if within else ""))
             rows.append([f"{track}: {set_name}", *cells])
     return table(["test set", *[f"{m} AUC / ρ" for m in methods or []]], rows)
 
@@ -339,8 +340,9 @@ def render(results_dir: Path) -> str:
             if result.get("benchmark") != "uq":
                 continue
             epochs = result.get("settings", {}).get("train", {}).get("epochs", "?")
-            parts += [f"## Headline: uncertainty quality, {epochs} epochs (`{uq_file.name}`; atom-level ROC-AUC / "
-                      "Spearman, §4)", "", uq_headline(result), "",
+            parts += [f"## Headline: uncertainty quality, {epochs} epochs (`{uq_file.name}`)", "",
+                      "Atom-level ROC-AUC / Spearman as in the paper (§4), and in brackets the ROC-AUC within "
+                      "each element (0.5 = no skill beyond knowing the element).", "", uq_headline(result), "",
                       "Details, errors, shift response and costs: its section below.", ""]
         except (KeyError, TypeError, StopIteration, AttributeError, json.JSONDecodeError):
             continue

@@ -292,6 +292,7 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
     assert "Test CPU 9000" in text and "`0123456789`" in text and "2026-01-02T03:04:05" in text
     assert "0.730 [0.68, 0.78]" in text  # UQ table cell with its bootstrap interval
     assert "| mock: test_id | 0.730 / 0.730 |" in text  # headline: methods with a sigma only
+    assert "| mock: test_hot | 0.730 / 0.730 (H 0.52, O 0.50) |" in text
     assert "| eIP | 2.00 / 1.50 |" in text  # shift response: σ ratio / error ratio vs the first set
     assert "| test_hot | eIP | 0.05 / 0.52 | -0.01 / 0.5 |" in text  # within-element ranking
     assert "| plain PaiNN | 0.1 | 0.15 | 2.00 | — |" in text
