@@ -12,11 +12,18 @@ Two tracks, the same model size and training schedule for every method:
   file is not in time order; consecutive frames are correlated, so the split is by time).
 
 Stages (each caches trained models under bench/data/uq/ and resumes):
-  sweep   eIP loss settings q ∈ {0.5, 0.6}, λ ∈ {0.1, 1}, w ∈ {0.1, 1} on the mock track
-          at reduced epochs, then lr and batch size around the best; picks the defaults
-          by the rule in `choose` → bench/results/uq_sweep.json
-  compare eIP with the chosen settings vs plain / ensemble / MC-dropout on both tracks,
-          full epochs → bench/results/uq.json
+  sweep     eIP loss settings q ∈ {0.5, 0.6}, λ ∈ {0.1, 1}, w ∈ {0.1, 1} on the mock track
+            (20 epochs), then lr and batch size around the grid winner; picks the
+            defaults by the rule in `choose` → bench/results/uq_sweep.json
+  baselines trains (caches) the ensemble and dropout models only (needs no sweep result,
+            so it can run beside the sweep)
+  compare   eIP with the chosen (q, λ, w) vs plain / ensemble / MC-dropout, all on the
+            base schedule, plus a side-by-side epoch-cost probe → bench/results/uq.json;
+            with --epochs N (mock only is practical) → uq-<N>ep.json
+
+Cost on this 2-core AMD EPYC, one torch thread: ≈ 40 min of CPU for `all` (sweep ≈ 14,
+baselines ≈ 17, DFT eIP + evaluation + probes ≈ 9); wall time is longer when the
+machine is shared. `--epochs 60 --tracks mock` adds ≈ 17 min of CPU.
 
 Metrics come from eip_al.metrics (docs/eip-method §4): per-atom σ_i vs ‖ΔF_i‖ and
 per-config mean σ vs mean ‖ΔF_i‖; "bad" = top 20 % errors. 95 % intervals: bootstrap over
