@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -32,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from summarize import machine_info  # bench/ is on sys.path when run as a script
 
 from eip_al.atomic import atomic_write_text
 from eip_al.calculator import EIPCalculator
@@ -43,26 +42,6 @@ from eip_al.systems import build_water_box
 
 RESULTS = Path(__file__).parent / "results"
 AUTHORS_UDD_STEP_S = 1.4  # authors' code, 288-atom water, 2 CPU cores (issue 5)
-
-
-def machine(threads: int) -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": threads,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def paper_model() -> EIPModel:
@@ -139,7 +118,7 @@ def main() -> None:
     result = {
         "benchmark": "explore",
         "created_at": datetime.now(UTC).isoformat(),
-        "machine": machine(args.threads),
+        "machine": {**machine_info(args.threads), "numpy": np.__version__},
         "load_average_1_5_15_before": list(load_before),
         "load_average_1_5_15_after": list(load_after),
         "system": {"atoms": len(box), "molecules": 96, "cell_A": float(box.cell[0, 0])},

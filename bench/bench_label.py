@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -38,6 +37,8 @@ from ase import Atoms
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from summarize import machine_info  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from eip_al.config import CP2KConfig, LabelerConfig  # noqa: E402
 from eip_al.io import frame_id, read_frames  # noqa: E402
 from eip_al.label.jobs import LabelBatch, prepare_jobs  # noqa: E402
@@ -50,6 +51,7 @@ STORED = ROOT / "tests" / "data" / "cp2k" / "ok"
 
 
 def machine() -> dict[str, object]:
+    """Machine record (bench/summarize.machine_info) plus numpy and the CP2K version."""
     try:
         cp2k = subprocess.run(
             ["cp2k.psmp", "--version"], capture_output=True, text=True, timeout=30
@@ -57,15 +59,7 @@ def machine() -> dict[str, object]:
         cp2k_version = cp2k.splitlines()[0].strip() if cp2k else None
     except FileNotFoundError:
         cp2k_version = None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cp2k": cp2k_version,
-    }
+    return {**machine_info(), "numpy": np.__version__, "cp2k": cp2k_version}
 
 
 def frames(n: int) -> list[Atoms]:

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -27,31 +24,13 @@ from pathlib import Path
 import numpy as np
 from ase import units
 from ase.md.langevin import Langevin
+from summarize import machine_info  # bench/ is on sys.path when run as a script
 
 from eip_al.atomic import atomic_write_text
 from eip_al.label.mock import MockLabeler, MockWaterCalculator, WaterFF, water_energy_forces
 from eip_al.systems import build_water_box
 
 RESULT = Path(__file__).parent / "results" / "mock.json"
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "load_average": list(os.getloadavg()),
-    }
 
 
 def median_ms(fn, repeats: int) -> tuple[float, float]:
@@ -106,7 +85,7 @@ def main() -> None:
     result = {
         "benchmark": "mock force field, seed MD step, mock labeling",
         "date": datetime.now(UTC).isoformat(),
-        "machine": machine(),
+        "machine": {**machine_info(), "numpy": np.__version__},
         "note": "median per call; wall times rise when other processes share the cores "
         "(see load_average), CPU times much less",
         "force_field": {"cutoff_A": ff.cutoff, "alpha_per_A": ff.alpha},

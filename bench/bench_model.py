@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.build import molecule
+from summarize import machine_info  # bench/ is on sys.path when run as a script
 
 from eip_al.calculator import EIPCalculator
 from eip_al.config import ModelConfig
@@ -86,16 +85,6 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
-def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "load_average_1min_at_end": os.getloadavg()[0],
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=int, default=ModelConfig().n_features)
@@ -150,7 +139,7 @@ def main() -> None:
             "ratio_calculator_step_over_eip": paired_ratio(t["calculator_md_step"], t["eip_E_F_sigma"]),
         }
         print(threads, json.dumps(results["by_threads"][str(threads)], indent=1))  # type: ignore[index]
-    results["machine"] = machine()
+    results["machine"] = machine_info()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from summarize import machine_info  # bench/ is on sys.path when run as a script
 
 from eip_al.atomic import atomic_write_text
 from eip_al.select import REASONS, SelectionRules, classify_bands, select_pool
@@ -70,16 +68,6 @@ def timed(fn, repeats: int) -> tuple[list[float], object]:
     return times, out
 
 
-def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -124,7 +112,7 @@ def main() -> None:
     result = {
         "benchmark": "select",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": {**machine_info(), "numpy": np.__version__},
         "params": {**vars(args), "lo": 0.1, "hi": 1.0, "min_step_gap": 20, "fps_pool_factor": 10},
         "target_s": 5.0,
         "scenarios": scenarios,

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
+from summarize import machine_info  # bench/ is on sys.path when run as a script
 
 from eip_al.calculator import EIPCalculator
 from eip_al.config import LossConfig, ModelConfig, TrainConfig
@@ -60,17 +59,6 @@ def rotation_sensitivity(calc: EIPCalculator, frames: list, n_rotations: int = 3
         "atom_sigma_rel_change_max": float(rel.max()),
         "config_sigma_rel_change_max": float(max(config_rel)),
         "n_rotations_per_frame": n_rotations,
-    }
-
-
-def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 
@@ -129,7 +117,7 @@ def main() -> None:
         "zero_force_mae_test": float(np.mean(np.abs(f_test))),
         "predict_s_per_frame": predict_s / len(test),
         "sigma_rotation_sensitivity_test": rotation_sensitivity(calc, test),
-        "machine": machine(),
+        "machine": machine_info(device="cuda" if torch.cuda.is_available() else "cpu"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
