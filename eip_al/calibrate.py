@@ -33,7 +33,7 @@ from scipy.optimize import isotonic_regression
 
 from eip_al.atomic import atomic_path, atomic_write_text
 from eip_al.metrics import atom_force_error, uq_metrics
-from eip_al.schemas import SelectionAudit, SelectionResult, Strict, TrainingResult
+from eip_al.schemas import SelectionAudit, SelectionResult, Strict, TrainingResult, ValidationMetrics
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,33 @@ def audit(
 
 
 # ============================================================================ label noise
+@dataclass(frozen=True)
+class NoiseThresholds:
+    """The label-noise rule of one model: flagged ⇔ aleatoric ≥ aleatoric_min and
+    epistemic ≤ max_epistemic_ratio × aleatoric (per configuration)."""
+
+    aleatoric_min: float  # eV/Å
+    max_epistemic_ratio: float  # epistemic/aleatoric, absolute
+
+
+def noise_thresholds(valid: ValidationMetrics, aleatoric_factor: float | None, epistemic_ratio: float) -> NoiseThresholds | None:
+    """The label-noise rule, relative to a model's validation metrics (None: flags off).
+
+    aleatoric_min = aleatoric_factor × validation mean aleatoric σ; the epistemic/aleatoric
+    ratio may be at most epistemic_ratio × the validation ratio (sigma_mean/aleatoric_mean):
+    a frame is flagged when its noise estimate is high while its epistemic share is no larger
+    than on data the model was trained on. Relative, because the evidential regulariser
+    lowers ν where labels are noisy, so an absolute epistemic ≤ aleatoric never holds there
+    (docs/calibration.md).
+    """
+    if aleatoric_factor is None or not valid.aleatoric_mean > 0 or not valid.sigma_mean > 0:
+        return None
+    return NoiseThresholds(
+        aleatoric_min=aleatoric_factor * valid.aleatoric_mean,
+        max_epistemic_ratio=epistemic_ratio * valid.sigma_mean / valid.aleatoric_mean,
+    )
+
+
 def label_noise_flags(
     aleatoric: np.ndarray,
     epistemic: np.ndarray,
@@ -256,8 +283,8 @@ def label_noise_flags(
     """Frames whose uncertainty looks like label noise: more data will not help there.
 
     Per configuration (mean per-atom σ of each kind): flagged when the aleatoric σ is at
-    least `aleatoric_min` (eV/Å; selection uses noise_aleatoric_factor × the validation
-    mean) AND the epistemic σ is at most `max_epistemic_ratio` × the aleatoric σ.
+    least `aleatoric_min` (eV/Å) AND the epistemic σ is at most `max_epistemic_ratio` ×
+    the aleatoric σ (`noise_thresholds` derives both from a model's validation metrics).
     NaN (no aleatoric output) is never flagged.
     """
     a, e = np.asarray(aleatoric, float), np.asarray(epistemic, float)

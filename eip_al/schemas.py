@@ -216,6 +216,7 @@ class SelectionResult(Artifact):
     hi_calibrated: float | None = None
     n_label_noise: int = 0  # pooled frames flagged as label noise (candidates among them not selected)
     noise_aleatoric_min: float | None = None  # eV/Å, aleatoric level of the flag rule (None: off)
+    noise_max_epistemic_ratio: float | None = None  # epistemic/aleatoric limit of the flag rule
 
 
 class SelectionAudit(Artifact, UQScores):

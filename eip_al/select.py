@@ -34,7 +34,7 @@ from ase import Atoms
 from ase.io.extxyz import key_val_str_to_dict
 
 from eip_al.atomic import atomic_path
-from eip_al.calibrate import Calibration, frame_aleatoric, label_noise_flags, load_calibration
+from eip_al.calibrate import Calibration, frame_aleatoric, label_noise_flags, load_calibration, noise_thresholds
 from eip_al.config import ALConfig, CollapseConfig
 from eip_al.io import FrameError, frame_id, read_frames, write_frames
 from eip_al.rundir import RunDir, RunDirError, load_valid
@@ -674,13 +674,12 @@ def select_generation(
         if calibration is not None and pool.frames else np.full(len(pool.frames), np.nan)
     )
     score = calibrated if sel.scale == "calibrated" else pool.sigma
-    noise_min = None
+    noise = (noise_thresholds(training.valid, sel.noise_aleatoric_factor, sel.noise_max_epistemic_ratio)
+             if training is not None else None)
     noisy = np.zeros(len(pool.frames), dtype=bool)
-    if sel.noise_aleatoric_factor is not None and training is not None and training.valid.aleatoric_mean > 0:
-        noise_min = sel.noise_aleatoric_factor * training.valid.aleatoric_mean
-        if pool.frames:
-            noisy = label_noise_flags(pool.aleatoric, pool.sigma, noise_min, sel.noise_max_epistemic_ratio)
-            noisy &= ~pool.unphysical
+    if noise is not None and pool.frames:
+        noisy = label_noise_flags(pool.aleatoric, pool.sigma, noise.aleatoric_min, noise.max_epistemic_ratio)
+        noisy &= ~pool.unphysical
     rules = SelectionRules(
         n_select=sel.n_select,
         lo=lo,
@@ -743,7 +742,8 @@ def select_generation(
         n_collapsed_walkers=sum(w.collapsed for w in summary.walkers),
         scale=sel.scale,
         n_label_noise=int(noisy.sum()),
-        noise_aleatoric_min=noise_min,
+        noise_aleatoric_min=noise.aleatoric_min if noise is not None else None,
+        noise_max_epistemic_ratio=noise.max_epistemic_ratio if noise is not None else None,
         **_both_scales(lo, sel.hi, sel.scale, calibration),
     )
     k = sel.converge_generations

@@ -509,8 +509,10 @@ def _label_noise_table(c: _Context, sel: SelectionResult, dec: pd.DataFrame) -> 
                  "`selection.noise_aleatoric_factor: null`).")
         return
     flagged = dec[dec["label_noise"].astype(str).str.lower().isin(("true", "1"))] if "label_noise" in dec else dec[:0]
+    ratio = (f"≤ {sel.noise_max_epistemic_ratio:.3g} × aleatoric" if sel.noise_max_epistemic_ratio is not None
+             else "no larger than the configured multiple of aleatoric")
     c.w.text(f"Label-noise flags: aleatoric σ_config ≥ {sel.noise_aleatoric_min:.4g} eV/Å and epistemic σ_config "
-             f"no larger than the configured multiple of it; {sel.n_label_noise} of {sel.n_pool} pooled frames "
+             f"{ratio}; {sel.n_label_noise} of {sel.n_pool} pooled frames "
              "flagged (candidates among them were not selected: more data will not help there).")
     if sel.n_label_noise:
         c.findings.append(f"label noise suspected in {sel.n_label_noise} pooled frame(s) (aleatoric σ ≥ "
