@@ -33,7 +33,13 @@ from scipy.optimize import isotonic_regression
 
 from eip_al.atomic import atomic_path, atomic_write_text
 from eip_al.metrics import atom_force_error, uq_metrics
-from eip_al.schemas import SelectionAudit, SelectionResult, Strict, TrainingResult, ValidationMetrics
+from eip_al.schemas import (
+    SelectionAudit,
+    SelectionResult,
+    Strict,
+    TrainingResult,
+    ValidationMetrics,
+)
 
 log = logging.getLogger(__name__)
 

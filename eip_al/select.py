@@ -34,7 +34,13 @@ from ase import Atoms
 from ase.io.extxyz import key_val_str_to_dict
 
 from eip_al.atomic import atomic_path
-from eip_al.calibrate import Calibration, frame_aleatoric, label_noise_flags, load_calibration, noise_thresholds
+from eip_al.calibrate import (
+    Calibration,
+    frame_aleatoric,
+    label_noise_flags,
+    load_calibration,
+    noise_thresholds,
+)
 from eip_al.config import ALConfig, CollapseConfig
 from eip_al.io import FrameError, frame_id, read_frames, write_frames
 from eip_al.rundir import RunDir, RunDirError, load_valid
