@@ -265,19 +265,21 @@ class NoiseThresholds:
 def noise_thresholds(valid: ValidationMetrics, aleatoric_factor: float | None, epistemic_ratio: float) -> NoiseThresholds | None:
     """The label-noise rule, relative to a model's validation metrics (None: flags off).
 
-    aleatoric_min = aleatoric_factor × validation mean aleatoric σ; the epistemic/aleatoric
-    ratio may be at most epistemic_ratio × the validation ratio (sigma_mean/aleatoric_mean):
-    a frame is flagged when its noise estimate is high while its epistemic share is no larger
-    than on data the model was trained on. Relative, because the evidential regulariser
-    lowers ν where labels are noisy, so an absolute epistemic ≤ aleatoric never holds there
-    (docs/calibration.md).
+    aleatoric_min = aleatoric_factor × the validation median per-atom aleatoric σ (a
+    median: a few extrapolating atoms can lift a mean by orders of magnitude);
+    max_epistemic_ratio = epistemic_ratio × the 90th percentile of the validation atoms'
+    epistemic/aleatoric σ: a frame is flagged when its noise estimate is high while its
+    epistemic share stays within the range seen on data the model was trained on. Not an
+    absolute epistemic ≤ aleatoric: the evidential regulariser lowers ν where labels are
+    noisy, so that never holds there. Artifacts without the robust statistics fall back to
+    means. docs/calibration.md
     """
-    if aleatoric_factor is None or not valid.aleatoric_mean > 0 or not valid.sigma_mean > 0:
+    aleatoric = valid.aleatoric_median if valid.aleatoric_median is not None else valid.aleatoric_mean
+    share = (valid.epistemic_share_p90 if valid.epistemic_share_p90 is not None
+             else valid.sigma_mean / valid.aleatoric_mean if valid.aleatoric_mean > 0 else math.nan)
+    if aleatoric_factor is None or not aleatoric > 0 or not share > 0:
         return None
-    return NoiseThresholds(
-        aleatoric_min=aleatoric_factor * valid.aleatoric_mean,
-        max_epistemic_ratio=epistemic_ratio * valid.sigma_mean / valid.aleatoric_mean,
-    )
+    return NoiseThresholds(aleatoric_min=aleatoric_factor * aleatoric, max_epistemic_ratio=epistemic_ratio * share)
 
 
 def label_noise_flags(

@@ -156,11 +156,11 @@ class SelectConfig(Section):
     seed: int = 0
     # docs/calibration.md: lo/hi on raw σ or on the calibrated expected force error (eV/Å)
     scale: Literal["raw", "calibrated"] = "raw"
-    # label-noise flags (per configuration): aleatoric ≥ factor × validation mean aleatoric and
-    # epistemic/aleatoric ≤ ratio × the validation ratio; flagged candidates are not selected.
-    # None switches it off. docs/calibration.md
+    # label-noise flags (per configuration): aleatoric ≥ factor × validation median aleatoric and
+    # epistemic/aleatoric ≤ ratio × its validation 90th percentile; flagged candidates are not
+    # selected. None switches it off. docs/calibration.md
     noise_aleatoric_factor: PosFloat | None = 1.5
-    noise_max_epistemic_ratio: PosFloat = 1.5
+    noise_max_epistemic_ratio: PosFloat = 1.2
     # stop also requires the fresh labels' mean per-config force error below this (eV/Å)
     converge_force_error: PosFloat | None = None
 

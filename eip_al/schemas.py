@@ -124,6 +124,10 @@ class ValidationMetrics(UQScores):
     force_rmse: float  # eV/Å, per component
     sigma_mean: float  # mean per-atom epistemic sigma, eV/Å
     aleatoric_mean: float  # mean per-atom aleatoric sigma, eV/Å
+    # medians: robust references (a few extrapolating atoms can lift a mean by orders of magnitude)
+    sigma_median: float | None = None  # None in artifacts written before the field existed
+    aleatoric_median: float | None = None
+    epistemic_share_p90: float | None = None  # 90th percentile of per-atom epistemic/aleatoric σ (= 1/√ν)
 
 
 class TrainingResult(Artifact):

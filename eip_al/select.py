@@ -685,7 +685,8 @@ def select_generation(
     noisy = np.zeros(len(pool.frames), dtype=bool)
     if noise is not None and pool.frames:
         noisy = label_noise_flags(pool.aleatoric, pool.sigma, noise.aleatoric_min, noise.max_epistemic_ratio)
-        noisy &= ~pool.unphysical
+        with np.errstate(invalid="ignore"):  # failed-band frames are extrapolation, not label noise
+            noisy &= ~pool.unphysical & ~(score >= sel.hi)
     rules = SelectionRules(
         n_select=sel.n_select,
         lo=lo,

@@ -131,6 +131,18 @@ def test_label_noise_flags_follow_the_documented_rule() -> None:
         label_noise_flags(ale, epi[:2], 0.2)
 
 
+def test_noise_thresholds_use_robust_validation_statistics() -> None:
+    v = ValidationMetrics(n_frames=2, energy_mae_per_atom=0, force_mae=0, force_rmse=0, sigma_mean=1e4,
+                          aleatoric_mean=15.0)  # a few extrapolating atoms dominate the means
+    legacy = calibrate.noise_thresholds(v, 1.5, 1.2)  # artifacts without robust statistics: the means
+    assert (legacy.aleatoric_min, legacy.max_epistemic_ratio) == pytest.approx((22.5, 800.0))
+    robust = v.model_copy(update={"aleatoric_median": 0.3, "sigma_median": 0.25, "epistemic_share_p90": 1.4})
+    rule = calibrate.noise_thresholds(robust, 1.5, 1.2)
+    assert (rule.aleatoric_min, rule.max_epistemic_ratio) == pytest.approx((0.45, 1.68))
+    assert calibrate.noise_thresholds(robust, None, 1.2) is None  # flags off
+    assert calibrate.noise_thresholds(robust.model_copy(update={"aleatoric_median": 0.0}), 1.5, 1.2) is None
+
+
 def test_select_pool_skips_label_noise_candidates_only() -> None:
     sigma = np.array([0.02, 0.3, 0.4, 0.5, 2.0])
     noise = np.array([True, False, True, False, True])
@@ -212,6 +224,8 @@ def test_select_generation_on_the_calibrated_scale_with_noise_flags(tmp_path) ->
     frames = [make_frame(s, "md-300K-0", "md", 100 * s, sig) for s, sig in enumerate(sigmas)]
     noisy = make_frame(50, "md-300K-0", "md", 1000, 0.3)
     noisy.arrays["aleatoric_components"] = np.full((8, 3), 0.6 / math.sqrt(3))  # ‖·‖ = 0.6 per atom
+    # the failed-band frame (raw σ 1.6) looks noisy by σ alone; failed frames are never flagged
+    frames[-1].arrays["aleatoric_components"] = np.full((8, 3), 1.6 / math.sqrt(3))
     run = write_run(tmp_path, {"md-300K-0": [*frames, noisy]}, [])
     half = Calibration(method="scale", scale=0.5, n_samples=100, sigma_range=(0.01, 2.0))
     cfg = ALConfig()
@@ -230,12 +244,13 @@ def test_select_generation_on_the_calibrated_scale_with_noise_flags(tmp_path) ->
     assert table.loc[[0, 100], "band"].tolist() == ["accurate"] * 2  # 0.01, 0.05 < lo = 0.08
     assert table.loc[[200, 300, 400], "band"].tolist() == ["candidate"] * 3  # raw 0.4 would be one too
     assert table.loc[500, "band"] == "failed"  # 0.8 ≥ hi = 0.5 (raw 1.6)
+    assert table["label_noise"].tolist() == [False] * 6 + [True]
     assert table.loc[1000, "reason"] == "label_noise" and res.n_label_noise == 1
     assert res.n_selected == 3 and res.scale == "calibrated"
     assert (res.lo_raw, res.hi_raw) == pytest.approx((0.16, 1.0))
     assert (res.lo_calibrated, res.hi_calibrated) == (0.08, 0.5)
     assert res.noise_aleatoric_min == pytest.approx(0.075)
-    assert res.noise_max_epistemic_ratio == pytest.approx(1.5 * 0.1 / 0.05)  # relative to validation
+    assert res.noise_max_epistemic_ratio == pytest.approx(1.2 * 0.1 / 0.05)  # validation means (no p90 here)
 
     cfg.selection.scale, cfg.selection.noise_aleatoric_factor = "raw", None  # raw bands, flags off
     raw = select_generation(cfg, run, 0)
