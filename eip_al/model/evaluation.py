@@ -127,7 +127,7 @@ def evaluation_metrics(
         aleatoric_mean=float(alea_atom.mean()),
         sigma_median=float(np.median(sig_atom)),
         aleatoric_median=float(np.median(alea_atom)),
-        epistemic_share_p90=float(np.percentile(sig_atom / alea_atom, 90)),
+        epistemic_share_p90=_share_p90(sig_atom, alea_atom),
         spearman_atom=atom_uq["spearman"],
         roc_auc_atom=atom_uq["roc_auc"],
         spearman_config=config_uq["spearman"],
@@ -135,3 +135,9 @@ def evaluation_metrics(
         miscalibration_area=miscal,
         miscalibration_area_calibrated=miscal_cal,
     )
+
+
+def _share_p90(sigma: np.ndarray, aleatoric: np.ndarray) -> float | None:
+    """90th percentile of per-atom epistemic/aleatoric σ (None without aleatoric output)."""
+    ok = (aleatoric > 0) & np.isfinite(sigma) & np.isfinite(aleatoric)
+    return float(np.percentile(sigma[ok] / aleatoric[ok], 90)) if ok.any() else None
