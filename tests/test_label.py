@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,6 +172,27 @@ def test_stored_output_is_classified(case: str) -> None:
     assert result.ok == (CASES[case] is None)
     if not result.ok:
         assert result.message and result.energy is None and result.forces is None
+
+
+@pytest.mark.parametrize(
+    ("status", "expect"),
+    [
+        ("exit_code=143\nsignal=TERM\n", "walltime"),  # the trap recorded a TERM
+        ("exit_code=143\nsignal=\n", "walltime"),  # killed before the trap could name it
+        ("exit_code=143\nsignal=CANCELLED\n", "crashed"),  # the Slurm backend knows: scancel
+        ("exit_code=137\nsignal=OUT_OF_MEMORY\n", "crashed"),  # SIGKILL by the scheduler, not time
+    ],
+)
+def test_signal_names_the_cause_of_a_stop(tmp_path: Path, status: str, expect: str) -> None:
+    """A TERM is a time limit unless the scheduler says it was a cancellation (or OOM)."""
+    d = tmp_path / "attempt"
+    shutil.copytree(DATA / "walltime", d)
+    (d / "run.status").write_text(status)
+    atoms = read_frames(d / "frame.extxyz", require_labels=False)[0]
+    result = parse_attempt("j", d, atoms)
+    assert result.failure_class == expect, result.message
+    if expect == "crashed":
+        assert status.split("signal=")[1].strip() in result.message
 
 
 @pytest.mark.parametrize("case", ["ok", "ok_2025_layout"])

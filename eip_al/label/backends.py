@@ -422,7 +422,11 @@ class SlurmBackend:
         for task, script in enumerate(scripts):
             st = states[task]
             rewritten = script.exists() and script.stat().st_mtime > float(sub["submitted_at"])
-            if read_status(script.parent / STATUS_NAME) is None and not rewritten:
+            status = read_status(script.parent / STATUS_NAME)
+            if status is not None and status.signal == "TERM" and st.state == "CANCELLED" and not rewritten:
+                # scancel sends the TERM a time limit sends; the scheduler knows which it was
+                _write_status(script.parent, status.exit_code, "CANCELLED", status.runtime_s)
+            elif status is None and not rewritten:
                 sig = (
                     "TERM"
                     if st.state in ("TIMEOUT", "DEADLINE")

@@ -221,7 +221,8 @@ def classify(
             runtime,
         )
     stopped = status is not None and (
-        status.signal in WALLTIME_SIGNALS or status.exit_code in (124, 137, 143)
+        status.signal in WALLTIME_SIGNALS
+        or (not status.signal and status.exit_code in (124, 137, 143))
     )
     if out is None or not out.normal_end:
         if stopped or (out is not None and out.walltime_exceeded):
