@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from eip_al.cli import app
 from eip_al.config import ALConfig, ConfigError, CP2KConfig, LabelerConfig, SlurmConfig
-from eip_al.io import FrameError, frame_id, read_frames
+from eip_al.io import FrameError, frame_id, read_frames, write_frames
 from eip_al.label import (
     collect_labels,
     ingest,
@@ -46,7 +46,7 @@ from eip_al.label.backends import (
     render_template,
     sbatch_argv,
 )
-from eip_al.label.jobs import LabelBatch, _check_plausible, prepare_jobs
+from eip_al.label.jobs import LabelBatch, _check_plausible, get_labeler, prepare_jobs
 from eip_al.label.parse import parse_attempt, read_output
 from eip_al.rundir import RunDir
 from eip_al.schemas import LabelingResult, SelectionResult, TrustFractions
@@ -564,12 +564,43 @@ def test_mock_labeler_through_the_same_interface(tmp_path: Path) -> None:
         assert a.get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-8)
         np.testing.assert_allclose(a.get_forces(), ref.get_forces(), atol=1e-8)
 
-    with pytest.raises(ConfigError, match="in-process only"):
-        prepare_jobs(
-            LabelBatch(lab.model_copy(update={"backend": "slurm"}), tmp_path / "x", tmp_path, 0),
-            frames,
-            "x",
-        )
+
+def test_mock_jobs_run_by_their_script_give_the_in_process_labels(tmp_path: Path) -> None:
+    """`export` + each job's run.sh (what a Slurm array task runs) = in-process labels,
+    noise and injected failures included; `eip-al ingest` collects them."""
+    from eip_al.systems import build_water_box
+
+    write_frames(tmp_path / "in.extxyz", [build_water_box(4, seed=s) for s in range(6)])
+    mock = {"force_noise_eV_A": 0.2, "energy_noise_eV": 0.01, "failure_rate": 0.3, "seed": 5}
+    local = label_file(tmp_path / "in.extxyz", tmp_path / "local.extxyz",
+                       LabelerConfig(kind="mock", max_failure_fraction=1.0, mock=mock))
+    exported = LabelerConfig(kind="mock", backend="export", max_failure_fraction=1.0, mock=mock)
+    label_file(tmp_path / "in.extxyz", tmp_path / "exp.extxyz", exported, tmp_path / "work")
+    jobs = tmp_path / "work" / "jobs"
+    tasks = (jobs / "tasks.txt").read_text().split()
+    assert len(tasks) == 6
+    for rel in tasks:  # what a user (or a Slurm array task) does with exported jobs
+        subprocess.run(["bash", str(jobs / rel)], check=True, timeout=120, cwd=tmp_path)
+        assert "exit_code=0" in ((jobs / rel).parent / "run.status").read_text()
+    res = ingest_path(tmp_path / "work")
+    assert [(o.status, o.failure_class) for o in res.outcomes] == [
+        (o.status, o.failure_class) for o in local.outcomes]
+    assert 0 < res.n_failed < 6  # failures are drawn per frame: the same ones
+    ref = {a.info["job_id"]: a for a in read_frames(tmp_path / "local.extxyz")}
+    got = {a.info["job_id"]: a for a in read_frames(tmp_path / "exp.extxyz")}
+    assert sorted(got) == sorted(ref)
+    for job_id, a in ref.items():
+        assert got[job_id].get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-12)
+        np.testing.assert_allclose(got[job_id].get_forces(), a.get_forces(), atol=1e-12)
+
+    # a job whose run.sh ended without a result is a failure naming the cause, not "not run"
+    job = (jobs / tasks[0]).parent
+    (job / "result.json").unlink()
+    (job / "run.status").write_text("exit_code=1\nsignal=\nruntime_s=0.1\n")
+    (job / "stderr.log").write_text("Traceback ...\nModuleNotFoundError: No module named 'eip_al'\n")
+    atoms = read_frames(job / "structure.extxyz", require_labels=False)[0]
+    broken = get_labeler(exported).parse(job, atoms)
+    assert broken.failure_class == "crashed" and "No module named 'eip_al'" in broken.message
 
 
 def test_failures_above_budget_are_flagged(tmp_path: Path) -> None:

@@ -301,3 +301,35 @@ def test_cp2k_labels_through_slurm_array_with_cancelled_tasks(local_slurm: Local
     rerun = label_file(src, out, lab_cfg.model_copy(update={"backend": "slurm"}), work_dir=work)
     assert [o.model_dump() for o in rerun.outcomes] == [o.model_dump() for o in res.outcomes]
     assert len(json.loads(subs.read_text())["submissions"]) == n_subs
+
+
+def test_mock_labels_through_slurm_equal_in_process_labels(local_slurm: LocalSlurm, tmp_path: Path) -> None:
+    """The mock labeler runs as a Slurm array too (a cluster rehearsal without DFT): same
+    labels, noise and injected failures as in-process, and a rerun submits nothing."""
+    import json
+
+    import numpy as np
+
+    from eip_al.config import LabelerConfig
+    from eip_al.io import read_frames, write_frames
+    from eip_al.label import label_file
+
+    write_frames(tmp_path / "in.extxyz", _water_frames(5))
+    mock = {"force_noise_eV_A": 0.1, "failure_rate": 0.25, "seed": 2}
+    base = {"kind": "mock", "max_failure_fraction": 1.0, "mock": mock}
+    local = label_file(tmp_path / "in.extxyz", tmp_path / "local.extxyz", LabelerConfig.model_validate(base))
+    slurm_cfg = LabelerConfig.model_validate(
+        {**base, "backend": "slurm", "slurm": {"time": "00:05:00", "poll_interval_s": 0.5}})
+    res = label_file(tmp_path / "in.extxyz", tmp_path / "slurm.extxyz", slurm_cfg, tmp_path / "work")
+    assert [(o.status, o.failure_class) for o in res.outcomes] == [
+        (o.status, o.failure_class) for o in local.outcomes], res.outcomes
+    assert res.n_ok == local.n_ok > 0
+    ref = {a.info["job_id"]: a for a in read_frames(tmp_path / "local.extxyz")}
+    got = {a.info["job_id"]: a for a in read_frames(tmp_path / "slurm.extxyz")}
+    assert sorted(got) == sorted(ref)
+    for job_id, a in ref.items():
+        np.testing.assert_allclose(got[job_id].get_forces(), a.get_forces(), atol=1e-12)
+    subs = tmp_path / "work" / "slurm" / "submissions.json"
+    assert len(json.loads(subs.read_text())["submissions"]) == 1
+    label_file(tmp_path / "in.extxyz", tmp_path / "slurm.extxyz", slurm_cfg, tmp_path / "work")
+    assert len(json.loads(subs.read_text())["submissions"]) == 1  # nothing resubmitted

@@ -59,13 +59,9 @@ class Labeler(ABC):
         """
         return None
 
-    def run_script(self, job_dir: Path) -> Path | None:
-        """The script that runs this job's current attempt outside this process, if any.
-
-        None (the default) means the labeler only runs in-process, so only the `local`
-        backend can use it.
-        """
-        return None
+    @abstractmethod
+    def run_script(self, job_dir: Path) -> Path:
+        """The script that runs this job's current attempt outside this process (Slurm, export)."""
 
     def is_finished(self, job_dir: Path) -> bool:
         """False while the job may still be running elsewhere (its result is not final yet).

@@ -128,14 +128,6 @@ class LabelBatch:
     def check_backend(self) -> None:
         """Refuse a backend this labeler cannot use, before anything is written."""
         if (
-            self.cfg.backend in ("slurm", "export")
-            and self.labeler.run_script(self.label_dir) is None
-        ):
-            raise ConfigError(
-                f"labeler.backend {self.cfg.backend!r}: the {self.cfg.kind} labeler runs in-process "
-                "only; use backend 'local'"
-            )
-        if (
             self.cfg.backend == "local"
             and self.cfg.kind == "cp2k"
             and shutil.which(self.cfg.cp2k.executable) is None
@@ -234,11 +226,7 @@ def prepare_jobs(batch: LabelBatch, frames: list[Atoms], source: str) -> Labelin
             )
             progress.advance(task)
     scripts = [labeler.run_script(batch.root / j.job_dir) for j in jobs]
-    if all(s is not None for s in scripts):
-        atomic_write_text(
-            jobs_dir / "tasks.txt",
-            "".join(f"{os.path.relpath(s, jobs_dir)}\n" for s in scripts if s),
-        )
+    atomic_write_text(jobs_dir / "tasks.txt", "".join(f"{os.path.relpath(s, jobs_dir)}\n" for s in scripts))
     job_set = LabelingJobSet(
         generation=batch.generation,
         labeler=batch.cfg.kind,
@@ -376,7 +364,7 @@ def _runner(batch: LabelBatch) -> Runner | None:
         )
 
         def run(dirs: list[Path]) -> None:
-            backend.run([s for s in (batch.labeler.run_script(d) for d in dirs) if s is not None])
+            backend.run([batch.labeler.run_script(d) for d in dirs])
 
         return run
     return None
@@ -438,7 +426,7 @@ def _run_slurm(batch: LabelBatch, todo: list[LabelingJob], key: str) -> None:
         def show(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        backend.run([s for s in (labeler.run_script(d) for d in dirs) if s is not None], show)
+        backend.run([labeler.run_script(d) for d in dirs], show)
         retry_dirs = []
         for job, d in zip(todo, dirs, strict=True):
             atoms = _frame(batch, job)
@@ -454,7 +442,7 @@ def _run_slurm(batch: LabelBatch, todo: list[LabelingJob], key: str) -> None:
                 task, description="Slurm retries done", completed=0, total=len(retry_dirs)
             )
             backend.run(
-                [s for s in (labeler.run_script(d) for d in retry_dirs) if s is not None], show
+                [labeler.run_script(d) for d in retry_dirs], show
             )
     for job in todo:
         label_job(batch, job, None, key)

@@ -16,6 +16,7 @@ aleatoric channel) and injected failures (to exercise failure handling).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,9 @@ from vesin import NeighborList
 from eip_al.atomic import atomic_write_text
 from eip_al.config import MockLabelerConfig
 from eip_al.io import FrameError, frame_id, read_frames, write_frames
+from eip_al.label.backends import job_script_text
 from eip_al.label.base import JobResult, Labeler
+from eip_al.label.parse import STATUS_NAME, WALLTIME_SIGNALS, read_status
 from eip_al.schemas import TheoryFingerprint
 from eip_al.systems import water_topology
 
@@ -189,6 +192,7 @@ class MockWaterCalculator(Calculator):
 STRUCTURE_FILE = "structure.extxyz"
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
+SCRIPT_NAME = "run.sh"
 
 
 def _rng(seed: int, fid: str, stream: int) -> np.random.Generator:
@@ -199,10 +203,13 @@ def _rng(seed: int, fid: str, stream: int) -> np.random.Generator:
 class MockLabeler(Labeler):
     """Labels water frames with `MockWaterCalculator`, plus optional noise and failures.
 
-    Job directory: `prepare` writes `structure.extxyz` and `job.json` (frame id);
-    `execute` writes `result.json` atomically (skipped when already there, so a killed
-    run redoes nothing finished); `parse` reads it back. Noise and failures are drawn from
-    generators seeded by (config seed, frame id), so they do not depend on job order.
+    Job directory: `prepare` writes `structure.extxyz`, `job.json` (frame id and this
+    labeler's config) and `run.sh`; `execute` writes `result.json` atomically (skipped
+    when already there, so a killed run redoes nothing finished); `parse` reads it back.
+    `local` labels in-process; `slurm` and `export` run `run.sh`, which labels the job with
+    `python -m eip_al.label.mock_job` (same Python as the one that prepared it) and leaves
+    `run.status`. Noise and failures are drawn from generators seeded by (config seed,
+    frame id), so they depend neither on job order nor on where the job ran.
     """
 
     kind = "mock"
@@ -230,7 +237,18 @@ class MockLabeler(Labeler):
         job_dir = Path(job_dir)
         frame = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
         write_frames(job_dir / STRUCTURE_FILE, [frame])
-        atomic_write_text(job_dir / JOB_FILE, json.dumps({"frame_id": frame_id(atoms)}) + "\n")
+        job = {"frame_id": frame_id(atoms), "mock": self.config.model_dump(mode="json")}
+        atomic_write_text(job_dir / JOB_FILE, json.dumps(job) + "\n")
+        atomic_write_text(job_dir / SCRIPT_NAME, self._script)
+
+    @property
+    def _script(self) -> str:
+        argv = [sys.executable, "-m", "eip_al.label.mock_job"]
+        return job_script_text(argv, "eip-al mock label (q-SPC/Fw)", [RESULT_FILE], what="the labeler")
+
+    def run_script(self, job_dir: Path) -> Path:
+        """run.sh: labels this job outside this process (Slurm, export)."""
+        return Path(job_dir) / SCRIPT_NAME
 
     def execute(self, job_dirs: list[Path]) -> None:
         """Label every prepared job that has no result yet (idempotent)."""
@@ -276,8 +294,16 @@ class MockLabeler(Labeler):
         job_id = job_dir.name
         path = job_dir / RESULT_FILE
         if not path.exists():
+            status = read_status(job_dir / STATUS_NAME)
+            if status is None or status.signal == "INT":
+                return JobResult(job_id, ok=False, failure_class="not_run", message=f"{path}: no result")
+            stopped = status.signal in WALLTIME_SIGNALS or (not status.signal and status.exit_code in (124, 137, 143))
+            how = f"signal {status.signal}" if status.signal else f"exit code {status.exit_code}"
+            tail = (job_dir / "stderr.log").read_text(errors="replace").strip().splitlines()[-3:] \
+                if (job_dir / "stderr.log").exists() else []
             return JobResult(
-                job_id, ok=False, failure_class="not_run", message=f"{path}: no result"
+                job_id, ok=False, failure_class="walltime" if stopped else "crashed", runtime_s=status.runtime_s,
+                message=f"{path}: no result; run.sh ended with {how}" + (f": {' | '.join(tail)}" if tail else ""),
             )
         try:
             record = json.loads(path.read_text())
