@@ -227,6 +227,28 @@ def test_labeling_and_audit_equal_recomputed_values(built):
     seed = [a for a in read(run.seed_dir / "dataset.extxyz", ":") if a.info["split"] == "test"]
     assert audit.loc["fixed_test", "n_frames"] == len(seed)
     assert reports[1].numbers["test_force_mae"] == pytest.approx(rep.numbers["test_force_mae"])
+    # force sizes of the new labels vs the dataset generation 0 trained on
+    data = read(run.abs(run.dataset_for(0).dataset_extxyz), ":")
+    p99 = np.percentile(np.concatenate([np.linalg.norm(a.get_forces(), axis=1) for a in data]), 99)
+    assert rep.numbers["dataset_force_p99"] == pytest.approx(p99)
+    assert rep.numbers["label_force_max"] == pytest.approx(max(np.linalg.norm(a.get_forces(), axis=1).max()
+                                                                for a in frames))
+    assert rep.numbers["n_label_high_force"] == 0
+
+
+def test_labels_far_above_the_dataset_forces_are_a_finding(tmp_path):
+    from eip_al.io import read_frames, write_frames
+    from eip_al.report import report_generation
+
+    s = build_synthetic_run(tmp_path / "run", generations=1)
+    path = s.run.step_dir(0, "label") / "labeled.extxyz"
+    frames = read_frames(path)
+    frames[0].calc.results["forces"] = 40.0 * frames[0].get_forces()  # a close contact
+    write_frames(path, frames)
+    rep = report_generation(s.cfg, s.run, 0, predict=synthetic_predictor)
+    assert rep.numbers["n_label_high_force"] == 1
+    findings = s.run.abs(rep.report_md).read_text().split("## Findings")[1].split("##")[0]
+    assert "1 new label(s) with a per-atom force above 3×" in findings, findings
 
 
 def test_all_collapsed_and_zero_selected_generation_reports_clearly(built):

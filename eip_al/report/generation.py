@@ -542,6 +542,33 @@ def _section_labeling(c: _Context) -> None:
     rows = [{"outcome": "ok", "count": n_ok}] + [
         {"outcome": f"failed: {k}", "count": v} for k, v in sorted(failed.items())]
     c.w.table(pd.DataFrame(rows), "labeling")
+    _label_forces(c, la)
+
+
+HIGH_FORCE_FACTOR = 3.0  # new labels above this × the dataset's 99th-percentile |F_i| are reported
+
+
+def _label_forces(c: _Context, la: LabelingResult) -> None:
+    """Force sizes of the new labels vs the dataset they join: close contacts found by
+    exploration (e.g. a strong UDD bias) show up as labels far above anything in the data,
+    and such frames weigh heavily in the next training."""
+    new, _ = _read_optional_frames(c.run, la.labeled_extxyz, labels=True)
+    try:
+        old, _ = _read_optional_frames(c.run, c.run.dataset_for(c.gen).dataset_extxyz, labels=True)
+    except RunDirError:
+        old = []
+    if not new or not old:
+        return
+    new_max = np.array([np.linalg.norm(a.get_forces(), axis=1).max() for a in new])
+    ref = float(np.percentile(np.concatenate([np.linalg.norm(a.get_forces(), axis=1) for a in old]), 99))
+    high = int(np.count_nonzero(new_max > HIGH_FORCE_FACTOR * ref))
+    c.put(label_force_max=float(new_max.max()), dataset_force_p99=ref, n_label_high_force=high)
+    c.w.text(f"Largest per-atom force of the new labels: median {np.median(new_max):.3g}, max "
+             f"{new_max.max():.3g} eV/Å; the dataset they join: 99th percentile {ref:.3g} eV/Å.")
+    if high:
+        c.findings.append(f"{high} new label(s) with a per-atom force above {HIGH_FORCE_FACTOR:g}× the dataset's "
+                          f"99th percentile ({ref:.3g} eV/Å), up to {new_max.max():.3g} eV/Å: close contacts that "
+                          "will weigh heavily in training (check the exploration, e.g. the UDD bias, if unexpected)")
 
 
 def _validated_predictions(preds: list[dict[str, Any]], frames: list[Atoms]) -> list[dict[str, Any]]:
