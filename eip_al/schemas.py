@@ -168,6 +168,8 @@ class ExplorationResult(Artifact):
     n_candidates: int
     log_csv: str
     frames_extxyz: str
+    # over the logged steps, of the configuration σ (log column `sigma`, eV/Å); the log's
+    # `sigma_max` column is different: the largest per-atom σ of one step
     sigma_mean: float | None = None
     sigma_max: float | None = None
     energy_mean: float | None = None
