@@ -36,7 +36,7 @@ from eip_al.config import MockLabelerConfig
 from eip_al.io import FrameError, frame_id, read_frames, write_frames
 from eip_al.label.backends import job_script_text
 from eip_al.label.base import JobResult, Labeler
-from eip_al.label.parse import STATUS_NAME, WALLTIME_SIGNALS, read_status
+from eip_al.label.parse import STATUS_NAME, read_status, stopped_by_time_limit
 from eip_al.schemas import TheoryFingerprint
 from eip_al.systems import water_topology
 
@@ -297,7 +297,7 @@ class MockLabeler(Labeler):
             status = read_status(job_dir / STATUS_NAME)
             if status is None or status.signal == "INT":
                 return JobResult(job_id, ok=False, failure_class="not_run", message=f"{path}: no result")
-            stopped = status.signal in WALLTIME_SIGNALS or (not status.signal and status.exit_code in (124, 137, 143))
+            stopped = stopped_by_time_limit(status)
             how = f"signal {status.signal}" if status.signal else f"exit code {status.exit_code}"
             tail = (job_dir / "stderr.log").read_text(errors="replace").strip().splitlines()[-3:] \
                 if (job_dir / "stderr.log").exists() else []

@@ -162,6 +162,12 @@ def read_output(text: str) -> CP2KOutput:
     )
 
 
+def stopped_by_time_limit(status: RunStatus) -> bool:
+    """A TERM/KILL (or, with no signal recorded, the exit code of one): a time limit. A
+    signal named by the scheduler (CANCELLED, OUT_OF_MEMORY, ...) is not."""
+    return status.signal in WALLTIME_SIGNALS or (not status.signal and status.exit_code in (124, 137, 143))
+
+
 def read_status(path: Path) -> RunStatus | None:
     """Parse ``run.status`` (key=value lines written by the run script); None if absent."""
     try:
@@ -220,10 +226,7 @@ def classify(
             "interrupted by the user before it finished; rerun to run it",
             runtime,
         )
-    stopped = status is not None and (
-        status.signal in WALLTIME_SIGNALS
-        or (not status.signal and status.exit_code in (124, 137, 143))
-    )
+    stopped = status is not None and stopped_by_time_limit(status)
     if out is None or not out.normal_end:
         if stopped or (out is not None and out.walltime_exceeded):
             how = status.signal if status is not None and status.signal else "the time limit"
