@@ -1,8 +1,10 @@
 """Config loading: valid files load, malformed ones name the file and the field."""
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from eip_al.config import ALConfig, ConfigError, config_from_mapping, dump_config, load_config
 
@@ -78,3 +80,18 @@ def test_dump_roundtrip():
 
     again = config_from_mapping(yaml.safe_load(dump_config(cfg)))
     assert again == cfg
+
+
+def _doc_yaml_blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for path in sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")]):
+        for k, text in enumerate(re.findall(r"```yaml\n(.*?)```", path.read_text(), flags=re.S)):
+            blocks.append((f"{path.name}#{k}", text))
+    return blocks
+
+
+@pytest.mark.parametrize(("where", "text"), _doc_yaml_blocks(), ids=[w for w, _ in _doc_yaml_blocks()])
+def test_config_examples_in_the_docs_are_valid(where: str, text: str) -> None:
+    """Every ```yaml block of README.md and docs/ is a (partial) run config that loads:
+    renamed or removed fields make the docs fail here, not the user's run."""
+    config_from_mapping(yaml.safe_load(text))
