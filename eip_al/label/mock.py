@@ -36,7 +36,13 @@ from eip_al.config import MockLabelerConfig
 from eip_al.io import FrameError, frame_id, read_frames, write_frames
 from eip_al.label.backends import job_script_text
 from eip_al.label.base import JobResult, Labeler
-from eip_al.label.parse import STATUS_NAME, read_status, stopped_by_time_limit
+from eip_al.label.parse import (
+    STATUS_NAME,
+    STDERR_NAME,
+    read_status,
+    stopped_by_time_limit,
+    tail_lines,
+)
 from eip_al.schemas import TheoryFingerprint
 from eip_al.systems import water_topology
 
@@ -299,11 +305,10 @@ class MockLabeler(Labeler):
                 return JobResult(job_id, ok=False, failure_class="not_run", message=f"{path}: no result")
             stopped = stopped_by_time_limit(status)
             how = f"signal {status.signal}" if status.signal else f"exit code {status.exit_code}"
-            tail = (job_dir / "stderr.log").read_text(errors="replace").strip().splitlines()[-3:] \
-                if (job_dir / "stderr.log").exists() else []
+            tail = tail_lines(job_dir / STDERR_NAME)
             return JobResult(
                 job_id, ok=False, failure_class="walltime" if stopped else "crashed", runtime_s=status.runtime_s,
-                message=f"{path}: no result; run.sh ended with {how}" + (f": {' | '.join(tail)}" if tail else ""),
+                message=f"{path}: no result; run.sh ended with {how}" + (f": {tail}" if tail else ""),
             )
         try:
             record = json.loads(path.read_text())

@@ -189,7 +189,8 @@ def read_status(path: Path) -> RunStatus | None:
     )
 
 
-def _tail(path: Path, n: int = 3) -> str:
+def tail_lines(path: Path, n: int = 3) -> str:
+    """The last `n` non-blank lines of a log, joined with ' | ' ('' if there is no file)."""
     try:
         lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except FileNotFoundError:
@@ -332,4 +333,4 @@ def parse_attempt(job_id: str, attempt_dir: Path, atoms: Atoms) -> JobResult:
         out = None
     else:
         out = read_output(text) if text.strip() else None
-    return classify(job_id, out, status, atoms, stderr_tail=_tail(attempt_dir / STDERR_NAME))
+    return classify(job_id, out, status, atoms, stderr_tail=tail_lines(attempt_dir / STDERR_NAME))
