@@ -234,6 +234,12 @@ def test_labeling_and_audit_equal_recomputed_values(built):
     assert rep.numbers["label_force_max"] == pytest.approx(max(np.linalg.norm(a.get_forces(), axis=1).max()
                                                                 for a in frames))
     assert rep.numbers["n_label_high_force"] == 0
+    # calibration curves: new labels, the fixed test split, and the training's validation split
+    curves = pd.read_csv(out / "calibration_curves.csv")
+    valid = [a for a in data if a.info["split"] == "valid"]
+    raw = curves[curves["scale"] == "raw σ"].groupby("set")["n_atoms"].sum()
+    assert raw["validation"] == sum(len(a) for a in valid) and raw["new_labels"] == sum(len(a) for a in frames)
+    assert "validation" not in set(audit.index)  # its metrics are the training section's valid_* numbers
 
 
 def test_labels_far_above_the_dataset_forces_are_a_finding(tmp_path):

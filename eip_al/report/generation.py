@@ -664,6 +664,16 @@ def _fixed_test_frames(run: RunDir) -> tuple[list[Atoms], str | None]:
     return test, None if test else "the seed dataset has no frames with split = test"
 
 
+def _validation_frames(c: _Context) -> list[Atoms]:
+    """The validation split this generation's model trained with (its calibration's data)."""
+    try:
+        rel = c.run.dataset_for(c.gen).dataset_extxyz
+    except RunDirError:
+        return []
+    frames, _ = _read_optional_frames(c.run, rel, labels=True)
+    return [a for a in frames if a.info.get("split") == "valid"]
+
+
 def _section_audit(c: _Context) -> None:
     c.w.heading("Selection audit: did high σ mean high error?")
     if not c.cfg.report.audit:
@@ -694,6 +704,9 @@ def _section_audit(c: _Context) -> None:
         c.w.note(f"fixed test split: {problem}.")
     if not sets:
         return
+    valid = _validation_frames(c)
+    if valid:  # calibration curve only: its metrics are the training section's valid_* numbers
+        sets["validation"] = valid
     everything = [a for frames in sets.values() for a in frames]  # one model load for all sets
     try:
         preds = _validated_predictions(c.predict(checkpoint, everything), everything)
@@ -708,7 +721,8 @@ def _section_audit(c: _Context) -> None:
             _write_selection_audit(c, frames, preds[start:start + len(frames)])
         start += len(frames)
         data[name] = d
-        rows.append({"set": name, **audit_metrics(d)})
+        if name != "validation":
+            rows.append({"set": name, **audit_metrics(d)})
     table = pd.DataFrame(rows)
     prefix = {"new_labels": "audit", "fixed_test": "test"}
     for row in rows:
@@ -752,7 +766,7 @@ def _write_selection_audit(c: _Context, frames: list[Atoms], preds: list[dict[st
 
 def _calibration_figure(c: _Context, data: dict[str, AuditData]) -> None:
     """Calibration curves (mean error per σ bin) of each audit set, raw and calibrated."""
-    label = {"new_labels": "new labels", "fixed_test": "fixed test"}
+    label = {"new_labels": "new labels", "fixed_test": "fixed test", "validation": "validation (in-sample)"}
     curves, rows = {}, []
     for name, d in data.items():
         for scale, pred in (("raw σ", d.atom_sigma), ("calibrated", d.atom_calibrated)):
@@ -766,7 +780,8 @@ def _calibration_figure(c: _Context, data: dict[str, AuditData]) -> None:
         return
     c.w.text("Calibration: atoms in 10 equal-count bins of the prediction (raw σ_i, or the calibrated expected "
              "error); a calibrated model lies on the diagonal. Miscalibration area = count-weighted mean "
-             "|mean error − prediction| over the bins (eV/Å), in the table above.")
+             "|mean error − prediction| over the bins (eV/Å), in the table above. The validation split is "
+             "where the calibration was fitted, so its calibrated curve is in-sample.")
     c.w.figure(figures.calibration_curves(curves, "per-atom force error vs prediction"), "calibration",
                "Calibration curves: mean realized force error per bin vs the bin's mean prediction.")
     c.w.table(pd.DataFrame(rows), "calibration_curves", shown=False)
