@@ -603,6 +603,17 @@ def test_mock_jobs_run_by_their_script_give_the_in_process_labels(tmp_path: Path
     assert broken.failure_class == "crashed" and "No module named 'eip_al'" in broken.message
 
 
+def test_mock_job_without_its_job_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    from eip_al.label import mock_job
+
+    assert mock_job.main([str(tmp_path)]) == 2
+    assert f"eip-al mock job {tmp_path}: cannot read job.json" in capsys.readouterr().err
+    (tmp_path / "job.json").write_text('{"frame_id": "00", "mock": {"force_noise_eV_A": -1}}')
+    assert mock_job.main([str(tmp_path)]) == 2  # an invalid config is refused, not used
+    assert "force_noise_eV_A" in capsys.readouterr().err
+    assert not (tmp_path / "result.json").exists()
+
+
 def test_failures_above_budget_are_flagged(tmp_path: Path) -> None:
     from eip_al.systems import build_water_box
 
