@@ -6,6 +6,7 @@ from synthetic_run import build_synthetic_run
 from typer.testing import CliRunner
 
 from eip_al.cli import app
+from eip_al.schemas import TrainingResult
 
 runner = CliRunner()
 
@@ -41,6 +42,13 @@ def test_status_and_missing_run_dir(tmp_path):
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip().startswith(("│ 0", "│ 1"))]
     assert len(lines) == 2
+    assert all("(mean)" in ln for ln in lines)  # artifacts without a median show the mean, marked
+    path = syn.run.artifact_path(1, "train")
+    tr = TrainingResult.load(path)
+    tr.model_copy(update={"valid": tr.valid.model_copy(update={"sigma_median": 0.1234})}).write(path)
+    res = runner.invoke(app, ["status", str(syn.run.root)])
+    row = next(ln for ln in res.output.splitlines() if ln.strip().startswith("│ 1"))
+    assert "0.123" in row and "(mean)" not in row
 
 
 def test_schema_export(tmp_path):

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from eip_al.cli.app import app, user_errors
 from eip_al.rundir import RunDir, load_valid
-from eip_al.schemas import STEPS, json_schemas
+from eip_al.schemas import STEPS, ValidationMetrics, json_schemas
 
 out = Console()
 
@@ -40,7 +40,8 @@ def schema(
 @user_errors
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Per-generation table: steps done (Train Explore Select Label Merge Report), dataset size
-    after merge, validation force MAE and mean σ (eV/Å), candidate fraction, selected, failed labels."""
+    after merge, validation force MAE and median σ (eV/Å; a few extrapolating atoms can make the
+    mean meaningless), candidate fraction, selected, failed labels."""
     from eip_al.schemas import DatasetManifest, LabelingResult, SelectionResult, TrainingResult
 
     run = RunDir(run_dir)
@@ -48,7 +49,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
     table = Table(title=f"run {run.root}")
     steps_header = " ".join(s[0].upper() for s in STEPS)  # T E S L M R
-    for col in ("gen", steps_header, "frames", "F-MAE", "σ mean", "cand.", "sel.", "fail"):
+    for col in ("gen", steps_header, "frames", "F-MAE", "σ median", "cand.", "sel.", "fail"):
         table.add_column(col, no_wrap=True)
     seed = load_valid(run.seed_dir / "artifact.json", DatasetManifest)
     out.print(f"seed dataset: {seed.n_frames if seed else '—'} frames")
@@ -63,12 +64,17 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
             done,
             str(me.n_frames) if me else "—",
             f"{tr.valid.force_mae:.3f}" if tr else "—",
-            f"{tr.valid.sigma_mean:.3f}" if tr else "—",
+            _sigma_median(tr.valid) if tr else "—",
             f"{se.overall.candidate:.2f}" if se else "—",
             str(se.n_selected) if se else "—",
             str(la.n_failed) if la else "—",
         )
     out.print(table)
+
+
+def _sigma_median(valid: ValidationMetrics) -> str:
+    """The validation median σ; artifacts written before it existed show the mean, marked."""
+    return f"{valid.sigma_median:.3f}" if valid.sigma_median is not None else f"{valid.sigma_mean:.3f} (mean)"
 
 
 def load_valid_any(path: Path) -> bool:

@@ -168,6 +168,7 @@ def _section_training(c: _Context) -> None:
     c.put(n_train=tr.n_train, n_valid=tr.n_valid, epochs_run=tr.epochs_run, best_epoch=tr.best_epoch,
           valid_force_mae=v.force_mae, valid_force_rmse=v.force_rmse,
           valid_energy_mae_per_atom=v.energy_mae_per_atom, valid_sigma_mean=v.sigma_mean,
+          valid_sigma_median=v.sigma_median,
           valid_aleatoric_mean=v.aleatoric_mean, valid_spearman_atom=v.spearman_atom,
           valid_roc_auc_atom=v.roc_auc_atom, train_wall_time_s=tr.wall_time_s,
           valid_miscalibration_area=v.miscalibration_area,
