@@ -121,6 +121,14 @@ class _Context:
     selection: SelectionResult | None = None
     labeling: LabelingResult | None = None
     calibration: calibrate.Calibration | None = None
+    _labelled: dict[str, tuple[list[Atoms], str | None]] = field(default_factory=dict)
+
+    def labelled_frames(self, rel: str) -> tuple[list[Atoms], str | None]:
+        """`_read_optional_frames(labels=True)`, read once per report: several sections use
+        the same files (new labels, the dataset, the seed dataset). Callers only read them."""
+        if rel not in self._labelled:
+            self._labelled[rel] = _read_optional_frames(self.run, rel, labels=True)
+        return self._labelled[rel]
 
     def put(self, **values: Any) -> None:
         for key, value in values.items():
@@ -553,9 +561,9 @@ def _label_forces(c: _Context, la: LabelingResult) -> None:
     """Force sizes of the new labels vs the dataset they join: close contacts found by
     exploration (e.g. a strong UDD bias) show up as labels far above anything in the data,
     and such frames weigh heavily in the next training."""
-    new, _ = _read_optional_frames(c.run, la.labeled_extxyz, labels=True)
+    new, _ = c.labelled_frames(la.labeled_extxyz)
     try:
-        old, _ = _read_optional_frames(c.run, c.run.dataset_for(c.gen).dataset_extxyz, labels=True)
+        old, _ = c.labelled_frames(c.run.dataset_for(c.gen).dataset_extxyz)
     except RunDirError:
         old = []
     if not new or not old:
@@ -653,12 +661,12 @@ def audit_metrics(d: AuditData) -> dict[str, float | int | None]:
     }
 
 
-def _fixed_test_frames(run: RunDir) -> tuple[list[Atoms], str | None]:
+def _fixed_test_frames(c: _Context) -> tuple[list[Atoms], str | None]:
     """The seed dataset's test split: the same frames for every generation."""
-    seed = load_valid(run.seed_dir / "artifact.json", DatasetManifest)
+    seed = load_valid(c.run.seed_dir / "artifact.json", DatasetManifest)
     if seed is None:
         return [], "no valid seed dataset manifest"
-    frames, problem = _read_optional_frames(run, seed.dataset_extxyz, labels=True)
+    frames, problem = c.labelled_frames(seed.dataset_extxyz)
     if problem:
         return [], problem
     test = [a for a in frames if a.info.get("split") == "test"]
@@ -671,7 +679,7 @@ def _validation_frames(c: _Context) -> list[Atoms]:
         rel = c.run.dataset_for(c.gen).dataset_extxyz
     except RunDirError:
         return []
-    frames, _ = _read_optional_frames(c.run, rel, labels=True)
+    frames, _ = c.labelled_frames(rel)
     return [a for a in frames if a.info.get("split") == "valid"]
 
 
@@ -693,12 +701,12 @@ def _section_audit(c: _Context) -> None:
     elif not c.labeling.n_ok:
         c.w.note("no frame was labeled successfully in this generation; audit on new labels skipped.")
     else:
-        frames, problem = _read_optional_frames(c.run, c.labeling.labeled_extxyz, labels=True)
+        frames, problem = c.labelled_frames(c.labeling.labeled_extxyz)
         if problem or not frames:
             c.w.note(f"labeled frames unusable: {problem or 'file is empty'}; audit on new labels skipped.")
         else:
             sets["new_labels"] = frames
-    test, problem = _fixed_test_frames(c.run)
+    test, problem = _fixed_test_frames(c)
     if test:
         sets["fixed_test"] = test
     else:
