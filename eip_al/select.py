@@ -685,8 +685,8 @@ def select_generation(
     noisy = np.zeros(len(pool.frames), dtype=bool)
     if noise is not None and pool.frames:
         noisy = label_noise_flags(pool.aleatoric, pool.sigma, noise.aleatoric_min, noise.max_epistemic_ratio)
-        with np.errstate(invalid="ignore"):  # failed-band frames are extrapolation, not label noise
-            noisy &= ~pool.unphysical & ~(score >= sel.hi)
+        # failed-band frames are extrapolation, not label noise
+        noisy &= ~pool.unphysical & (classify_bands(score, lo, sel.hi) != FAILED)
     rules = SelectionRules(
         n_select=sel.n_select,
         lo=lo,
