@@ -86,12 +86,17 @@ def harmonic_labels(atoms: Atoms) -> Atoms:
     return attach_labels(atoms, energy - 430.0 * len(oxygens) - 13.6 * 2 * len(oxygens), forces)
 
 
-def labelled_water_frames(n: int, seed: int = 0, n_molecules: int = 8, box: float = 6.2) -> list[Atoms]:
-    """`n` distorted water boxes labelled with `harmonic_labels`."""
+def distorted_water_frames(n: int, seed: int = 0, n_molecules: int = 8, box: float = 6.2) -> list[Atoms]:
+    """`n` unlabelled water boxes, every atom displaced by N(0, 0.04 Å) per component."""
     rng = np.random.default_rng(seed)
     frames = []
     for _ in range(n):
         atoms = water_box(n_molecules, box, seed=int(rng.integers(1 << 30)))
         atoms.positions += rng.normal(scale=0.04, size=atoms.positions.shape)
-        frames.append(harmonic_labels(atoms))
+        frames.append(atoms)
     return frames
+
+
+def labelled_water_frames(n: int, seed: int = 0, n_molecules: int = 8, box: float = 6.2) -> list[Atoms]:
+    """`n` distorted water boxes labelled with `harmonic_labels`."""
+    return [harmonic_labels(a) for a in distorted_water_frames(n, seed, n_molecules, box)]

@@ -34,7 +34,14 @@ from eip_al.rundir import RunDirError
 from eip_al.schemas import GenerationRecord, SelectionAudit, TrainingResult, ValidationMetrics
 from eip_al.select import R, SelectionRules, select_generation, select_pool
 from eip_al.train import train_model
-from tests.model_fixtures import TINY, labelled_water_frames, tiny_model, torch_threads, water_box
+from tests.model_fixtures import (
+    TINY,
+    distorted_water_frames,
+    labelled_water_frames,
+    tiny_model,
+    torch_threads,
+    water_box,
+)
 from tests.synthetic_run import build_synthetic_run, synthetic_predictor
 from tests.test_select import make_frame, write_run
 
@@ -263,17 +270,6 @@ def test_select_generation_on_the_calibrated_scale_with_noise_flags(tmp_path) ->
 VAPOUR, LIQUID = (8.0, "vapour"), (6.2, "liquid")  # 8 H2O per cubic box of this edge (Å)
 
 
-def _region(n: int, seed: int, box: float) -> list:
-    """`n` unlabelled (H2O)8 boxes of one region (density set by the box edge)."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        atoms = water_box(8, box, seed=int(rng.integers(1 << 30)))
-        atoms.positions += rng.normal(scale=0.04, size=atoms.positions.shape)
-        frames.append(atoms)
-    return frames
-
-
 def _mock_labels(frames: list, noise: float, work: Path) -> list:
     """Label through the mock labeler (q-SPC/Fw) with its seeded Gaussian force noise."""
     write_frames(work / "in.extxyz", frames)
@@ -293,7 +289,7 @@ def test_mock_label_noise_raises_aleatoric_sigma_and_gets_flagged(tmp_path, nois
     for (box, name), seed in ((VAPOUR, 1), (LIQUID, 2)):
         (tmp_path / name).mkdir()
         noisy = name == noisy_region[1]
-        frames = _mock_labels(_region(11 if noisy else 20, seed, box), 0.5 if noisy else 0.0, tmp_path / name)
+        frames = _mock_labels(distorted_water_frames(11 if noisy else 20, seed, box=box), 0.5 if noisy else 0.0, tmp_path / name)
         n_valid = 1 if noisy else 4  # noise in a minority of the validation frames, as in a real run
         train, valid = train + frames[:-n_valid], valid + frames[-n_valid:]
     with torch_threads(1):
@@ -308,9 +304,9 @@ def test_mock_label_noise_raises_aleatoric_sigma_and_gets_flagged(tmp_path, nois
                     np.array([np.linalg.norm(p["uncertainty_components"], axis=1).mean() for p in preds]))
 
         clean_box = LIQUID[0] if noisy_region is VAPOUR else VAPOUR[0]
-        a_noisy, e_noisy = per_frame(_region(16, 11, noisy_region[0]))
-        a_clean, e_clean = per_frame(_region(16, 12, clean_box))
-        a_far, e_far = per_frame(_region(16, 13, 5.4))  # compressed: never seen, not noisy
+        a_noisy, e_noisy = per_frame(distorted_water_frames(16, 11, box=noisy_region[0]))
+        a_clean, e_clean = per_frame(distorted_water_frames(16, 12, box=clean_box))
+        a_far, e_far = per_frame(distorted_water_frames(16, 13, box=5.4))  # compressed: never seen, not noisy
     assert a_noisy.mean() > 1.5 * a_clean.mean(), (a_noisy.mean(), a_clean.mean())
 
     defaults = ALConfig().selection
