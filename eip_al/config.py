@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from ase.data import chemical_symbols
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PosFloat = Annotated[float, Field(gt=0)]
@@ -105,6 +106,11 @@ class UDDConfig(Section):
     limiter: bool = True
     C: PosFloat = 0.2  # eV/Å
     D: PosFloat = 1.5
+    # if set, A is replaced per generation by the amplitude that gives this median
+    # |F̃_b|/|F| on the model's own training frames (Kulichenko et al.: ≈ 0.36), so one
+    # config gives the same bias strength at any system size (docs/exploration.md)
+    target_bias_ratio: PosFloat | None = None
+    scale_frames: PosInt = 16  # training frames used to find that amplitude
 
 
 class WalkerConfig(Section):
@@ -123,12 +129,31 @@ class WalkerConfig(Section):
 
 
 class CollapseConfig(Section):
-    """When a trajectory is declared collapsed (stopped cleanly, not raised)."""
+    """When a trajectory is declared collapsed (stopped cleanly, not raised), and which
+    frames selection refuses as unphysical: the same per-pair distance rule for both
+    (eip_al/screening.py, docs/exploration.md)."""
 
-    min_distance: PosFloat = 0.6  # Å, any pair
+    min_distance: PosFloat = 0.6  # Å, absolute floor for any pair
+    # floor per pair: covalent_factor × (r_cov(a) + r_cov(b)) (ASE covalent radii)
+    covalent_factor: PosFloat = 0.6
+    # learned limit per pair: smallest distance in the reference data minus learned_margin
+    # (Å; None: not learned); the reference is the seed dataset (fixed for the run) or the
+    # dataset of the current generation
+    learned_margin: Annotated[float, Field(ge=0)] | None = 0.25
+    learn_from: Literal["seed", "dataset"] = "seed"
+    # explicit limits that replace the learned one, e.g. {"O-O": 2.2} (Å)
+    min_pair_distance: dict[str, PosFloat] = Field(default_factory=dict)
     max_oh_bond: PosFloat | None = 1.6  # Å; water only: an H farther than this from every O
     max_temperature_factor: PosFloat = 3.0  # T > factor * target
     max_force: PosFloat = 50.0  # eV/Å on any atom
+
+    @model_validator(mode="after")
+    def _pairs_known(self) -> CollapseConfig:
+        for name in self.min_pair_distance:
+            parts = name.split("-")
+            if len(parts) != 2 or any(p not in chemical_symbols[1:] for p in parts):
+                raise ValueError(f"min_pair_distance: {name!r} is not a pair of element symbols like 'O-H'")
+        return self
 
 
 class ExploreConfig(Section):
@@ -217,6 +242,11 @@ class LabelerConfig(Section):
     n_parallel: PosInt = 1  # local jobs at once
     max_failure_fraction: Fraction = 0.2
     max_force_eV_A: PosFloat = 100.0  # a label with any |F| above this is implausible_forces
+    # a label whose max per-atom |F| exceeds outlier_force_factor × the outlier_percentile of
+    # the per-atom |F| of the dataset it would join is quarantined (outlier_forces: counted as
+    # a failure, not merged; docs/labeling.md). None switches it off.
+    outlier_force_factor: PosFloat | None = 4.0
+    outlier_percentile: Annotated[float, Field(gt=0, le=100)] = 99.9
     mock: MockLabelerConfig = MockLabelerConfig()
     cp2k: CP2KConfig = CP2KConfig()
     slurm: SlurmConfig = SlurmConfig()

@@ -31,6 +31,7 @@ FailureClass = Literal[
     "truncated",
     "inconsistent",
     "implausible_forces",
+    "outlier_forces",  # plausible alone, but far outside the dataset's forces: quarantined, not merged
     "injected",
 ]
 
@@ -175,6 +176,12 @@ class ExplorationResult(Artifact):
     energy_mean: float | None = None
     energy_std: float | None = None
     bias_ratio_mean: float | None = None  # mean |F_bias|/|F| (udd only)
+    # udd only: median over steps of the per-step median over atoms of |F̃_b,i|/|F_i|, and the max
+    bias_ratio_median: float | None = None
+    bias_ratio_max: float | None = None
+    udd_A: float | None = None  # the amplitude used (eV): configured, or scaled to udd_target_ratio
+    udd_target_ratio: float | None = None
+    min_pair_distance: dict[str, float] | None = None  # Å, the screen this walker ran under
     wall_time_s: float
 
 
@@ -203,6 +210,7 @@ class SelectionResult(Artifact):
     lo_source: Literal["config", "adaptive"]
     n_pool: int
     n_unphysical: int
+    unphysical_by_reason: dict[str, int] = {}  # per element pair ('O-O') or rule
     n_accurate: int
     n_candidate: int
     n_failed: int
@@ -280,6 +288,9 @@ class LabelingResult(Artifact):
     n_failed: int
     failures_by_class: dict[str, int]
     labeled_extxyz: str
+    # labels quarantined as force outliers (kept with their labels for inspection, not merged)
+    quarantine_extxyz: str | None = None
+    outlier_force_limit: float | None = None  # eV/Å, the max |F| above which a label was quarantined
     budget_exceeded: bool = False
     message: str | None = None  # why the generation should stop, or what the user must do next
 
