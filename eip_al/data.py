@@ -13,7 +13,7 @@ documented in docs/data.md:
   (`TheoryMismatchError`) unless ``merge.allow_theory_mismatch``;
 * splits: a frame keeps its split forever; a new frame gets a seeded hash rule;
 * crash safety: the old manifest is removed before the new dataset file is written, so a
-  directory holds a manifest only when it matches its file (sha256, checked on load), and
+  directory holds a manifest only when it matches its file (size and sha256, checked on load), and
   the previous generation's directory is never written to.
 """
 
@@ -28,6 +28,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from eip_al import integrity
 from eip_al.config import ALConfig, ConfigError, MergeConfig
 from eip_al.io import FrameError, frame_id, read_frames, validate_frame, write_frames
 from eip_al.rundir import ARTIFACT_NAME, RunDir, RunDirError
@@ -153,14 +154,6 @@ def _copy_labeled(atoms: Atoms) -> Atoms:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _describe(theory: TheoryFingerprint) -> str:
     parts = [f"code={theory.code}", f"method={theory.method}"]
     if theory.cutoff_ry is not None:
@@ -170,16 +163,13 @@ def _describe(theory: TheoryFingerprint) -> str:
 
 # ---------------------------------------------------------------------------- load / write
 def load_dataset(run: RunDir, manifest: DatasetManifest) -> list[Atoms]:
-    """The frames of a dataset, after checking the file's sha256 and frame count."""
+    """The frames of a dataset, after checking the file's size, sha256 and frame count.
+
+    A file that differs from its manifest raises `integrity.IntegrityError` (one line: the
+    file, the step that wrote it, how to redo that step).
+    """
     path = run.abs(manifest.dataset_extxyz)
-    if not path.exists():
-        raise DatasetIntegrityError(f"{path}: dataset file missing (its manifest exists)")
-    sha = _sha256(path)
-    if sha != manifest.sha256:
-        raise DatasetIntegrityError(
-            f"{path}: sha256 {sha[:12]}… differs from its manifest's {manifest.sha256[:12]}…: "
-            "the file was modified or partially written; rerun the step that wrote it"
-        )
+    integrity.verify(run, manifest, path.parent / ARTIFACT_NAME)
     frames = read_frames(path, require_labels=True, require_cell=False)
     if len(frames) != manifest.n_frames:
         raise DatasetIntegrityError(
@@ -320,12 +310,14 @@ def write_dataset(
     # manifest, so a crash can never pair an old manifest with a new dataset file.
     manifest_path.unlink(missing_ok=True)
     write_frames(dataset_path, out)
+    digest = integrity.file_digest(dataset_path)
     manifest = DatasetManifest(
         generation=generation,
         dataset_extxyz=run.rel(dataset_path),
         n_frames=len(out),
         theory=theory,
-        sha256=_sha256(dataset_path),
+        sha256=digest.sha256,
+        files={run.rel(dataset_path): digest},
         n_duplicates_dropped=n_dup,
         parent=parent_rel,
         notes=notes,

@@ -26,9 +26,10 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from eip_al.atomic import atomic_write_with
+from eip_al.atomic import atomic_write_with, sha256_file
 from eip_al.config import ALConfig, ConfigError
 from eip_al.data import write_dataset
+from eip_al.integrity import seal
 from eip_al.io import frame_id, read_frames, write_frames
 from eip_al.label import get_labeler
 from eip_al.label.jobs import LabelBatch, collect, prepare_jobs, run_all
@@ -217,7 +218,7 @@ def label_seed_frames(cfg: ALConfig, run: RunDir, frames: list[Atoms], source: s
             f"{batch.label_dir}: seed labels failed: {result.message or 'no frame was labelled'}; "
             "rerun to retry (finished jobs are kept)"
         )
-    result.write(batch.label_dir / ARTIFACT_NAME)
+    seal(result, run.root).write(batch.label_dir / ARTIFACT_NAME)
     if result.n_failed:
         console.print(
             f"seed labels: {result.n_ok}/{len(frames)} ok, failed by class {result.failures_by_class}"
@@ -244,7 +245,7 @@ def user_seed_frames(cfg: ALConfig) -> tuple[list[Atoms], TheoryFingerprint]:
     if labeler_theory is not None and all(a.info["theory"] == labeler_theory.key() for a in frames):
         theory = labeler_theory
     else:
-        sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        sha = sha256_file(Path(path))
         theory = TheoryFingerprint(
             code="external", method="user-supplied", extra={"file": Path(path).name, "sha256": sha}
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from eip_al import integrity
 from eip_al.atomic import atomic_write_text
 from eip_al.config import ALConfig, LabelerConfig
 from eip_al.label.base import JobResult, Labeler
@@ -127,6 +128,7 @@ def ingest(run: RunDir, gen: int | None = None) -> LabelingResult:
         return found
     result = collect(_batch(cfg, run, gen))
     if not result.budget_exceeded:
+        result = integrity.seal(result, run.root)
         result.write(path)
     return result
 
