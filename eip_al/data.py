@@ -147,6 +147,18 @@ def _normalize_info(atoms: Atoms, where: str) -> None:
             raise FrameError(f"{where}: info '{k}' must be a number, got {v!r}")
 
 
+def coerce_str_info(atoms: Atoms) -> None:
+    """Provenance strings a plain extxyz writer let turn into numbers, back to str.
+
+    ASE writes "000123" bare and reads it back as the int 123 (leading zeros are lost):
+    a file eip-al wrote, then rewritten by plain `ase.io.write`, has such ids.
+    """
+    for k in STR_KEYS:
+        v = atoms.info.get(k)
+        if isinstance(v, numbers.Real | np.generic) and not isinstance(v, bool | np.bool_):
+            atoms.info[k] = str(int(v)) if float(v).is_integer() else str(v)
+
+
 def _copy_labeled(atoms: Atoms) -> Atoms:
     """A copy that keeps the labels (Atoms.copy drops the calculator)."""
     out = atoms.copy()
@@ -200,8 +212,11 @@ def write_dataset(
     merge_cfg: MergeConfig,
     run: RunDir,
     parent: DatasetManifest | None = None,
+    source: str | None = None,
 ) -> DatasetManifest:
     """Write `parent`'s frames (unchanged, split kept) + the new `frames` as one dataset.
+
+    `source` (e.g. the user's seed file) names the new frames in errors instead of `out_dir`.
 
     `frames` are the NEW labelled frames (all frames of the seed when `parent` is None).
     Each new frame gets ``frame_id`` (content hash) if missing, ``generation`` =
@@ -253,7 +268,7 @@ def write_dataset(
     n_dup = 0
     mixed = 0
     for i, src in enumerate(frames):
-        where = f"{out_dir}: new frame {i}"
+        where = f"{source}: frame {i}" if source else f"{out_dir}: new frame {i}"
         validate_frame(src, where=where, require_labels=True, require_cell=False)
         atoms = _copy_labeled(src)
         _normalize_info(atoms, where)

@@ -15,6 +15,7 @@ from pathlib import Path
 from eip_al import integrity
 from eip_al.atomic import atomic_write_text
 from eip_al.config import ALConfig, LabelerConfig
+from eip_al.io import read_frames
 from eip_al.label.base import JobResult, Labeler
 from eip_al.label.jobs import (
     FAILURES_NAME,
@@ -149,7 +150,7 @@ def label_file(
     """
     in_path, out_path = Path(in_path).resolve(), Path(out_path).resolve()
     work_dir = Path(work_dir or default_work_dir(out_path)).resolve()
-    frames = frames_for_labeling(in_path)
+    frames = read_frames(in_path, require_labels=False, require_cell=False)  # empty: FrameError
     batch = LabelBatch(labeler_cfg, work_dir, work_dir, 0)
     work_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
