@@ -88,7 +88,7 @@ def test_predict_refuses_overlapping_atoms_and_non_finite_predictions(tmp_path, 
     good = tmp_path / "good.extxyz"
     write_frames(good, [water_box(2, box=4.0, seed=s) for s in range(2)])
     res = runner.invoke(app, ["predict", str(model), str(good), str(out)])
-    _one_error_line(res, "good.extxyz: frame 1: the model's uncertainty are not finite")
+    _one_error_line(res, "good.extxyz: frame 1: the model predicted a non-finite uncertainty")
     assert not out.exists()
 
 

@@ -44,7 +44,10 @@ def _refuse_non_finite(preds: list[dict], where: Path) -> None:
         bad = [key for key in ("energy", "forces", "uncertainty", "config_uncertainty")
                if not np.all(np.isfinite(p[key]))]
         if bad:
-            raise FrameError(f"{where}: frame {k}: the model's {', '.join(bad)} are not finite (NaN or inf)")
+            raise FrameError(
+                f"{where}: frame {k}: the model predicted a non-finite {', '.join(bad)} (NaN or inf); "
+                "nothing written"
+            )
 
 
 def _split_for_training(frames: list[Atoms], data: Path, cfg: ALConfig) -> tuple[list[Atoms], list[Atoms]]:
