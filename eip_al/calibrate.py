@@ -389,6 +389,7 @@ def selection_audit(
     None when it cannot exist: no training or labeling result, nothing labeled, or no
     predictor. The model is the generation's own checkpoint (the one that selected).
     """
+    from eip_al import integrity
     from eip_al.io import read_frames
     from eip_al.rundir import ARTIFACT_NAME, load_valid
     from eip_al.schemas import LabelingResult
@@ -414,6 +415,7 @@ def selection_audit(
         calibration = None
     result = selection_audit_from_predictions(run, gen, training, labeling.labeled_extxyz, frames, preds,
                                               calibration)
+    result = integrity.seal(result, run.root)
     result.write(path)
     return result
 

@@ -144,16 +144,26 @@ def load_valid(path: Path, cls: type[A]) -> A | None:
         return None
 
 
-def run_step(path: Path, cls: type[A], produce: Callable[[], A]) -> tuple[A, bool]:
+def run_step(
+    path: Path, cls: type[A], produce: Callable[[], A], run: RunDir | None = None
+) -> tuple[A, bool]:
     """Return the valid artifact at `path`, or call `produce()`, write its result, return it.
 
-    The second element is True when the step was skipped (artifact already there).
+    The second element is True when the step was skipped (artifact already there). With
+    `run`, a found artifact's payload files are verified (`eip_al.integrity.IntegrityError`
+    on a mismatch) and a produced one records theirs (unless its producer already did).
     """
+    from eip_al import integrity
+
     found = load_valid(path, cls)
     if found is not None:
+        if run is not None:
+            integrity.verify(run, found, path)
         return found, True
     result = produce()
     if not isinstance(result, cls):
         raise TypeError(f"step producing {path} returned {type(result).__name__}, not {cls.__name__}")
+    if run is not None and not result.files:
+        result = integrity.seal(result, run.root)
     result.write(path)
     return result, False

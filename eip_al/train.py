@@ -33,10 +33,10 @@ from ase import Atoms
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from eip_al.atomic import atomic_write_bytes, atomic_write_text
+from eip_al.atomic import atomic_write_bytes, atomic_write_text, sha256_file
 from eip_al.calibrate import CalibrationError, fit_calibration
 from eip_al.config import ALConfig, ModelConfig, TrainConfig
-from eip_al.io import FrameError, frame_id, read_frames
+from eip_al.io import FrameError, frame_id
 from eip_al.metrics import atom_force_error
 from eip_al.model.checkpoint import (
     checkpoint_payload,
@@ -165,7 +165,7 @@ def _fingerprint(
         h.update(np.asarray([a.get_potential_energy() for a in frames]).tobytes())
     h.update(model_cfg.model_dump_json().encode())
     h.update(train_cfg.model_dump_json(exclude={"epochs", "max_time_s", "device"}).encode())
-    h.update(hashlib.sha256(init.read_bytes()).digest() if init is not None else b"cold start")
+    h.update(bytes.fromhex(sha256_file(init)) if init is not None else b"cold start")
     return h.hexdigest()
 
 
@@ -423,9 +423,11 @@ def train_generation(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
     Writes model.pt, last.pt and metrics.csv into `gen-XXX/train/`; the caller writes
     the returned artifact (e.g. with `run_step`). The 'test' split is never read.
     """
+    from eip_al.data import load_dataset
+
     manifest = run.dataset_for(gen)
     dataset = run.abs(manifest.dataset_extxyz)
-    parts = split_frames(read_frames(dataset, require_cell=False), str(dataset))
+    parts = split_frames(load_dataset(run, manifest), str(dataset))  # verified before any training
     init = None
     if cfg.train.warm_start and gen > 0:
         prev_path = run.artifact_path(gen - 1, "train")

@@ -34,7 +34,6 @@ from eip_al.explore import walker as walker_mod
 from eip_al.explore.collapse import REASONS
 from eip_al.explore.udd import atom_bias_ratios, scale_amplitude
 from eip_al.explore.walker import start_atoms
-from eip_al.screening import build_screen, smallest_pair_distances
 from eip_al.io import write_frames
 from eip_al.model import EIPModel, ModelSpec
 from eip_al.model.checkpoint import save_checkpoint
@@ -46,6 +45,7 @@ from eip_al.schemas import (
     TrainingResult,
     ValidationMetrics,
 )
+from eip_al.screening import build_screen, smallest_pair_distances
 
 
 # ----------------------------------------------------------------------------- fixtures

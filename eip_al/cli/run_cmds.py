@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from eip_al.cli.app import app, user_errors
-from eip_al.rundir import RunDir, load_valid
+from eip_al.integrity import REDO_STEPS, IntegrityError, redo_command, run_problems
+from eip_al.integrity import redo as invalidate
+from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import STEPS, ValidationMetrics, json_schemas
 
 out = Console()
+RedoStep = StrEnum("RedoStep", {s: s for s in REDO_STEPS})  # type: ignore[misc]
 
 
 @app.command()
@@ -39,9 +44,10 @@ def schema(
 @app.command()
 @user_errors
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Per-generation table: steps done (Train Explore Select Label Merge Report), dataset size
-    after merge, validation force MAE and median σ (eV/Å; a few extrapolating atoms can make the
-    mean meaningless), candidate fraction, selected, failed labels."""
+    """Per-generation table: steps done (Train Explore Select Label Merge Report; ✗: a file the
+    step wrote has changed since), dataset size after merge, validation force MAE and median σ
+    (eV/Å; a few extrapolating atoms can make the mean meaningless), candidate fraction,
+    selected, failed labels. Exits 1 when a payload file differs from its artifact's record."""
     from eip_al.schemas import DatasetManifest, LabelingResult, SelectionResult, TrainingResult
 
     run = RunDir(run_dir)
@@ -51,10 +57,18 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     steps_header = " ".join(s[0].upper() for s in STEPS)  # T E S L M R
     for col in ("gen", steps_header, "frames", "F-MAE", "σ median", "cand.", "sel.", "fail"):
         table.add_column(col, no_wrap=True)
+    problems = run_problems(run, f"eip-al run {run.config_path} --run-dir {run.root}")
+    bad = {path for path, _ in problems}
     seed = load_valid(run.seed_dir / "artifact.json", DatasetManifest)
-    out.print(f"seed dataset: {seed.n_frames if seed else '—'} frames")
+    seed_mark = " ✗" if run.seed_dir / "artifact.json" in bad else ""
+    out.print(f"seed dataset: {seed.n_frames if seed else '—'} frames{seed_mark}")
+
+    def mark(gen: int, step: str) -> str:
+        path = run.artifact_path(gen, step)  # type: ignore[arg-type]
+        return "✗" if path in bad else "✓" if load_valid_any(path) else "·"
+
     for gen in run.generations():
-        done = " ".join("✓" if load_valid_any(run.artifact_path(gen, s)) else "·" for s in STEPS)
+        done = " ".join(mark(gen, s) for s in STEPS)
         tr = load_valid(run.artifact_path(gen, "train"), TrainingResult)
         se = load_valid(run.artifact_path(gen, "select"), SelectionResult)
         la = load_valid(run.artifact_path(gen, "label"), LabelingResult)
@@ -70,6 +84,10 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
             str(la.n_failed) if la else "—",
         )
     out.print(table)
+    for _, msg in problems:
+        out.print(f"[bold red]changed:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 def _sigma_median(valid: ValidationMetrics) -> str:
@@ -97,13 +115,35 @@ def run(
     fork: Annotated[
         bool, typer.Option("--fork", help="Continue an existing run dir with a changed config.")
     ] = False,
+    redo: Annotated[
+        RedoStep | None,
+        typer.Option("--redo", help="Invalidate this step of --gen and every step after it, then run."),
+    ] = None,
+    gen: Annotated[int | None, typer.Option("--gen", min=0, help="The generation of --redo.")] = None,
 ) -> None:
-    """Run (or resume) an active-learning run in-process (Prefect's ephemeral mode: no server)."""
+    """Run (or resume) an active-learning run in-process (Prefect's ephemeral mode: no server).
+
+    Before anything runs, every finished step's files are checked against the sizes and
+    sha256 its artifact recorded; a changed file stops the run with the `--redo` to use.
+    """
     from eip_al.config import load_config
 
+    run_cmd = f"eip-al run {config}" + (f" --run-dir {run_dir}" if run_dir is not None else "")
+    if redo is None and gen is not None:
+        raise RunDirError("--gen N is only used with --redo STEP, e.g. " + redo_command("train", gen, run_cmd))
+    if redo is not None and gen is None and redo.value != "seed":
+        raise RunDirError(f"--redo {redo.value} needs --gen N, e.g. " + redo_command(redo.value, 0, run_cmd))
     cfg = load_config(config)  # clear config errors before Prefect starts
     root = run_dir if run_dir is not None else cfg.resolved_run_dir()
-    RunDir(root).init(cfg, fork=fork)  # refuses a changed config early, with the reason
+    rundir = RunDir(root)
+    rundir.init(cfg, fork=fork)  # refuses a changed config early, with the reason
+    if redo is not None:
+        dest, moved = invalidate(rundir, redo.value, gen or 0)
+        out.print(f"--redo {redo.value}: {len(moved)} artifact file(s) moved into {dest}")
+    problems = run_problems(rundir, run_cmd)
+    if problems:
+        more = f" ({len(problems) - 1} more: eip-al status {rundir.root})" if len(problems) > 1 else ""
+        raise IntegrityError(problems[0][1] + more)
     # The ephemeral server must not try to phone home from an offline machine.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.al import active_learning

@@ -42,15 +42,15 @@ from ase.md.md import MolecularDynamics
 from ase.md.nvtberendsen import NVTBerendsen
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
-from eip_al.atomic import atomic_path
+from eip_al.atomic import atomic_path, sha256_file
 from eip_al.calculator import EIPCalculator
 from eip_al.config import ALConfig, CollapseConfig, WalkerConfig
 from eip_al.explore.collapse import CollapseDetector
 from eip_al.explore.udd import UDDCalculator, scale_amplitude
 from eip_al.io import frame_id, read_frames
 from eip_al.rundir import RunDir, RunDirError, load_valid, run_step
-from eip_al.screening import PairScreen, screen_for_run
 from eip_al.schemas import ExplorationResult, ExplorationSummary, TrainingResult
+from eip_al.screening import PairScreen, screen_for_run
 
 LOG_COLUMNS = ("step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio",
                "bias_ratio_median", "bias_ratio_max")
@@ -368,14 +368,6 @@ def log_statistics(log_csv: Path, kind: str) -> dict[str, float | None]:
 
 
 # ----------------------------------------------------------------------------- run dir level
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def pick_start_frame(run: RunDir, gen: int, rng: np.random.Generator) -> tuple[Atoms, int, str]:
     """A training frame of generation `gen`'s dataset (split 'train' when splits exist).
 
@@ -431,7 +423,7 @@ def run_walker(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationRe
         "generation": gen, "walker": plan.name, "config": wc.model_dump(mode="json"),
         "udd": udd.model_dump(mode="json") if plan.kind == "udd" else None,
         "collapse": cfg.explore.collapse.model_dump(mode="json"), "device": cfg.explore.device,
-        "checkpoint_sha256": _sha256(checkpoint), "dataset_sha256": dataset_sha, "start_frame": frame_index,
+        "checkpoint_sha256": sha256_file(checkpoint), "dataset_sha256": dataset_sha, "start_frame": frame_index,
         "screen": screen.thresholds, "log_columns": LOG_COLUMNS,
     }
     restart_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()
@@ -474,6 +466,6 @@ def explore_generation(cfg: ALConfig, run: RunDir, gen: int) -> ExplorationSumma
     results = []
     for name in walker_names(cfg):
         path = run.step_dir(gen, "explore") / f"{name}.json"
-        result, _ = run_step(path, ExplorationResult, lambda name=name: run_walker(cfg, run, gen, name))
+        result, _ = run_step(path, ExplorationResult, lambda name=name: run_walker(cfg, run, gen, name), run)
         results.append(result)
     return ExplorationSummary(generation=gen, walkers=results)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from eip_al import integrity
 from eip_al.atomic import atomic_write_text
 from eip_al.config import ALConfig, LabelerConfig
+from eip_al.io import read_frames
 from eip_al.label.base import JobResult, Labeler
 from eip_al.label.jobs import (
     FAILURES_NAME,
@@ -27,7 +29,6 @@ from eip_al.label.jobs import (
     run_all,
     run_job,
 )
-from eip_al.io import read_frames
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import JobOutcome, LabelingJobSet, LabelingResult, SelectionResult
 
@@ -154,6 +155,7 @@ def ingest(run: RunDir, gen: int | None = None) -> LabelingResult:
         return found
     result = collect(_batch(cfg, run, gen, screen=True))
     if not result.budget_exceeded:
+        result = integrity.seal(result, run.root)
         result.write(path)
     return result
 
@@ -174,7 +176,7 @@ def label_file(
     """
     in_path, out_path = Path(in_path).resolve(), Path(out_path).resolve()
     work_dir = Path(work_dir or default_work_dir(out_path)).resolve()
-    frames = frames_for_labeling(in_path)
+    frames = read_frames(in_path, require_labels=False, require_cell=False)  # empty: FrameError
     batch = LabelBatch(labeler_cfg, work_dir, work_dir, 0)
     work_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(

@@ -22,6 +22,7 @@ from ase import Atoms
 
 from eip_al import calibrate
 from eip_al.config import ALConfig
+from eip_al.integrity import seal
 from eip_al.io import FrameError, read_frames
 from eip_al.metrics import atom_force_error, uq_metrics
 from eip_al.report import figures
@@ -768,9 +769,10 @@ def _write_selection_audit(c: _Context, frames: list[Atoms], preds: list[dict[st
     path = calibrate.audit_dir(c.run, c.gen) / "artifact.json"
     if c.train is None or c.labeling is None or load_valid(path, calibrate.SelectionAudit) is not None:
         return
-    calibrate.selection_audit_from_predictions(
+    audit = calibrate.selection_audit_from_predictions(
         c.run, c.gen, c.train, c.labeling.labeled_extxyz, frames, preds, c.calibration
-    ).write(path)
+    )
+    seal(audit, c.run.root).write(path)
 
 
 def _calibration_figure(c: _Context, data: dict[str, AuditData]) -> None:
