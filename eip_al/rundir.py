@@ -27,7 +27,7 @@ from typing import TypeVar
 import yaml
 
 from eip_al.atomic import atomic_write_text
-from eip_al.config import ALConfig, config_from_mapping, dump_config
+from eip_al.config import ALConfig, check_safe_path, config_from_mapping, dump_config
 from eip_al.schemas import Artifact, DatasetManifest, StepName
 
 A = TypeVar("A", bound=Artifact)
@@ -99,6 +99,7 @@ class RunDir:
         A changed config under an existing run is refused unless `fork` is true, in which
         case the old config is kept as config.<timestamp>.yaml and the new one is used.
         """
+        check_safe_path(self.root, "run directory")  # job scripts name it
         self.root.mkdir(parents=True, exist_ok=True)
         new_text = dump_config(cfg)
         if self.config_path.exists():
