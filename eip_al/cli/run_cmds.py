@@ -140,11 +140,30 @@ def serve(
     ] = Path("configs/al-water.yaml"),
     name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "al-water",
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Default run dir.")] = None,
+    config_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--config-dir",
+            help="Directory whose config files (or presets: file stems) runs may use; repeatable. "
+            "Default: the directory of --config.",
+        ),
+    ] = None,
+    runs_root: Annotated[
+        Path, typer.Option("--runs-root", help="Every run directory of the deployment lies inside it.")
+    ] = Path("runs"),
 ) -> None:
-    """Serve deployment active-learning/<name> (needs PREFECT_API_URL to a running server)."""
-    from eip_al.config import load_config
+    """Serve deployment active-learning/<name> (needs PREFECT_API_URL to a running server).
 
-    load_config(config)
+    Runs take a config file under the config directories or a preset name, overrides of
+    name, generations, selection.n_select and train.epochs only, and a run dir inside
+    --runs-root; anything else fails the run before it starts (docs/cluster.md, trust model).
+    """
     from flows.serve import serve as serve_flow
 
-    serve_flow(str(config), name=name, run_dir=str(run_dir) if run_dir else None)
+    serve_flow(
+        str(config),
+        name=name,
+        run_dir=str(run_dir) if run_dir else None,
+        config_dirs=[str(d) for d in config_dir] if config_dir else None,
+        runs_root=str(runs_root),
+    )
