@@ -1,4 +1,4 @@
-"""`eip-al run | status | report | schema | serve`: driving and inspecting runs."""
+"""`eip-al check | run | status | report | schema | serve`: driving and inspecting runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from eip_al.cli.app import app, user_errors
+from eip_al.cli.app import app, print_error, user_errors
+from eip_al.preflight import Preflight, preflight
 from eip_al.rundir import RunDir, load_valid
 from eip_al.schemas import STEPS, ValidationMetrics, json_schemas
 
@@ -87,6 +88,36 @@ def load_valid_any(path: Path) -> bool:
         return False
 
 
+def _preflight_or_exit(
+    config: Path, run_dir: Path | None, fork: bool, code: int, show_plan: bool
+) -> Preflight:
+    """Run the pre-flight checks; print the plan (if asked) and every problem, one per line;
+    exit with `code` if there is any problem."""
+    pre = preflight(config, run_dir, fork)
+    if show_plan and pre.plan:
+        out.print("\n".join(pre.plan), highlight=False, markup=False)
+    for problem in pre.problems:
+        print_error(problem)
+    if pre.problems:
+        raise typer.Exit(code)
+    return pre
+
+
+@app.command()
+@user_errors
+def check(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run directory (default: runs/<name>).")
+    ] = None,
+    fork: Annotated[bool, typer.Option("--fork", help="As for `eip-al run`.")] = False,
+) -> None:
+    """Pre-flight: print the plan and every problem found before any work starts; exit 1 if
+    there is one (config, files, templates, executables on PATH, CP2K input, run dir)."""
+    _preflight_or_exit(config, run_dir, fork, code=1, show_plan=True)
+    out.print("[green]ok[/]: no problems found")
+
+
 @app.command()
 @user_errors
 def run(
@@ -98,17 +129,17 @@ def run(
         bool, typer.Option("--fork", help="Continue an existing run dir with a changed config.")
     ] = False,
 ) -> None:
-    """Run (or resume) an active-learning run in-process (Prefect's ephemeral mode: no server)."""
-    from eip_al.config import load_config
+    """Run (or resume) an active-learning run in-process (Prefect's ephemeral mode: no server).
 
-    cfg = load_config(config)  # clear config errors before Prefect starts
-    root = run_dir if run_dir is not None else cfg.resolved_run_dir()
-    RunDir(root).init(cfg, fork=fork)  # refuses a changed config early, with the reason
+    The pre-flight checks of `eip-al check` run first: any problem stops it (exit 2) before
+    anything is written."""
+    pre = _preflight_or_exit(config, run_dir, fork, code=2, show_plan=False)
+    RunDir(pre.run_dir).init(pre.cfg, fork=fork)
     # The ephemeral server must not try to phone home from an offline machine.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.al import active_learning
 
-    result = active_learning(config=str(config.resolve()), run_dir=str(Path(root).resolve()), fork=fork)
+    result = active_learning(config=str(config.resolve()), run_dir=str(Path(pre.run_dir).resolve()), fork=fork)
     out.print(
         f"[green]done[/]: {result['generations_done']} generation(s) in {result['run_dir']}"
         + (f"; stopped early: {result['stop_reason']}" if result["stop_reason"] else "")
