@@ -7,13 +7,35 @@ whose message names the file and each bad field, e.g.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from ase.data import chemical_symbols
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control(value: Any) -> Any:
+    """Refuse a path or command word with a newline or other control character: it would end
+    up in a shell or Slurm script (a newline there starts a new command)."""
+    if _CONTROL.search(str(value)):
+        raise ValueError("must not contain a newline or other control character")
+    return value
+
+
+def check_safe_path(path: Path | str, what: str) -> None:
+    """ConfigError if `path` (written into a job or Slurm script) has a control character."""
+    try:
+        _no_control(path)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc} (got {str(path)!r})") from None
+
+
+SafePath = Annotated[Path, AfterValidator(_no_control)]  # a path written into job scripts
+SafeStr = Annotated[str, AfterValidator(_no_control)]
 PosFloat = Annotated[float, Field(gt=0)]
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -25,7 +47,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # every float of every section must be finite (`cutoff: .inf` or `nan` is a typo, not a value)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SystemConfig(Section):
@@ -34,7 +57,7 @@ class SystemConfig(Section):
     kind: Literal["water", "file"] = "water"
     n_molecules: PosInt = 96
     density_g_cm3: PosFloat = 0.997
-    structure_file: Path | None = None  # kind=file: CIF, POSCAR, extxyz, ...
+    structure_file: SafePath | None = None  # kind=file: CIF, POSCAR, extxyz, ...
     seed: int = 0
 
     @model_validator(mode="after")
@@ -48,7 +71,7 @@ class SeedDataConfig(Section):
     """Generation-0 data: classical MD with the mock force field, or the user's extxyz."""
 
     source: Literal["md", "file"] = "md"
-    file: Path | None = None  # source=file: labelled extxyz (energy + forces)
+    file: SafePath | None = None  # source=file: labelled extxyz (energy + forces)
     n_frames: PosInt = 1000
     temperature_K: PosFloat = 300.0
     timestep_fs: PosFloat = 0.5
@@ -211,29 +234,29 @@ class MockLabelerConfig(Section):
 
 
 class CP2KConfig(Section):
-    template: Path = Path("templates/cp2k/water-pbe-d3.inp")
-    user_input: Path | None = None  # a full CP2K input; parsed and regenerated
-    executable: str = "cp2k.psmp"
-    launcher: list[str] = Field(default_factory=list)  # e.g. ["mpirun", "-np", "2"]
+    template: SafePath = Path("templates/cp2k/water-pbe-d3.inp")
+    user_input: SafePath | None = None  # a full CP2K input; parsed and regenerated
+    executable: Annotated[SafeStr, Field(min_length=1)] = "cp2k.psmp"
+    launcher: list[SafeStr] = Field(default_factory=list)  # e.g. ["mpirun", "-np", "2"]
     cutoff_ry: PosFloat = 400.0
     rel_cutoff_ry: PosFloat = 50.0
     eps_scf: PosFloat = 1e-6
     max_scf: PosInt = 50
     retry_scf: bool = True
     timeout_s: PosFloat = 3600.0
-    schema_xml: Path | None = None  # cp2k_input.xml of the CP2K that runs the jobs (default: `executable --xml`)
+    schema_xml: SafePath | None = None  # cp2k_input.xml of the CP2K that runs the jobs (default: `executable --xml`)
     omp_num_threads: PosInt | None = None  # OMP_NUM_THREADS in each job's run script (None: inherit)
 
 
 class SlurmConfig(Section):
-    partition: str | None = None
-    account: str | None = None
-    time: str = "01:00:00"
+    partition: SafeStr | None = None
+    account: SafeStr | None = None
+    time: SafeStr = "01:00:00"
     ntasks: PosInt = 1
     cpus_per_task: PosInt = 1
     max_array_parallel: PosInt = 50
     poll_interval_s: PosFloat = 30.0
-    extra_sbatch: list[str] = Field(default_factory=list)
+    extra_sbatch: list[SafeStr] = Field(default_factory=list)
 
 
 class LabelerConfig(Section):
@@ -257,6 +280,15 @@ class MergeConfig(Section):
     test_fraction: Fraction = 0.1
     allow_theory_mismatch: bool = False
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _some_left_for_training(self) -> MergeConfig:
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"valid_fraction + test_fraction must be below 1 (got {self.valid_fraction} + "
+                f"{self.test_fraction}): nothing would be left to train on"
+            )
+        return self
 
 
 class FlowConfig(Section):
@@ -293,7 +325,7 @@ class ALConfig(Section):
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "al-water"
     generations: PosInt = 3
-    run_dir: Path | None = None  # default: runs/<name>
+    run_dir: SafePath | None = None  # default: runs/<name>
     system: SystemConfig = SystemConfig()
     seed_data: SeedDataConfig = SeedDataConfig()
     model: ModelConfig = ModelConfig()
@@ -318,6 +350,8 @@ def _format_errors(exc: ValidationError) -> str:
             msg = "must be > " + msg.removeprefix("Input should be greater than ")
         elif msg.startswith("Value error, "):
             msg = msg.removeprefix("Value error, ")
+        elif err["type"] == "finite_number":
+            msg = "must be a finite number"
         elif err["type"] == "extra_forbidden":
             msg = "unknown field (typo?)"
         got = err.get("input")
@@ -339,7 +373,8 @@ def config_from_mapping(data: Any, source: str = "<mapping>") -> ALConfig:
 
 
 def load_config(path: Path | str) -> ALConfig:
-    """Load a YAML run config. Relative paths inside stay relative to the current directory."""
+    """Load a YAML run config (an empty file is refused). Relative paths inside stay relative
+    to the current directory."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -349,6 +384,11 @@ def load_config(path: Path | str) -> ALConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not data:  # an empty file would silently start the defaults: the paper's 96-water run
+        raise ConfigError(
+            f"{path}: the config is empty; a run config sets at least `name` "
+            "(start from configs/al-water-demo.yaml)"
+        )
     return config_from_mapping(data, str(path))
 
 

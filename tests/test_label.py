@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.io import write
+from pydantic import ValidationError
 from scipy import constants
 from typer.testing import CliRunner
 
@@ -661,11 +663,33 @@ def test_slurm_array_script_and_arguments(tmp_path: Path) -> None:
     res = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
     assert res.returncode == 0, res.stderr
     assert sbatch_argv(tmp_path / "a.sh") == ["sbatch", "--parsable", str(tmp_path / "a.sh")]
-    for bad in (SlurmConfig(partition="a b"), SlurmConfig(extra_sbatch=["--mem=1G\nrm -rf /"])):
+    for bad in (SlurmConfig(partition="a b"), SlurmConfig(extra_sbatch=["mem=1G"])):
         with pytest.raises(ConfigError):
             array_script(bad, job_name="j", task_list=tmp_path / "t", n_tasks=1, log_dir=tmp_path)
+    with pytest.raises(ValidationError, match="control character"):
+        SlurmConfig(extra_sbatch=["--mem=1G\nrm -rf /"])
     with pytest.raises(ConfigError, match="placeholders"):
         render_template("{{a}} {{b}}", {"a": "1"})
+
+
+def test_slurm_array_script_quotes_paths_and_refuses_newlines(tmp_path: Path) -> None:
+    """A space (or quote) in the run directory stays one path; a newline would inject a command."""
+    work = tmp_path / "my run's dir"
+    text = array_script(
+        SlurmConfig(), job_name="j", task_list=work / "tasks.txt", n_tasks=2, log_dir=work / "logs"
+    )
+    res = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
+    assert res.returncode == 0, res.stderr
+    sbatch = [ln.removeprefix("#SBATCH ") for ln in text.splitlines() if ln.startswith("#SBATCH")]
+    # sbatch splits #SBATCH lines with shell quoting: each line is exactly one option
+    assert all(len(shlex.split(line)) == 1 for line in sbatch), sbatch
+    assert f"--output={work / 'logs' / '%A_%a.out'}" in [shlex.split(ln)[0] for ln in sbatch]
+    for bad in (tmp_path / "x\ntouch /tmp/pwned", tmp_path / "tab\there"):
+        with pytest.raises(ConfigError, match="control character"):
+            array_script(SlurmConfig(), job_name="j", task_list=bad / "t", n_tasks=1, log_dir=bad)
+    with pytest.raises(ConfigError, match="run directory: must not contain"):
+        RunDir(tmp_path / "a\nb").init(ALConfig())
+    assert not (tmp_path / "a\nb").exists()
 
 
 def test_slurm_state_parsing() -> None:

@@ -1,4 +1,4 @@
-"""`eip-al run | status | report | schema | serve`: driving and inspecting runs."""
+"""`eip-al check | run | status | report | schema | serve`: driving and inspecting runs."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from eip_al.cli.app import app, user_errors
+from eip_al.cli.app import app, print_error, user_errors
 from eip_al.integrity import REDO_STEPS, IntegrityError, redo_command, run_problems
 from eip_al.integrity import redo as invalidate
+from eip_al.preflight import Preflight, preflight
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import STEPS, ValidationMetrics, json_schemas
 
@@ -105,6 +106,36 @@ def load_valid_any(path: Path) -> bool:
         return False
 
 
+def _preflight_or_exit(
+    config: Path, run_dir: Path | None, fork: bool, code: int, show_plan: bool
+) -> Preflight:
+    """Run the pre-flight checks; print the plan (if asked) and every problem, one per line;
+    exit with `code` if there is any problem."""
+    pre = preflight(config, run_dir, fork)
+    if show_plan and pre.plan:
+        out.print("\n".join(pre.plan), highlight=False, markup=False)
+    for problem in pre.problems:
+        print_error(problem)
+    if pre.problems:
+        raise typer.Exit(code)
+    return pre
+
+
+@app.command()
+@user_errors
+def check(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run directory (default: runs/<name>).")
+    ] = None,
+    fork: Annotated[bool, typer.Option("--fork", help="As for `eip-al run`.")] = False,
+) -> None:
+    """Pre-flight: print the plan and every problem found before any work starts; exit 1 if
+    there is one (config, files, templates, executables on PATH, CP2K input, run dir)."""
+    _preflight_or_exit(config, run_dir, fork, code=1, show_plan=True)
+    out.print("[green]ok[/]: no problems found")
+
+
 @app.command()
 @user_errors
 def run(
@@ -123,20 +154,18 @@ def run(
 ) -> None:
     """Run (or resume) an active-learning run in-process (Prefect's ephemeral mode: no server).
 
-    Before anything runs, every finished step's files are checked against the sizes and
+    The pre-flight checks of `eip-al check` run first: any problem stops it (exit 2) before
+    anything is written. Then every finished step's files are checked against the sizes and
     sha256 its artifact recorded; a changed file stops the run with the `--redo` to use.
     """
-    from eip_al.config import load_config
-
     run_cmd = f"eip-al run {config}" + (f" --run-dir {run_dir}" if run_dir is not None else "")
     if redo is None and gen is not None:
         raise RunDirError("--gen N is only used with --redo STEP, e.g. " + redo_command("train", gen, run_cmd))
     if redo is not None and gen is None and redo.value != "seed":
         raise RunDirError(f"--redo {redo.value} needs --gen N, e.g. " + redo_command(redo.value, 0, run_cmd))
-    cfg = load_config(config)  # clear config errors before Prefect starts
-    root = run_dir if run_dir is not None else cfg.resolved_run_dir()
-    rundir = RunDir(root)
-    rundir.init(cfg, fork=fork)  # refuses a changed config early, with the reason
+    pre = _preflight_or_exit(config, run_dir, fork, code=2, show_plan=False)
+    rundir = RunDir(pre.run_dir)
+    rundir.init(pre.cfg, fork=fork)  # refuses a changed config early, with the reason
     if redo is not None:
         dest, moved = invalidate(rundir, redo.value, gen or 0)
         out.print(f"--redo {redo.value}: {len(moved)} artifact file(s) moved into {dest}")
@@ -148,7 +177,7 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.al import active_learning
 
-    result = active_learning(config=str(config.resolve()), run_dir=str(Path(root).resolve()), fork=fork)
+    result = active_learning(config=str(config.resolve()), run_dir=str(Path(pre.run_dir).resolve()), fork=fork)
     out.print(
         f"[green]done[/]: {result['generations_done']} generation(s) in {result['run_dir']}"
         + (f"; stopped early: {result['stop_reason']}" if result["stop_reason"] else "")
@@ -180,11 +209,30 @@ def serve(
     ] = Path("configs/al-water.yaml"),
     name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "al-water",
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Default run dir.")] = None,
+    config_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--config-dir",
+            help="Directory whose config files (or presets: file stems) runs may use; repeatable. "
+            "Default: the directory of --config.",
+        ),
+    ] = None,
+    runs_root: Annotated[
+        Path, typer.Option("--runs-root", help="Every run directory of the deployment lies inside it.")
+    ] = Path("runs"),
 ) -> None:
-    """Serve deployment active-learning/<name> (needs PREFECT_API_URL to a running server)."""
-    from eip_al.config import load_config
+    """Serve deployment active-learning/<name> (needs PREFECT_API_URL to a running server).
 
-    load_config(config)
+    Runs take a config file under the config directories or a preset name, overrides of
+    name, generations, selection.n_select and train.epochs only, and a run dir inside
+    --runs-root; anything else fails the run before it starts (docs/cluster.md, trust model).
+    """
     from flows.serve import serve as serve_flow
 
-    serve_flow(str(config), name=name, run_dir=str(run_dir) if run_dir else None)
+    serve_flow(
+        str(config),
+        name=name,
+        run_dir=str(run_dir) if run_dir else None,
+        config_dirs=[str(d) for d in config_dir] if config_dir else None,
+        runs_root=str(runs_root),
+    )
