@@ -270,3 +270,24 @@ def run_generation(cfg: ALConfig, run: RunDir, gen: int) -> str | None:
     merge_step(cfg, run, gen)
     report_step(cfg, run, gen)
     return stop_reason(cfg, run, gen)
+
+
+def run_all(cfg: ALConfig, run: RunDir, log: Callable[[str], None] = print) -> tuple[int, str | None]:
+    """Seed, then generations until done or converged, then the run summary — the same steps
+    as the Prefect flow, in order, without any engine (`eip-al run --engine none`).
+    Returns (generations done, stop reason)."""
+    from eip_al.report import run_summary
+
+    seed = seed_step(cfg, run)
+    log(f"seed dataset: {seed.n_frames} frames")
+    done, stop = 0, None
+    for gen in range(cfg.generations):
+        t0 = time.perf_counter()
+        stop = run_generation(cfg, run, gen)
+        done = gen + 1
+        log(f"generation {gen} done in {time.perf_counter() - t0:.0f} s")
+        if stop:
+            log(f"stopping after generation {gen}: {stop}")
+            break
+    run_summary(run)
+    return done, stop

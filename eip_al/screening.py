@@ -162,7 +162,8 @@ def reference_distances(run: RunDir, gen: int, learn_from: str) -> dict[str, flo
     path = run.abs(manifest.dataset_extxyz)
     key = (str(path), manifest.sha256)
     if key not in _REFERENCE_CACHE:
-        frames = read_frames(path, require_labels=False, require_cell=False)
+        empty = not path.is_file() or path.stat().st_size == 0  # nothing to learn from: floors only
+        frames = [] if empty else read_frames(path, require_labels=False, require_cell=False)
         _REFERENCE_CACHE[key] = smallest_pair_distances(frames)
     return _REFERENCE_CACHE[key]
 

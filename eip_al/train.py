@@ -86,6 +86,7 @@ METRIC_COLUMNS = (
 )
 
 console = Console(stderr=True)
+PROGRESS_EVERY_S = 10.0  # seconds between plain progress lines when stderr is not a terminal
 
 
 @dataclass
@@ -295,7 +296,7 @@ def train_model(
     )
     if not finished:
         state["stopped_reason"] = "max_epochs" if state["epoch"] >= max_epochs else None
-    session_start = time.perf_counter()
+    session_start = last_line = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, disable=not progress or state["stopped_reason"] is not None) as bar:
@@ -327,6 +328,10 @@ def train_model(
             _save_state(last_path, model, state)
             bar.update(task, completed=epoch,
                        info=f"valid F-MAE {metrics.force_mae:.4f} eV/Å  σ {metrics.sigma_mean:.3f} eV/Å")
+            if progress and not console.is_terminal and time.perf_counter() - last_line >= PROGRESS_EVERY_S:
+                last_line = time.perf_counter()  # plain lines where no live bar shows (logs, Prefect)
+                console.print(f"[train] epoch {epoch}/{max_epochs}: valid F-MAE {metrics.force_mae:.4f} eV/Å, "
+                              f"{row['wall_s']:.1f} s/epoch", markup=False, highlight=False)
 
     t_final = time.perf_counter()
     best_model, meta = load_checkpoint(best_path, device)  # CheckpointError if it went missing

@@ -22,6 +22,14 @@ from eip_al.rundir import RunDir
 from eip_al.serving import ServePolicy, resolve_served_run
 
 DEFAULT_CONFIG = "configs/al-water.yaml"
+FLOW_RUN_IDS: list = []  # ids of the flow runs of this process (eip-al run marks them on Ctrl-C)
+
+
+def _remember_flow_run() -> None:
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        FLOW_RUN_IDS.append(str(flow_run.id))
 
 
 def _resolve(config: Union[str, dict[str, Any], ALConfig], run_dir: Optional[str]) -> tuple[ALConfig, RunDir]:
@@ -160,12 +168,14 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
 
 @flow(name="generation", flow_run_name="gen-{gen}")
 def generation_flow(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
+    _remember_flow_run()
     return run_one_generation(cfg, run_dir, gen)
 
 
 def _run_all(cfg: ALConfig, run: RunDir, fork: bool) -> dict[str, Any]:
     """Seed, then generations until done or converged; the run summary at the end."""
     logger = get_run_logger()
+    _remember_flow_run()
     run.init(cfg, fork=fork)
     logger.info("run directory %s", run.root)
     seed = seed_task(cfg, str(run.root))

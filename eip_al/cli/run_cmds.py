@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +21,7 @@ from eip_al.schemas import STEPS, ValidationMetrics, json_schemas
 
 out = Console()
 RedoStep = StrEnum("RedoStep", {s: s for s in REDO_STEPS})  # type: ignore[misc]
+EngineChoice = StrEnum("EngineChoice", {"prefect": "prefect", "none": "none"})  # type: ignore[misc]
 
 
 @app.command()
@@ -151,8 +151,15 @@ def run(
         typer.Option("--redo", help="Invalidate this step of --gen and every step after it, then run."),
     ] = None,
     gen: Annotated[int | None, typer.Option("--gen", min=0, help="The generation of --redo.")] = None,
+    engine: Annotated[
+        EngineChoice, typer.Option("--engine", help="prefect: flow with an ephemeral server; none: same steps, no Prefect.")
+    ] = EngineChoice.prefect,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of failures.")] = False,
 ) -> None:
     """Run (or resume) an active-learning run in-process (Prefect's ephemeral mode: no server).
+
+    A failure prints one error line (what failed, where the details are, how to continue)
+    and exits 1; Ctrl-C or SIGTERM stops within seconds, leaving no child process.
 
     The pre-flight checks of `eip-al check` run first: any problem stops it (exit 2) before
     anything is written. Then every finished step's files are checked against the sizes and
@@ -173,16 +180,17 @@ def run(
     if problems:
         more = f" ({len(problems) - 1} more: eip-al status {rundir.root})" if len(problems) > 1 else ""
         raise IntegrityError(problems[0][1] + more)
-    # The ephemeral server must not try to phone home from an offline machine.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.al import active_learning
+    from eip_al.cli.driver import RunFailed, drive
 
-    result = active_learning(config=str(config.resolve()), run_dir=str(Path(pre.run_dir).resolve()), fork=fork)
-    out.print(
-        f"[green]done[/]: {result['generations_done']} generation(s) in {result['run_dir']}"
-        + (f"; stopped early: {result['stop_reason']}" if result["stop_reason"] else "")
-    )
-    out.print(f"summary: {Path(result['run_dir']) / 'summary.html'}")
+    try:
+        done, stop = drive(pre.cfg, config, rundir, fork, engine.value, debug, run_cmd,
+                           say=lambda m: out.print(m, highlight=False, markup=False))
+    except RunFailed as exc:
+        print_error(str(exc))
+        raise typer.Exit(1) from None
+    out.print(f"[green]done[/]: {done} generation(s) in {rundir.root}"
+              + (f"; stopped early: {stop}" if stop else ""))
+    out.print(f"summary: {rundir.root / 'summary.html'}")
 
 
 @app.command()
