@@ -825,3 +825,54 @@ def test_cli_label_and_ingest(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "neither a run directory" in " ".join(res.output.split())
     with pytest.raises(FileNotFoundError):
         ingest_path(tmp_path / "nowhere")
+
+
+def test_force_outlier_label_is_quarantined_and_not_merged(tmp_path: Path) -> None:
+    """A selected frame with an O–O close contact (2.0 Å: the mock gives ~40 eV/Å) is labelled,
+    then quarantined against the dataset's forces: listed with walker and kind, written to
+    quarantine.extxyz, counted against the budget, and absent from the merged dataset."""
+    from eip_al.data import merge_generation, write_dataset
+    from eip_al.label import outlier_force_limit
+    from eip_al.label.mock import MockWaterCalculator
+    from eip_al.systems import build_water_box
+
+    def dimer(d: float) -> Atoms:  # two waters, O–O distance d (Å), in a 12 Å box
+        a = water()
+        b = a.copy()
+        b.rotate(180, "z")
+        b.translate(a.positions[0] + [d, 0, 0] - b.positions[0])
+        out = a + b
+        out.cell, out.pbc = [12.0] * 3, True
+        out.center()
+        return out
+
+    lab = LabelerConfig(kind="mock", max_failure_fraction=0.5)
+    normal = [build_water_box(8, seed=s) for s in range(3)]
+    fine, squeezed = dimer(2.9), dimer(2.1)  # mock max |F|: 1.5 and 21 eV/Å
+    cfg, run = make_run(tmp_path, [fine, squeezed], lab)
+    seed = []
+    for a in normal:
+        a.calc = MockWaterCalculator()
+        a.get_forces()
+        a.info.update(source="seed", generation=-1)
+        seed.append(a)
+    write_dataset(seed, run.seed_dir, -1, get_labeler(lab).theory(), cfg.merge, run, source="seed")
+    limit, rule = outlier_force_limit(lab, run, 0)
+    norms = np.concatenate([np.linalg.norm(a.get_forces(), axis=1) for a in seed])
+    assert limit == pytest.approx(4.0 * np.percentile(norms, 99.9)) and "99.9th percentile" in rule
+
+    res = label_generation(cfg, run, 0)
+    assert res.n_ok == 1 and res.failures_by_class == {"outlier_forces": 1}
+    assert res.outlier_force_limit == pytest.approx(limit)
+    bad = next(o for o in res.outcomes if o.status == "failed")
+    assert bad.frame_id == frame_id(squeezed) and "quarantined" in (bad.message or "")
+    quarantined = read_frames(run.abs(res.quarantine_extxyz))
+    assert len(quarantined) == 1 and np.linalg.norm(quarantined[0].get_forces(), axis=1).max() > limit
+    rows = (run.step_dir(0, "label") / "failures.csv").read_text().splitlines()
+    assert rows[0].split(",")[:5] == ["job_id", "frame_id", "walker", "kind", "failure_class"]
+    assert rows[1].split(",")[2:5] == ["md-300K-0", "md", "outlier_forces"]
+    res.write(run.artifact_path(0, "label"))
+    merged = merge_generation(cfg, run, 0)
+    ids = {a.info["frame_id"] for a in read_frames(run.abs(merged.dataset_extxyz))}
+    assert frame_id(squeezed) not in ids and frame_id(fine) in ids
+    assert merged.n_frames == len(seed) + 1

@@ -64,7 +64,10 @@ def outlier_force_limit(lab: LabelerConfig, run: RunDir, gen: int) -> tuple[floa
     generation `gen`'s dataset (the one new labels would join); (None, "") when switched off."""
     if lab.outlier_force_factor is None:
         return None, ""
-    manifest = run.dataset_for(gen)
+    try:
+        manifest = run.dataset_for(gen)
+    except RunDirError:  # labels outside a loop (no dataset to join): nothing to compare with
+        return None, ""
     path = run.abs(manifest.dataset_extxyz)
     key = (str(path), manifest.sha256, lab.outlier_percentile)
     if key not in _PERCENTILE_CACHE:
