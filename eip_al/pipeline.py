@@ -173,9 +173,18 @@ def select_step(cfg: ALConfig, run: RunDir, gen: int) -> SelectionResult:
     )
 
 
+def _labeled(run: RunDir, gen: int) -> bool:
+    """True when generation `gen`'s labeling already finished (its artifact is valid)."""
+    return load_valid(run.artifact_path(gen, "label"), LabelingResult) is not None
+
+
 def label_prepare_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingJobSet:
+    """Write the jobs; after labeling finished, the stored manifest (a rerun rewrites nothing)."""
     from eip_al.label import prepare_label_jobs
 
+    manifest = run.step_dir(gen, "label") / "jobs.json"
+    if _labeled(run, gen) and manifest.is_file():
+        return LabelingJobSet.load(manifest)
     integrity.verify_inputs(run, gen, "label")
     return prepare_label_jobs(cfg, run, gen)
 
@@ -190,7 +199,8 @@ def label_run_all_step(cfg: ALConfig, run: RunDir, gen: int) -> None:
     """Run all prepared jobs at once (one Slurm array; export: nothing)."""
     from eip_al.label import run_label_jobs
 
-    run_label_jobs(cfg, run, gen)
+    if not _labeled(run, gen):
+        run_label_jobs(cfg, run, gen)
 
 
 def label_collect_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
