@@ -159,10 +159,10 @@ class CollapseConfig(Section):
     min_distance: PosFloat = 0.6  # Å, absolute floor for any pair
     # floor per pair: covalent_factor × (r_cov(a) + r_cov(b)) (ASE covalent radii)
     covalent_factor: PosFloat = 0.6
-    # learned limit per pair: smallest distance in the reference data minus learned_margin
-    # (Å; None: not learned); the reference is the seed dataset (fixed for the run) or the
+    # learned limit per pair: learned_factor × the smallest distance in the reference data
+    # (None: not learned); the reference is the seed dataset (fixed for the run) or the
     # dataset of the current generation
-    learned_margin: Annotated[float, Field(ge=0)] | None = 0.25
+    learned_factor: Annotated[float, Field(gt=0, le=1)] | None = 0.9
     learn_from: Literal["seed", "dataset"] = "seed"
     # explicit limits that replace the learned one, e.g. {"O-O": 2.2} (Å)
     min_pair_distance: dict[str, PosFloat] = Field(default_factory=dict)

@@ -7,13 +7,13 @@ The threshold of a pair (a, b) is the largest of
 
 * the absolute floor `collapse.min_distance` (any pair),
 * the covalent floor `collapse.covalent_factor` × (r_cov(a) + r_cov(b)) (ASE's covalent radii),
-* the learned limit: the smallest a–b distance seen in the reference data minus
-  `collapse.learned_margin` (Å) (by default the run's seed dataset, which never changes during a run, so
+* the learned limit: `collapse.learned_factor` × the smallest a–b distance seen in the
+  reference data (by default the run's seed dataset, which never changes during a run, so
   the limit cannot ratchet down as explored frames enter the dataset),
 * an explicit `collapse.min_pair_distance["a-b"]` (which replaces the learned limit).
 
-For the demo's water (seed: 300 K classical MD, smallest O–O 2.46 Å) the default margin
-0.25 Å gives O–O ≥ 2.21 Å: intermolecular close contacts such as the 1.4–2.0 Å O–O
+For the demo's water (seed: 300 K classical MD, smallest O–O 2.46 Å) the default factor
+0.9 gives O–O ≥ 2.21 Å: intermolecular close contacts such as the 1.4–2.0 Å O–O
 that UDD produced before are rejected (docs/exploration.md). Distances are minimum-image
 (periodic) and come from one vesin neighbor list.
 """
@@ -145,8 +145,8 @@ def build_screen(
             }
             if name in explicit:
                 options["explicit"] = explicit[name]
-            elif reference and name in reference and cfg.learned_margin is not None:
-                options["learned"] = float(reference[name]) - cfg.learned_margin
+            elif reference and name in reference and cfg.learned_factor is not None:
+                options["learned"] = cfg.learned_factor * float(reference[name])
             source = max(options, key=options.__getitem__)
             thresholds[name], sources[name] = options[source], source
     return PairScreen(thresholds=thresholds, sources=sources)
@@ -170,5 +170,5 @@ def reference_distances(run: RunDir, gen: int, learn_from: str) -> dict[str, flo
 
 def screen_for_run(cfg: CollapseConfig, run: RunDir, gen: int, numbers: Iterable[int]) -> PairScreen:
     """The screen of generation `gen` of a run for the elements in `numbers`."""
-    reference = reference_distances(run, gen, cfg.learn_from) if cfg.learned_margin is not None else None
+    reference = reference_distances(run, gen, cfg.learn_from) if cfg.learned_factor is not None else None
     return build_screen(cfg, numbers, reference)

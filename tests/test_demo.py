@@ -29,9 +29,9 @@ EIP_AL = [sys.executable, "-m", "eip_al.cli"]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL="",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # ephemeral mode
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PYTHONPATH=str(ROOT))
     return env
 
 
@@ -81,9 +81,11 @@ def test_failing_labeler_gives_one_error_line_and_no_traceback(tmp_path: Path) -
         assert "max_failure_fraction" in errors[0]  # what to change
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_the_run_and_leaves_no_child(tmp_path: Path, sig: signal.Signals) -> None:
-    cfg = _tiny_config(tmp_path)
+    # a 2-epoch model walks into close contacts whose labels may be quarantined: the rerun
+    # below checks resumption, not the failure budget
+    cfg = _tiny_config(tmp_path, max_failure_fraction=1.0)
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([*EIP_AL, "run", str(cfg), "--run-dir", str(run_dir)], cwd=ROOT,
                             env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -111,3 +113,25 @@ def test_signal_stops_the_run_and_leaves_no_child(tmp_path: Path, sig: signal.Si
     rerun = subprocess.run([*EIP_AL, "run", str(cfg), "--run-dir", str(run_dir), "--engine", "none"],
                            cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+@pytest.mark.cp2k
+def test_crashing_cp2k_executable_gives_one_error_line(tmp_path: Path) -> None:
+    """An executable that passes the pre-flight (answers --xml like CP2K) but crashes on every
+    job: the labeling budget stops the run with one line naming the class and the file."""
+    import shutil
+
+    real = shutil.which("cp2k.psmp")
+    if real is None:
+        pytest.skip("cp2k.psmp not installed (scripts/setup.sh installs it)")
+    fake = tmp_path / "crashing-cp2k"
+    fake.write_text(f'#!/bin/bash\nif [ "$1" = "--xml" ]; then exec {real} --xml; fi\n'
+                    'echo "segmentation fault (simulated)" >&2\nexit 139\n')
+    fake.chmod(0o755)
+    cfg = _tiny_config(tmp_path, kind="cp2k", cp2k={"executable": str(fake)})
+    proc = subprocess.run([*EIP_AL, "run", str(cfg), "--run-dir", str(tmp_path / "run")], cwd=ROOT,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "crashed" in errors[0] and "failures.csv" in errors[0], proc.stderr[-2000:]

@@ -101,7 +101,7 @@ def config(**walker: object) -> ALConfig:
         explore={"walkers": [w, {**w, "kind": "udd"}], "device": "cpu", "restart_every": 5,
                  "udd": {"A": 20.0, "B": 1.0},
                  # random models have no bonds: only the floors here (learned limits: test below)
-                 "collapse": {"learned_margin": None}}
+                 "collapse": {"learned_factor": None}}
     )
 
 

@@ -26,7 +26,7 @@ def test_pair_names_are_canonical():
 def test_learned_limits_from_reference_and_floors():
     ref = {"O-O": 2.46, "O-H": 0.94, "H-H": 1.34}
     screen = build_screen(CollapseConfig(), [8, 1], ref)
-    assert screen.thresholds["O-O"] == pytest.approx(2.46 - 0.25)
+    assert screen.thresholds["O-O"] == pytest.approx(0.9 * 2.46)
     assert screen.thresholds["O-O"] > 2.0  # issue: intermolecular O–O < 2.0 Å must be rejected
     assert screen.sources["O-O"] == "learned"
     # nothing learned: covalent floor (0.6 × (0.66 + 0.66)) or the absolute floor
@@ -39,7 +39,7 @@ def test_learned_limits_from_reference_and_floors():
 
 @pytest.mark.parametrize(
     ("numbers", "distance", "pair"),
-    [((8, 8), 2.0, "O-O"), ((8, 1), 0.6, "O-H"), ((1, 1), 1.0, "H-H")],
+    [((8, 8), 2.0, "O-O"), ((8, 1), 0.8, "O-H"), ((1, 1), 1.1, "H-H")],
 )
 def test_each_pair_type_is_rejected_below_and_accepted_above(numbers, distance, pair):
     ref = {"O-O": 2.46, "O-H": 0.94, "H-H": 1.34}

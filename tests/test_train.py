@@ -48,6 +48,19 @@ def trained(frames, tmp_path_factory):
         )
 
 
+def test_real_training_metrics_feed_every_training_curve_panel(trained) -> None:
+    """The report's training-curve panels read the columns a real training writes (a fixture
+    with other names once hid a figure that never showed validation curves)."""
+    from eip_al.report.figures import TRAINING_PANELS, training_curves
+
+    hist = pd.read_csv(trained.metrics_csv)
+    missing = [col for col, _, _ in TRAINING_PANELS if col not in hist.columns]
+    assert not missing, missing
+    fig = training_curves(hist, trained.best_epoch)
+    titles = {ax.get_title() for ax in fig.axes if ax.lines}
+    assert {"valid force MAE (eV/Å)", "valid σ mean (eV/Å)", "valid Spearman(σ_i, error_i)"} <= titles
+
+
 def test_training_reduces_force_error(trained, frames) -> None:
     out = trained
     hist = pd.read_csv(out.metrics_csv)

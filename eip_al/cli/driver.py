@@ -34,22 +34,25 @@ class _NoTracebacks(logging.Filter):
         return True
 
 
-PREFECT_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine",
-                   "prefect.flow_engine", "prefect.task_engine")
-
-
 def _hide_prefect_tracebacks() -> None:
-    for name in PREFECT_LOGGERS:
-        logging.getLogger(name).addFilter(_NoTracebacks())
+    """Filter every handler Prefect's logging config installed (records of all prefect.*
+    loggers pass through them) and the run loggers themselves."""
+    no_tb = _NoTracebacks()
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        logger = logging.getLogger(name)
+        logger.addFilter(no_tb)
+        for handler in logger.handlers:
+            handler.addFilter(no_tb)
 
 
 def failure_line(exc: BaseException, run: RunDir, rerun: str) -> str:
     """What failed and how to continue, in one line (details live in the run directory)."""
     from eip_al.pipeline import LabelingBudgetExceeded
+    from eip_al.seed import SeedError
 
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, LabelingBudgetExceeded):
-        return (f"{text}. Raise labeler.max_failure_fraction or fix the labeler, then run "
+    if isinstance(exc, LabelingBudgetExceeded | SeedError):
+        return (f"{text}. Fix the labeler, or raise labeler.max_failure_fraction and run "
                 f"`{rerun} --fork` (finished labels are kept)")
     where = _failed_step(run)
     return (f"{where + ': ' if where else ''}{type(exc).__name__}: {text}. Step records: "
@@ -77,7 +80,7 @@ def drive(cfg: ALConfig, config: Path, run: RunDir, fork: bool, engine: Engine, 
     Raises `RunFailed` (one line) for any failure unless `debug`, which re-raises it.
     """
     flow_runs: list[str] = []
-    with stop_on_signals(say, lambda: flow_runs):
+    with stop_on_signals(lambda: flow_runs):
         try:
             if engine == "none":
                 return _run_plain(cfg, run, say)

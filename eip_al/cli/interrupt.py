@@ -107,8 +107,9 @@ def mark_cancelled(flow_run_ids: list[str], timeout_s: float = 5.0) -> int:
 
 
 @contextmanager
-def stop_on_signals(say: Callable[[str], None], flow_run_ids: Callable[[], list[str]] = list) -> Iterator[None]:
-    """Within the block, SIGINT/SIGTERM stop everything this process started and exit."""
+def stop_on_signals(flow_run_ids: Callable[[], list[str]] = list) -> Iterator[None]:
+    """Within the block, SIGINT/SIGTERM stop everything this process started and exit
+    (one line on stderr says so)."""
     from eip_al.label.backends import cancel_local
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -118,10 +119,9 @@ def stop_on_signals(say: Callable[[str], None], flow_run_ids: Callable[[], list[
         cancel_local()
         n = mark_cancelled(flow_run_ids())
         kill_descendants()
-        say(f"interrupted ({name}): stopped{'; Prefect run marked cancelled' if n else ''}. Finished "
-            "steps and labels are kept: run the same command again to continue")
-        sys.stderr.flush()
         sys.stdout.flush()
+        print(f"interrupted ({name}): stopped{'; Prefect run marked cancelled' if n else ''}. Finished "
+              "steps and labels are kept: run the same command again to continue", file=sys.stderr, flush=True)
         os._exit(128 + signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
