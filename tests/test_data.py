@@ -147,10 +147,11 @@ def test_new_frames_need_labels_source_and_known_split(run: RunDir) -> None:
     nan.calc.results["forces"][1, 2] = np.nan
     with pytest.raises(FrameError, match=r"new frame 0: forces contain NaN"):
         write_dataset([nan], run.seed_dir, -1, MOCK, MergeConfig(), run)
+    with pytest.raises(ValueError, match="must be below 1"):  # refused at config load now
+        MergeConfig(valid_fraction=0.5, test_fraction=0.5)
+    unchecked = MergeConfig.model_construct(valid_fraction=0.5, test_fraction=0.5)  # a bypassed config
     with pytest.raises(ConfigError, match="valid_fraction \\+ merge.test_fraction"):
-        write_dataset(
-            [good], run.seed_dir, -1, MOCK, MergeConfig(valid_fraction=0.5, test_fraction=0.5), run
-        )
+        write_dataset([good], run.seed_dir, -1, MOCK, unchecked, run)
     assert not run.seed_dir.exists()  # nothing written on refusal
 
 

@@ -790,7 +790,7 @@ def test_cli_label_and_ingest(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert len(read_frames(tmp_path / "out.extxyz")) == 3
-    assert (tmp_path / "out.failures.csv").read_text().startswith("job_id,frame_id,failure_class")
+    assert (tmp_path / "out.failures.csv").read_text().startswith("job_id,frame_id,walker,kind,failure_class")
 
     schema = fake_cfg().cp2k.schema_xml
     (tmp_path / "cfg.yaml").write_text(

@@ -39,7 +39,7 @@ def test_demo_config_passes_and_check_prints_the_plan(tmp_path: Path) -> None:
     res = runner.invoke(app, ["check", str(ROOT / "configs" / "al-water-demo.yaml"),
                               "--run-dir", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
-    for expect in ("up to 2 generation(s)", "walkers per generation: 2", "labeler: mock",
+    for expect in ("up to 3 generation(s)", "walkers per generation: 2", "labeler: mock",
                    "backend: local", f"run dir: {tmp_path / 'run'}", "no problems found"):
         assert expect in res.output
     assert not (tmp_path / "run").exists()  # check writes nothing
