@@ -91,7 +91,7 @@ class PairScreen:
         return self.thresholds[pair_name(za, zb)]
 
     def check(self, atoms: Atoms) -> str | None:
-        """``"O-O 1.513 Å < 2.21 Å (atoms 3 and 17)"`` for the worst pair, None if sane."""
+        """``"O-O 1.513 Å < 2.211 Å (atoms 3 and 17)"`` for the worst pair, None if sane."""
         return PairChecker(self, atoms).check(atoms.positions)
 
 
@@ -124,7 +124,7 @@ class PairChecker:
         if short[k] >= 1.0:
             return None
         name = pair_name(self.numbers[i[k]], self.numbers[j[k]])
-        return f"{name} {d[k]:.3f} Å < {limit[k]:.3g} Å (atoms {int(i[k])} and {int(j[k])})"
+        return f"{name} {d[k]:.3f} Å < {limit[k]:.3f} Å (atoms {int(i[k])} and {int(j[k])})"
 
 
 def build_screen(

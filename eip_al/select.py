@@ -377,7 +377,7 @@ def _as_bool(value: object, where: str) -> bool:
 
 
 def unphysical_reason(atoms: Atoms, collapse: CollapseConfig, screen: PairScreen | None = None) -> str | None:
-    """Why a frame is physically implausible (``"unphysical: O-O 1.513 Å < 2.21 Å (atoms 3
+    """Why a frame is physically implausible (``"unphysical: O-O 1.513 Å < 2.211 Å (atoms 3
     and 17)"``), None if it passes: non-finite positions, then the exploration collapse
     detector's geometry rules (per-pair minimum distances of `screen`; in pure water an H
     farther than `max_oh_bond` from every O), so selection and exploration judge alike.

@@ -312,7 +312,7 @@ def test_unphysical_reason():
     assert unphysical_reason(water, col) is None
     squeezed = water.copy()
     squeezed.positions[1] = [0.3, 0, 0]
-    assert unphysical_reason(squeezed, col).startswith("unphysical: O-H 0.300 Å < 0.6 Å")
+    assert unphysical_reason(squeezed, col).startswith("unphysical: O-H 0.300 Å < 0.600 Å")
     lost_h = water.copy()
     lost_h.positions[1] = [4.0, 0, 0]
     assert "max_oh_bond" in unphysical_reason(lost_h, col)
