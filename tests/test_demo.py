@@ -41,7 +41,7 @@ def _tiny_config(tmp_path: Path, **labeler: object) -> Path:
     cfg["seed_data"].update(n_frames=12, equilibration_steps=50, stride=5)
     cfg["train"].update(epochs=2)
     for w in cfg["explore"]["walkers"]:
-        w.update(steps=2000, sample_every=10)
+        w.update(steps=800, sample_every=10)  # long enough to be interrupted mid-walker
     cfg["selection"]["n_select"] = 4
     cfg["labeler"].update(labeler)
     path = tmp_path / "tiny.yaml"
