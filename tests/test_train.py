@@ -12,8 +12,8 @@ from ase.md.verlet import VelocityVerlet
 from scipy.spatial.transform import Rotation
 
 import eip_al.train as train_mod
-from eip_al.calculator import EIPCalculator
 from eip_al.atomic import sha256_file
+from eip_al.calculator import EIPCalculator
 from eip_al.config import ALConfig, ModelConfig, TrainConfig
 from eip_al.io import FrameError, attach_labels, frame_id, write_frames
 from eip_al.model import CheckpointError, fit_element_energies, load_checkpoint
