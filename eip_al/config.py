@@ -151,6 +151,15 @@ class WalkerConfig(Section):
     seed: int = 0
 
 
+def parse_pair(name: str) -> tuple[int, int]:
+    """'O-H' (or 'H-O') -> (8, 1), heavier element first; ValueError naming the bad pair."""
+    parts = name.split("-")
+    if len(parts) != 2 or any(p not in chemical_symbols[1:] for p in parts):
+        raise ValueError(f"{name!r} is not a pair of element symbols like 'O-H'")
+    a, b = sorted((chemical_symbols.index(p) for p in parts), reverse=True)
+    return a, b
+
+
 class CollapseConfig(Section):
     """When a trajectory is declared collapsed (stopped cleanly, not raised), and which
     frames selection refuses as unphysical: the same per-pair distance rule for both
@@ -173,9 +182,10 @@ class CollapseConfig(Section):
     @model_validator(mode="after")
     def _pairs_known(self) -> CollapseConfig:
         for name in self.min_pair_distance:
-            parts = name.split("-")
-            if len(parts) != 2 or any(p not in chemical_symbols[1:] for p in parts):
-                raise ValueError(f"min_pair_distance: {name!r} is not a pair of element symbols like 'O-H'")
+            try:
+                parse_pair(name)
+            except ValueError as exc:
+                raise ValueError(f"min_pair_distance: {exc}") from None
         return self
 
 

@@ -29,7 +29,7 @@ import vesin
 from ase import Atoms
 from ase.data import chemical_symbols, covalent_radii
 
-from eip_al.config import CollapseConfig
+from eip_al.config import CollapseConfig, parse_pair
 from eip_al.io import read_frames
 from eip_al.rundir import RunDir
 
@@ -40,20 +40,6 @@ def pair_name(za: int, zb: int) -> str:
     """Canonical pair label, heavier element first: 'O-H', 'O-O', 'H-H'."""
     a, b = sorted((int(za), int(zb)), reverse=True)
     return f"{chemical_symbols[a]}-{chemical_symbols[b]}"
-
-
-def parse_pair(name: str) -> tuple[int, int]:
-    """'O-H' (or 'H-O') -> (8, 1); ValueError naming the bad symbol."""
-    parts = name.split("-")
-    if len(parts) != 2:
-        raise ValueError(f"pair {name!r}: expected two element symbols joined by '-', e.g. 'O-H'")
-    zs = []
-    for sym in parts:
-        if sym not in chemical_symbols[1:]:
-            raise ValueError(f"pair {name!r}: unknown element symbol {sym!r}")
-        zs.append(chemical_symbols.index(sym))
-    a, b = sorted(zs, reverse=True)
-    return a, b
 
 
 def _pairs(numbers: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -86,9 +72,6 @@ class PairScreen:
 
     thresholds: dict[str, float]  # 'O-O' -> Å
     sources: dict[str, str] = field(default_factory=dict)  # 'O-O' -> 'learned' | 'covalent' | ...
-
-    def threshold(self, za: int, zb: int) -> float:
-        return self.thresholds[pair_name(za, zb)]
 
     def check(self, atoms: Atoms) -> str | None:
         """``"O-O 1.513 Å < 2.211 Å (atoms 3 and 17)"`` for the worst pair, None if sane."""
