@@ -63,13 +63,15 @@ class SeedDataConfig(Section):
 
 
 class ModelConfig(Section):
-    """PaiNN backbone + evidential head (docs/eip-method §1)."""
+    """PaiNN backbone + evidential head (docs/eip-method §1; head choice: docs/model.md)."""
 
     n_features: PosInt = 128
     n_interactions: PosInt = 3
     cutoff: PosFloat = 5.0  # Å
     n_rbf: PosInt = 20
     dtype: Literal["float32", "float64"] = "float32"
+    head: Literal["symmetric", "paper"] = "symmetric"  # rotation-invariant σ_i, or the paper's per-component head
+    novelty: bool = False  # symmetric head: feature-space novelty divides ν after training (docs/model.md)
 
 
 class LossConfig(Section):
