@@ -48,13 +48,13 @@ from eip_al.model.checkpoint import (
 )
 from eip_al.model.eip import EIPModel, ModelSpec, fit_element_energies
 from eip_al.model.errors import CheckpointError
-from eip_al.model.head import Evidence, SymmetricHead
 from eip_al.model.evaluation import (
     evaluation_metrics,
     frames_to_graphs,
     predict_graphs,
     split_outputs,
 )
+from eip_al.model.head import Evidence, SymmetricHead
 from eip_al.model.loss import total_loss
 from eip_al.model.neighbors import Graph, collate
 from eip_al.rundir import RunDir, RunDirError, load_valid
