@@ -224,8 +224,9 @@ def uq_section(name: str, result: dict[str, Any]) -> str:
             for meth, r in methods.items():
                 rs = r["sets"][set_name].get("rotation_stability")
                 if rs:
-                    rot_rows.append([set_name, meth, *[f"{fmt(v['spearman_pooled'], 4)} / "
-                                                       f"{fmt(v['spearman_frame_median'], 4)}" for v in rs.values()]])
+                    rot_rows.append([set_name, meth, *[" / ".join("—" if x is None else f"{x:.4f}" for x in
+                                                                  (v["spearman_pooled"], v["spearman_frame_median"]))
+                                                       for v in rs.values()]])
                     rot_elements = list(rs)
         if rot_rows:
             out.append("Rotation stability: Spearman of per-atom σ between each frame and a rigidly rotated copy, "
