@@ -325,6 +325,46 @@ def uq_headline(result: dict[str, Any]) -> str:
     return table(["test set", *[f"{m} AUC / ρ" for m in methods or []]], rows)
 
 
+TARGET_METHODS = ("eIP", "eIP + novelty")
+ROTATION_TARGET = 0.999
+
+
+def uq_targets(result: dict[str, Any]) -> str:
+    """Issue #24's targets for the symmetric-head eIP rows: within-element and pooled atom
+    ROC-AUC ≥ the ensemble's, within-element rotation rank correlation ≥ 0.999, and
+    σ ratio / error ratio ≥ the ensemble's on the shifted sets; '' without an ensemble."""
+    rows = []
+    for track, tr in result["tracks"].items():
+        methods = tr["methods"]
+        ens = next((m for m in methods if m.startswith("ensemble")), None)
+        if ens is None:
+            continue
+        for meth in (m for m in TARGET_METHODS if m in methods):
+            for set_name, r in methods[meth]["sets"].items():
+                e = methods[ens]["sets"][set_name]
+                cells = [f"{r['roc_auc_atom']:.3f} vs {e['roc_auc_atom']:.3f} "
+                         f"{'met' if r['roc_auc_atom'] >= e['roc_auc_atom'] else 'missed'}"]
+                for el, v in r["by_element"].items():
+                    ev = e["by_element"][el]["roc_auc_atom"]
+                    cells.append(f"{v['roc_auc_atom']:.2f} vs {ev:.2f} {'met' if v['roc_auc_atom'] >= ev else 'missed'}")
+                rot = min(v["spearman_pooled"] for v in r.get("rotation_stability", {}).values()) \
+                    if r.get("rotation_stability") else None
+                cells.append("—" if rot is None else f"{rot:.4f} {'met' if rot >= ROTATION_TARGET else 'missed'}")
+                sr, er = methods[meth].get("shift_response", {}), methods[ens].get("shift_response", {})
+                if set_name in sr and set_name in er:
+                    a, b = sr[set_name]["sigma_over_error_ratio"], er[set_name]["sigma_over_error_ratio"]
+                    cells.append(f"{a:.2f} vs {b:.2f} {'met' if a >= b else 'missed'}")
+                else:
+                    cells.append("—")
+                rows.append([f"{track}: {set_name}", meth, *cells])
+                elements = list(r["by_element"])
+    if not rows:
+        return ""
+    return table(["test set", "method", f"pooled AUC vs {ens}", *[f"{el} AUC vs ensemble" for el in elements],
+                  f"rotation ρ (min over elements, target ≥ {ROTATION_TARGET})", "σ/error shift quotient vs ensemble"],
+                 rows)
+
+
 SECTIONS: dict[str, Callable[[str, dict[str, Any]], str]] = {
     "uq": uq_section,
     "uq_sweep": uq_sweep_section,
@@ -367,8 +407,12 @@ def render(results_dir: Path) -> str:
             epochs = result.get("settings", {}).get("train", {}).get("epochs", "?")
             parts += [f"## Headline: uncertainty quality, {epochs} epochs (`{uq_file.name}`)", "",
                       "Atom-level ROC-AUC / Spearman as in the paper (§4), and in brackets the ROC-AUC within "
-                      "each element (0.5 = no skill beyond knowing the element).", "", uq_headline(result), "",
-                      "Details, errors, shift response and costs: its section below.", ""]
+                      "each element (0.5 = no skill beyond knowing the element).", "", uq_headline(result), ""]
+            targets = uq_targets(result)
+            if targets:
+                parts += ["Targets (issue #24) for the symmetric-head eIP, against the 4-model ensemble:", "",
+                          targets, ""]
+            parts += ["Details, errors, shift response and costs: its section below.", ""]
         except (KeyError, TypeError, StopIteration, AttributeError, json.JSONDecodeError):
             continue
     for path in files:
