@@ -15,33 +15,45 @@ from eip_al.calculator import EIPCalculator
 from eip_al.config import UDDConfig
 from eip_al.explore.udd import UDDCalculator
 from eip_al.model.evaluation import frames_to_graphs
-from eip_al.model.head import invariant_features
+from eip_al.model.head import Evidence, invariant_features
 from eip_al.model.neighbors import SpeciesMap, frame_graph
 from eip_al.model.uncertainty import (
-    aleatoric_sigma,
-    atom_sigma,
-    component_sigma,
+    aleatoric_covariance,
+    aleatoric_variance,
     config_sigma,
+    covariance_atom_sigma,
+    covariance_components,
+    epistemic_covariance,
     epistemic_variance,
 )
 from tests.model_fixtures import tiny_model, torch_threads, water_box
 
 
 def test_sigma_definitions() -> None:
+    """Paper evidence (per component) and symmetric evidence (per atom + shape) against §3 by hand."""
     nu = torch.tensor([[0.5, 2.0, 1.0], [4.0, 0.25, 1.5]], dtype=torch.float64)
     alpha = torch.tensor([[1.5, 3.0, 2.0], [1.1, 5.0, 2.5]], dtype=torch.float64)
     beta = torch.tensor([[0.2, 1.0, 0.3], [0.05, 2.0, 0.6]], dtype=torch.float64)
-    comp = component_sigma(nu, alpha, beta)
+    paper = Evidence(nu, alpha, beta)
+    comp = covariance_components(epistemic_covariance(paper))
+    ale = covariance_components(aleatoric_covariance(paper))
     for i in range(2):
         for c in range(3):
             n, a, b = nu[i, c].item(), alpha[i, c].item(), beta[i, c].item()
             assert comp[i, c].item() == pytest.approx(math.sqrt(b / (n * (a - 1))))
-            assert aleatoric_sigma(alpha, beta)[i, c].item() == pytest.approx(math.sqrt(b / (a - 1)))
-    atom = atom_sigma(comp)
+            assert ale[i, c].item() == pytest.approx(math.sqrt(b / (a - 1)))
+    atom = covariance_atom_sigma(epistemic_covariance(paper))
     assert atom[0].item() == pytest.approx(math.sqrt(sum(comp[0, c].item() ** 2 for c in range(3))))
     assert config_sigma(atom).item() == pytest.approx(atom.mean().item())
     # epistemic = aleatoric / ν: more evidence (ν) means less model uncertainty
-    assert torch.allclose(epistemic_variance(nu, alpha, beta), aleatoric_sigma(alpha, beta) ** 2 / nu)
+    assert torch.allclose(epistemic_variance(nu, alpha, beta), aleatoric_variance(alpha, beta) / nu)
+    shape = torch.tensor([[[2.0, 0.3, 0.0], [0.3, 0.5, 0.1], [0.0, 0.1, 0.5]]] * 2, dtype=torch.float64)
+    sym = Evidence(nu[:, 0], alpha[:, 0], beta[:, 0], shape)
+    cov = epistemic_covariance(sym)
+    for i in range(2):
+        var = beta[i, 0].item() / (nu[i, 0].item() * (alpha[i, 0].item() - 1))
+        assert torch.allclose(cov[i], var * shape[i])
+        assert covariance_atom_sigma(cov)[i].item() == pytest.approx(math.sqrt(3 * var))  # tr S = 3
 
 
 def test_config_sigma_per_graph_and_differentiable() -> None:
@@ -119,9 +131,9 @@ def test_paper_head_keeps_its_per_component_definitions() -> None:
     model = tiny_model(1, head="paper")
     out = predict(model, water_box(8, seed=1))
     assert out["nu"].shape == out["sigma_components"].shape == (24, 3) and "shape" not in out
-    expected = component_sigma(out["nu"], out["alpha"], out["beta"])
+    expected = torch.sqrt(out["beta"] / (out["nu"] * (out["alpha"] - 1)))
     assert torch.allclose(out["sigma_components"], expected, rtol=1e-12)
-    assert torch.allclose(out["sigma_atom"], atom_sigma(expected), rtol=1e-12)
+    assert torch.allclose(out["sigma_atom"], expected.norm(dim=1), rtol=1e-12)
     assert torch.allclose(out["covariance"], torch.diag_embed(expected**2), rtol=1e-12)
 
 

@@ -24,21 +24,6 @@ def aleatoric_variance(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     return beta / (alpha - 1.0)
 
 
-def component_sigma(nu: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """Epistemic σ_ic per atom and component, shape (N, 3) (eV/Å)."""
-    return torch.sqrt(epistemic_variance(nu, alpha, beta))
-
-
-def aleatoric_sigma(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """Aleatoric σ per atom and component, shape (N, 3) (eV/Å)."""
-    return torch.sqrt(aleatoric_variance(alpha, beta))
-
-
-def atom_sigma(components: torch.Tensor) -> torch.Tensor:
-    """Per-atom σ_i = ‖(σ_ix, σ_iy, σ_iz)‖₂, shape (N,); compare with ‖F_pred,i − F_ref,i‖₂."""
-    return torch.linalg.vector_norm(components, dim=-1)
-
-
 def config_sigma(atom: torch.Tensor, batch: torch.Tensor | None = None, n_graphs: int = 1) -> torch.Tensor:
     """Per-configuration σ = mean_i σ_i, shape (n_graphs,); `batch` maps atoms to graphs."""
     if batch is None:
