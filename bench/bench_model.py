@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.build import molecule
-from summarize import machine_info  # bench/ is on sys.path when run as a script
+from summarize import git_commit, machine_info, now_iso  # bench/ is on sys.path when run as a script
 
 from eip_al.calculator import EIPCalculator
 from eip_al.config import ModelConfig
@@ -154,6 +154,7 @@ def main() -> None:
         }
         print(threads, json.dumps(results["by_threads"][str(threads)], indent=1))  # type: ignore[index]
     results["machine"] = machine_info()
+    results["date"], results["git"] = now_iso(), git_commit()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 
