@@ -558,7 +558,8 @@ def model_root(track: str, epochs: int) -> Path:
 
 
 def model_config(head: str) -> ModelConfig:
-    return MODEL.model_copy(update={"head": head})
+    """MODEL with `head`; novelty off (the "eIP + novelty" method fits it afterwards, on the same model)."""
+    return MODEL.model_copy(update={"head": head, "novelty": False})
 
 
 def shift_response(sets: dict[str, dict[str, Any]], reference: str) -> dict[str, dict[str, float]]:
