@@ -29,7 +29,11 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.build import molecule
-from summarize import git_commit, machine_info, now_iso  # bench/ is on sys.path when run as a script
+from summarize import (  # bench/ is on sys.path when run as a script
+    git_commit,
+    machine_info,
+    now_iso,
+)
 
 from eip_al.calculator import EIPCalculator
 from eip_al.config import ModelConfig

@@ -35,6 +35,8 @@ under a rigid rotation of each frame (`rotation_stability`) and the shift respon
 
 Run: python bench/bench_uq.py [--stage all|sweep|baselines|compare] [--tracks mock dft] [--threads 1] [--device cpu|cuda]
      [--methods eip-symmetric eip-paper baselines] [--epochs N] [--probe-rounds 3] [--out FILE]
+(from a git worktree while another checkout is pip-installed, prefix PYTHONPATH=. so that
+the worktree's eip_al is imported and not the installed one)
 """
 
 from __future__ import annotations

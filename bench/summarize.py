@@ -399,16 +399,26 @@ def render(results_dir: Path) -> str:
     files = sorted(results_dir.glob("*.json"))
     if not files:
         parts.append("No results yet.")
+    uq_results = []
     for uq_file in sorted(results_dir.glob("uq*.json")):
         try:
-            result = json.loads(uq_file.read_text())
-            if result.get("benchmark") != "uq":
+            uq_results.append((uq_file, json.loads(uq_file.read_text())))
+        except (OSError, json.JSONDecodeError):
+            continue
+    # results of the current heads first; earlier comparisons (no `eip_heads` setting) after
+    uq_results.sort(key=lambda fr: not isinstance(fr[1], dict) or "eip_heads" not in fr[1].get("settings", {}))
+    for uq_file, result in uq_results:
+        try:
+            if not isinstance(result, dict) or result.get("benchmark") != "uq":
                 continue
             epochs = result.get("settings", {}).get("train", {}).get("epochs", "?")
             parts += [f"## Headline: uncertainty quality, {epochs} epochs (`{uq_file.name}`)", "",
                       "Atom-level ROC-AUC / Spearman as in the paper (§4), and in brackets the ROC-AUC within "
-                      "each element (0.5 = no skill beyond knowing the element).", "", uq_headline(result), ""]
-            targets = uq_targets(result)
+                      "each element (0.5 = no skill beyond knowing the element)."
+                      + (f" Methods: {result['settings']['eip_heads']}." if "eip_heads" in result.get("settings", {})
+                         else " eIP here is the paper's per-component head (before the symmetric head)."),
+                      "", uq_headline(result), ""]
+            targets = uq_targets(result) if "eip_heads" in result.get("settings", {}) else ""
             if targets:
                 parts += ["Targets (issue #24) for the symmetric-head eIP, against the 4-model ensemble:", "",
                           targets, ""]
