@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temp file in the same folder, fsync, then rename.
+"""Atomic file writes (temp file in the same folder, fsync, rename) and file hashing.
 
 A reader (or a rerun after a crash) sees either the old file or the complete new one,
 never a half-written file.
@@ -6,6 +6,7 @@ never a half-written file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -58,3 +59,12 @@ def atomic_write_with(path: Path, writer: Callable[[Path], None]) -> None:
     """Call `writer(tmp_path)` and atomically move the result onto `path`."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -147,23 +147,42 @@ def fit_scale(sigma: np.ndarray, error: np.ndarray) -> float:
     distribution with E[error | σ] ∝ σ. For Gaussian errors ΔF_i ~ N(0, c²σ_i²/3 · I₃) it
     converges to the likelihood answer κ·c (κ = sqrt(8/(3π)), the mean norm of such a
     vector over its RMS); unlike the Gaussian maximum-likelihood c² = mean(‖ΔF‖²/σ²) it is
-    not inflated by heavy-tailed errors (a few atoms with small σ and large errors).
+    not inflated by heavy-tailed errors (a few atoms with small σ and large errors). Atoms
+    whose σ is an outlier (`_sigma_inliers`) are left out, so a few extrapolating atoms with
+    σ ~ 10⁴ eV/Å cannot set the scale for all others.
     """
     s, e = _clean_pairs(sigma, error)
     if s.size < MIN_SCALE_SAMPLES:
         raise CalibrationError(f"need at least {MIN_SCALE_SAMPLES} finite (σ > 0, error) pairs, got {s.size}")
-    scale = float(e.sum() / s.sum())
+    keep = _sigma_inliers(s)
+    scale = float(e[keep].sum() / s[keep].sum())
     if not scale > 0:
         raise CalibrationError("all errors are zero: nothing to calibrate against")
     return scale
 
 
-def _equal_count_bins(x: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+SIGMA_OUTLIER_MADS = 5.0  # σ beyond this many robust SDs above the median of log σ is an outlier
+
+
+def _sigma_inliers(s: np.ndarray) -> np.ndarray:
+    """Mask of σ that are not far-upper outliers on a log scale (median + 5 × 1.4826 MAD of log σ)."""
+    log_s = np.log(s)
+    med = np.median(log_s)
+    mad = 1.4826 * np.median(np.abs(log_s - med))
+    if mad == 0:
+        return np.ones(s.size, dtype=bool)
+    return log_s <= med + SIGMA_OUTLIER_MADS * mad
+
+
+def _equal_count_bins(
+    x: np.ndarray, y: np.ndarray, n_bins: int, x_stat: Literal["mean", "median"] = "mean"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = np.argsort(x, kind="stable")
     groups = np.array_split(order, max(1, min(n_bins, x.size)))
     groups = [g for g in groups if g.size]
+    locate = np.median if x_stat == "median" else np.mean
     return (
-        np.array([x[g].mean() for g in groups]),
+        np.array([locate(x[g]) for g in groups]),
         np.array([y[g].mean() for g in groups]),
         np.array([g.size for g in groups]),
     )
@@ -188,7 +207,7 @@ def fit_calibration(
     if method == "scale" or s.size < MIN_ISOTONIC_SAMPLES or np.ptp(s) == 0:
         return Calibration(method="scale", **common)
     n_bins = min(ISOTONIC_BINS, s.size // MIN_PER_BIN)
-    bx, by, bn = _equal_count_bins(s, e, n_bins)
+    bx, by, bn = _equal_count_bins(s, e, n_bins, x_stat="median")  # a huge σ cannot move a knot
     # merge bins with equal mean σ (many tied σ values) so knots are strictly increasing
     ux, inv = np.unique(bx, return_inverse=True)
     wn = np.bincount(inv, weights=bn)
@@ -389,6 +408,7 @@ def selection_audit(
     None when it cannot exist: no training or labeling result, nothing labeled, or no
     predictor. The model is the generation's own checkpoint (the one that selected).
     """
+    from eip_al import integrity
     from eip_al.io import read_frames
     from eip_al.rundir import ARTIFACT_NAME, load_valid
     from eip_al.schemas import LabelingResult
@@ -414,6 +434,7 @@ def selection_audit(
         calibration = None
     result = selection_audit_from_predictions(run, gen, training, labeling.labeled_extxyz, frames, preds,
                                               calibration)
+    result = integrity.seal(result, run.root)
     result.write(path)
     return result
 

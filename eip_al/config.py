@@ -7,12 +7,35 @@ whose message names the file and each bad field, e.g.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ase.data import chemical_symbols
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control(value: Any) -> Any:
+    """Refuse a path or command word with a newline or other control character: it would end
+    up in a shell or Slurm script (a newline there starts a new command)."""
+    if _CONTROL.search(str(value)):
+        raise ValueError("must not contain a newline or other control character")
+    return value
+
+
+def check_safe_path(path: Path | str, what: str) -> None:
+    """ConfigError if `path` (written into a job or Slurm script) has a control character."""
+    try:
+        _no_control(path)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc} (got {str(path)!r})") from None
+
+
+SafePath = Annotated[Path, AfterValidator(_no_control)]  # a path written into job scripts
+SafeStr = Annotated[str, AfterValidator(_no_control)]
 PosFloat = Annotated[float, Field(gt=0)]
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -24,7 +47,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # every float of every section must be finite (`cutoff: .inf` or `nan` is a typo, not a value)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SystemConfig(Section):
@@ -33,7 +57,7 @@ class SystemConfig(Section):
     kind: Literal["water", "file"] = "water"
     n_molecules: PosInt = 96
     density_g_cm3: PosFloat = 0.997
-    structure_file: Path | None = None  # kind=file: CIF, POSCAR, extxyz, ...
+    structure_file: SafePath | None = None  # kind=file: CIF, POSCAR, extxyz, ...
     seed: int = 0
 
     @model_validator(mode="after")
@@ -47,7 +71,7 @@ class SeedDataConfig(Section):
     """Generation-0 data: classical MD with the mock force field, or the user's extxyz."""
 
     source: Literal["md", "file"] = "md"
-    file: Path | None = None  # source=file: labelled extxyz (energy + forces)
+    file: SafePath | None = None  # source=file: labelled extxyz (energy + forces)
     n_frames: PosInt = 1000
     temperature_K: PosFloat = 300.0
     timestep_fs: PosFloat = 0.5
@@ -107,6 +131,11 @@ class UDDConfig(Section):
     limiter: bool = True
     C: PosFloat = 0.2  # eV/Å
     D: PosFloat = 1.5
+    # if set, A is replaced per generation by the amplitude that gives this median
+    # |F̃_b|/|F| on the model's own training frames (Kulichenko et al.: ≈ 0.36), so one
+    # config gives the same bias strength at any system size (docs/exploration.md)
+    target_bias_ratio: PosFloat | None = None
+    scale_frames: PosInt = 16  # training frames used to find that amplitude
 
 
 class WalkerConfig(Section):
@@ -124,13 +153,42 @@ class WalkerConfig(Section):
     seed: int = 0
 
 
-class CollapseConfig(Section):
-    """When a trajectory is declared collapsed (stopped cleanly, not raised)."""
+def parse_pair(name: str) -> tuple[int, int]:
+    """'O-H' (or 'H-O') -> (8, 1), heavier element first; ValueError naming the bad pair."""
+    parts = name.split("-")
+    if len(parts) != 2 or any(p not in chemical_symbols[1:] for p in parts):
+        raise ValueError(f"{name!r} is not a pair of element symbols like 'O-H'")
+    a, b = sorted((chemical_symbols.index(p) for p in parts), reverse=True)
+    return a, b
 
-    min_distance: PosFloat = 0.6  # Å, any pair
+
+class CollapseConfig(Section):
+    """When a trajectory is declared collapsed (stopped cleanly, not raised), and which
+    frames selection refuses as unphysical: the same per-pair distance rule for both
+    (eip_al/screening.py, docs/exploration.md)."""
+
+    min_distance: PosFloat = 0.6  # Å, absolute floor for any pair
+    # floor per pair: covalent_factor × (r_cov(a) + r_cov(b)) (ASE covalent radii)
+    covalent_factor: PosFloat = 0.6
+    # learned limit per pair: learned_factor × the smallest distance in the reference data
+    # (None: not learned); the reference is the seed dataset (fixed for the run) or the
+    # dataset of the current generation
+    learned_factor: Annotated[float, Field(gt=0, le=1)] | None = 0.9
+    learn_from: Literal["seed", "dataset"] = "seed"
+    # explicit limits that replace the learned one, e.g. {"O-O": 2.2} (Å)
+    min_pair_distance: dict[str, PosFloat] = Field(default_factory=dict)
     max_oh_bond: PosFloat | None = 1.6  # Å; water only: an H farther than this from every O
     max_temperature_factor: PosFloat = 3.0  # T > factor * target
     max_force: PosFloat = 50.0  # eV/Å on any atom
+
+    @model_validator(mode="after")
+    def _pairs_known(self) -> CollapseConfig:
+        for name in self.min_pair_distance:
+            try:
+                parse_pair(name)
+            except ValueError as exc:
+                raise ValueError(f"min_pair_distance: {exc}") from None
+        return self
 
 
 class ExploreConfig(Section):
@@ -188,29 +246,29 @@ class MockLabelerConfig(Section):
 
 
 class CP2KConfig(Section):
-    template: Path = Path("templates/cp2k/water-pbe-d3.inp")
-    user_input: Path | None = None  # a full CP2K input; parsed and regenerated
-    executable: str = "cp2k.psmp"
-    launcher: list[str] = Field(default_factory=list)  # e.g. ["mpirun", "-np", "2"]
+    template: SafePath = Path("templates/cp2k/water-pbe-d3.inp")
+    user_input: SafePath | None = None  # a full CP2K input; parsed and regenerated
+    executable: Annotated[SafeStr, Field(min_length=1)] = "cp2k.psmp"
+    launcher: list[SafeStr] = Field(default_factory=list)  # e.g. ["mpirun", "-np", "2"]
     cutoff_ry: PosFloat = 400.0
     rel_cutoff_ry: PosFloat = 50.0
     eps_scf: PosFloat = 1e-6
     max_scf: PosInt = 50
     retry_scf: bool = True
     timeout_s: PosFloat = 3600.0
-    schema_xml: Path | None = None  # cp2k_input.xml of the CP2K that runs the jobs (default: `executable --xml`)
+    schema_xml: SafePath | None = None  # cp2k_input.xml of the CP2K that runs the jobs (default: `executable --xml`)
     omp_num_threads: PosInt | None = None  # OMP_NUM_THREADS in each job's run script (None: inherit)
 
 
 class SlurmConfig(Section):
-    partition: str | None = None
-    account: str | None = None
-    time: str = "01:00:00"
+    partition: SafeStr | None = None
+    account: SafeStr | None = None
+    time: SafeStr = "01:00:00"
     ntasks: PosInt = 1
     cpus_per_task: PosInt = 1
     max_array_parallel: PosInt = 50
     poll_interval_s: PosFloat = 30.0
-    extra_sbatch: list[str] = Field(default_factory=list)
+    extra_sbatch: list[SafeStr] = Field(default_factory=list)
 
 
 class LabelerConfig(Section):
@@ -219,6 +277,11 @@ class LabelerConfig(Section):
     n_parallel: PosInt = 1  # local jobs at once
     max_failure_fraction: Fraction = 0.2
     max_force_eV_A: PosFloat = 100.0  # a label with any |F| above this is implausible_forces
+    # a label whose max per-atom |F| exceeds outlier_force_factor × the outlier_percentile of
+    # the per-atom |F| of the dataset it would join is quarantined (outlier_forces: counted as
+    # a failure, not merged; docs/labeling.md). None switches it off.
+    outlier_force_factor: PosFloat | None = 4.0
+    outlier_percentile: Annotated[float, Field(gt=0, le=100)] = 99.9
     mock: MockLabelerConfig = MockLabelerConfig()
     cp2k: CP2KConfig = CP2KConfig()
     slurm: SlurmConfig = SlurmConfig()
@@ -229,6 +292,15 @@ class MergeConfig(Section):
     test_fraction: Fraction = 0.1
     allow_theory_mismatch: bool = False
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _some_left_for_training(self) -> MergeConfig:
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"valid_fraction + test_fraction must be below 1 (got {self.valid_fraction} + "
+                f"{self.test_fraction}): nothing would be left to train on"
+            )
+        return self
 
 
 class FlowConfig(Section):
@@ -265,7 +337,7 @@ class ALConfig(Section):
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "al-water"
     generations: PosInt = 3
-    run_dir: Path | None = None  # default: runs/<name>
+    run_dir: SafePath | None = None  # default: runs/<name>
     system: SystemConfig = SystemConfig()
     seed_data: SeedDataConfig = SeedDataConfig()
     model: ModelConfig = ModelConfig()
@@ -290,6 +362,8 @@ def _format_errors(exc: ValidationError) -> str:
             msg = "must be > " + msg.removeprefix("Input should be greater than ")
         elif msg.startswith("Value error, "):
             msg = msg.removeprefix("Value error, ")
+        elif err["type"] == "finite_number":
+            msg = "must be a finite number"
         elif err["type"] == "extra_forbidden":
             msg = "unknown field (typo?)"
         got = err.get("input")
@@ -311,7 +385,8 @@ def config_from_mapping(data: Any, source: str = "<mapping>") -> ALConfig:
 
 
 def load_config(path: Path | str) -> ALConfig:
-    """Load a YAML run config. Relative paths inside stay relative to the current directory."""
+    """Load a YAML run config (an empty file is refused). Relative paths inside stay relative
+    to the current directory."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -321,6 +396,11 @@ def load_config(path: Path | str) -> ALConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not data:  # an empty file would silently start the defaults: the paper's 96-water run
+        raise ConfigError(
+            f"{path}: the config is empty; a run config sets at least `name` "
+            "(start from configs/al-water-demo.yaml)"
+        )
     return config_from_mapping(data, str(path))
 
 

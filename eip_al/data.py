@@ -13,7 +13,7 @@ documented in docs/data.md:
   (`TheoryMismatchError`) unless ``merge.allow_theory_mismatch``;
 * splits: a frame keeps its split forever; a new frame gets a seeded hash rule;
 * crash safety: the old manifest is removed before the new dataset file is written, so a
-  directory holds a manifest only when it matches its file (sha256, checked on load), and
+  directory holds a manifest only when it matches its file (size and sha256, checked on load), and
   the previous generation's directory is never written to.
 """
 
@@ -28,6 +28,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from eip_al import integrity
 from eip_al.config import ALConfig, ConfigError, MergeConfig
 from eip_al.io import FrameError, frame_id, read_frames, validate_frame, write_frames
 from eip_al.rundir import ARTIFACT_NAME, RunDir, RunDirError
@@ -146,19 +147,23 @@ def _normalize_info(atoms: Atoms, where: str) -> None:
             raise FrameError(f"{where}: info '{k}' must be a number, got {v!r}")
 
 
+def coerce_str_info(atoms: Atoms) -> None:
+    """Provenance strings a plain extxyz writer let turn into numbers, back to str.
+
+    ASE writes "000123" bare and reads it back as the int 123 (leading zeros are lost):
+    a file eip-al wrote, then rewritten by plain `ase.io.write`, has such ids.
+    """
+    for k in STR_KEYS:
+        v = atoms.info.get(k)
+        if isinstance(v, numbers.Real | np.generic) and not isinstance(v, bool | np.bool_):
+            atoms.info[k] = str(int(v)) if float(v).is_integer() else str(v)
+
+
 def _copy_labeled(atoms: Atoms) -> Atoms:
     """A copy that keeps the labels (Atoms.copy drops the calculator)."""
     out = atoms.copy()
     out.calc = SinglePointCalculator(out, **dict(atoms.calc.results))
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _describe(theory: TheoryFingerprint) -> str:
@@ -170,16 +175,13 @@ def _describe(theory: TheoryFingerprint) -> str:
 
 # ---------------------------------------------------------------------------- load / write
 def load_dataset(run: RunDir, manifest: DatasetManifest) -> list[Atoms]:
-    """The frames of a dataset, after checking the file's sha256 and frame count."""
+    """The frames of a dataset, after checking the file's size, sha256 and frame count.
+
+    A file that differs from its manifest raises `integrity.IntegrityError` (one line: the
+    file, the step that wrote it, how to redo that step).
+    """
     path = run.abs(manifest.dataset_extxyz)
-    if not path.exists():
-        raise DatasetIntegrityError(f"{path}: dataset file missing (its manifest exists)")
-    sha = _sha256(path)
-    if sha != manifest.sha256:
-        raise DatasetIntegrityError(
-            f"{path}: sha256 {sha[:12]}… differs from its manifest's {manifest.sha256[:12]}…: "
-            "the file was modified or partially written; rerun the step that wrote it"
-        )
+    integrity.verify(run, manifest, path.parent / ARTIFACT_NAME)
     frames = read_frames(path, require_labels=True, require_cell=False)
     if len(frames) != manifest.n_frames:
         raise DatasetIntegrityError(
@@ -210,8 +212,11 @@ def write_dataset(
     merge_cfg: MergeConfig,
     run: RunDir,
     parent: DatasetManifest | None = None,
+    source: str | None = None,
 ) -> DatasetManifest:
     """Write `parent`'s frames (unchanged, split kept) + the new `frames` as one dataset.
+
+    `source` (e.g. the user's seed file) names the new frames in errors instead of `out_dir`.
 
     `frames` are the NEW labelled frames (all frames of the seed when `parent` is None).
     Each new frame gets ``frame_id`` (content hash) if missing, ``generation`` =
@@ -263,7 +268,7 @@ def write_dataset(
     n_dup = 0
     mixed = 0
     for i, src in enumerate(frames):
-        where = f"{out_dir}: new frame {i}"
+        where = f"{source}: frame {i}" if source else f"{out_dir}: new frame {i}"
         validate_frame(src, where=where, require_labels=True, require_cell=False)
         atoms = _copy_labeled(src)
         _normalize_info(atoms, where)
@@ -320,12 +325,14 @@ def write_dataset(
     # manifest, so a crash can never pair an old manifest with a new dataset file.
     manifest_path.unlink(missing_ok=True)
     write_frames(dataset_path, out)
+    digest = integrity.file_digest(dataset_path)
     manifest = DatasetManifest(
         generation=generation,
         dataset_extxyz=run.rel(dataset_path),
         n_frames=len(out),
         theory=theory,
-        sha256=_sha256(dataset_path),
+        sha256=digest.sha256,
+        files={run.rel(dataset_path): digest},
         n_duplicates_dropped=n_dup,
         parent=parent_rel,
         notes=notes,

@@ -19,15 +19,19 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import vesin
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_numbers
-from ase.io import read, write
+from ase.io import iread, write
 from ase.io.extxyz import key_val_str_to_dict
 
 from eip_al.atomic import atomic_path
 
 KNOWN_ELEMENTS = frozenset(atomic_numbers) - {"X"}
+# Two atoms closer than this are one atom written twice (or a broken file), not a strained
+# geometry: no structure has nuclei 0.1 Å apart, and the model's σ is NaN at distance 0.
+OVERLAP_DISTANCE_A = 0.1
 
 
 class FrameError(ValueError):
@@ -73,6 +77,7 @@ def validate_frame(
             )
     if not np.all(np.isfinite(atoms.positions)):
         raise FrameError(f"{where}: positions contain NaN or inf")
+    _check_overlap(atoms, where)
     if require_cell:
         if not atoms.pbc.all():
             raise FrameError(f"{where}: pbc must be True in all directions (got {atoms.pbc.tolist()})")
@@ -95,6 +100,24 @@ def validate_frame(
             raise FrameError(f"{where}: forces contain NaN or inf")
 
 
+def _check_overlap(atoms: Atoms, where: str) -> None:
+    """FrameError naming the closest pair if two atoms (or periodic images) overlap."""
+    if len(atoms) < 2 and not atoms.pbc.any():
+        return
+    box = np.asarray(atoms.cell.array, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any() and abs(atoms.cell.volume) < 1e-6:  # no usable cell: plain distances
+        pbc = np.zeros(3, dtype=bool)
+    nl = vesin.NeighborList(cutoff=OVERLAP_DISTANCE_A, full_list=False)
+    i, j, d = nl.compute(np.asarray(atoms.positions, dtype=np.float64), box, pbc, "ijd")
+    if len(d):
+        k = int(np.argmin(d))
+        raise FrameError(
+            f"{where}: atoms {int(i[k])} and {int(j[k])} overlap ({float(d[k]):.3f} Å apart, "
+            f"closer than {OVERLAP_DISTANCE_A} Å)"
+        )
+
+
 def read_frames(
     path: Path | str,
     *,
@@ -103,16 +126,27 @@ def read_frames(
     require_cell: bool = True,
     index: str | int = ":",
 ) -> list[Atoms]:
-    """Read frames with ASE and validate each; errors name the file and frame index."""
+    """Read frames with ASE and validate each; errors name the file and frame index.
+
+    An empty file, an unreadable frame (e.g. an unknown element symbol) or an unusable one
+    (`validate_frame`) raises FrameError.
+    """
     path = Path(path)
     if not path.exists():
         raise FrameError(f"{path}: file not found")
+    if path.is_file() and path.stat().st_size == 0:
+        raise FrameError(f"{path}: empty file (no frames)")
+    frames: list[Atoms] = []
     try:
-        frames = read(path, index=index)
+        for atoms in iread(path, index=index):
+            frames.append(atoms)
+    except KeyError as exc:  # ASE's symbol → atomic number lookup
+        symbol = exc.args[0] if exc.args else None
+        if isinstance(symbol, str) and symbol not in KNOWN_ELEMENTS:
+            raise FrameError(f"{path}: frame {len(frames)}: unknown element symbol {symbol!r}") from None
+        raise FrameError(f"{path}: frame {len(frames)}: cannot read: KeyError: {exc}") from exc
     except Exception as exc:  # ASE raises many types for malformed files
-        raise FrameError(f"{path}: cannot read frames: {type(exc).__name__}: {exc}") from exc
-    if isinstance(frames, Atoms):
-        frames = [frames]
+        raise FrameError(f"{path}: frame {len(frames)}: cannot read: {type(exc).__name__}: {exc}") from exc
     if not frames:
         raise FrameError(f"{path}: contains no frames")
     elements = list(elements) if elements is not None else None

@@ -1,7 +1,8 @@
 """Resumable generation steps: the glue between the run directory and the step modules.
 
 Each `*_step` function wraps one library step with skip-if-done (`run_step`: a valid
-artifact means the step is finished) and records its outcome in the generation's
+artifact whose payload files match means the step is finished), checks the step's inputs
+before it starts (`eip_al.integrity`) and records its outcome in the generation's
 `generation.json`. The Prefect flow (`flows/`) calls exactly these functions, one task
 each; nothing here imports Prefect, so the same steps run under any engine.
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from eip_al import integrity
 from eip_al.config import ALConfig
 from eip_al.rundir import ARTIFACT_NAME, RunDir, load_valid, run_step
 from eip_al.schemas import (
@@ -78,13 +80,28 @@ def mark_stop(run: RunDir, gen: int, reason: str) -> None:
     rec.model_copy(update={"converged": True, "stop_reason": reason}).write(path)
 
 
+def _after_inputs(
+    run: RunDir, gen: int, step: StepName, produce: Callable[[], A], warm_start: bool = False
+) -> Callable[[], A]:
+    """`produce`, preceded by the check of the step's inputs (`integrity.verify_inputs`)."""
+
+    def checked() -> A:
+        integrity.verify_inputs(run, gen, step, warm_start)
+        return produce()
+
+    return checked
+
+
 def _timed_step(
-    run: RunDir, gen: int, step: StepName, path: Path, cls: type[A], produce: Callable[[], A]
+    run: RunDir, gen: int, step: StepName, path: Path, cls: type[A], produce: Callable[[], A],
+    warm_start: bool = False,
 ) -> A:
-    """run_step + a GenerationRecord line (done / skipped / failed with the error)."""
+    """run_step (inputs checked first) + a GenerationRecord line (done / skipped / failed)."""
     t0 = time.perf_counter()
     try:
-        result, skipped = run_step(path, cls, produce)  # type: ignore[type-var]
+        result, skipped = run_step(  # type: ignore[type-var]
+            path, cls, _after_inputs(run, gen, step, produce, warm_start), run  # type: ignore[arg-type]
+        )
     except Exception as exc:
         record_step(run, gen, step, "failed", message=f"{type(exc).__name__}: {exc}")
         raise
@@ -98,7 +115,7 @@ def seed_step(cfg: ALConfig, run: RunDir) -> DatasetManifest:
     """Generation-0 dataset (`<run>/seed/`)."""
     from eip_al.seed import make_seed
 
-    result, _ = run_step(run.seed_dir / ARTIFACT_NAME, DatasetManifest, lambda: make_seed(cfg, run))
+    result, _ = run_step(run.seed_dir / ARTIFACT_NAME, DatasetManifest, lambda: make_seed(cfg, run), run)
     return result
 
 
@@ -107,7 +124,7 @@ def train_step(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
 
     return _timed_step(
         run, gen, "train", run.artifact_path(gen, "train"), TrainingResult,
-        lambda: train_generation(cfg, run, gen),
+        lambda: train_generation(cfg, run, gen), warm_start=cfg.train.warm_start,
     )
 
 
@@ -122,7 +139,8 @@ def walker_step(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationR
     from eip_al.explore import run_walker
 
     path = run.step_dir(gen, "explore") / f"{name}.json"
-    result, _ = run_step(path, ExplorationResult, lambda: run_walker(cfg, run, gen, name))
+    produce = _after_inputs(run, gen, "explore", lambda: run_walker(cfg, run, gen, name))
+    result, _ = run_step(path, ExplorationResult, produce, run)
     return result
 
 
@@ -132,7 +150,7 @@ def explore_summary_step(
     t0 = time.perf_counter()
     path = run.artifact_path(gen, "explore")
     summary, skipped = run_step(
-        path, ExplorationSummary, lambda: ExplorationSummary(generation=gen, walkers=results)
+        path, ExplorationSummary, lambda: ExplorationSummary(generation=gen, walkers=results), run
     )
     if not skipped:
         wall = sum(r.wall_time_s for r in results)
@@ -155,9 +173,19 @@ def select_step(cfg: ALConfig, run: RunDir, gen: int) -> SelectionResult:
     )
 
 
+def _labeled(run: RunDir, gen: int) -> bool:
+    """True when generation `gen`'s labeling already finished (its artifact is valid)."""
+    return load_valid(run.artifact_path(gen, "label"), LabelingResult) is not None
+
+
 def label_prepare_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingJobSet:
+    """Write the jobs; after labeling finished, the stored manifest (a rerun rewrites nothing)."""
     from eip_al.label import prepare_label_jobs
 
+    manifest = run.step_dir(gen, "label") / "jobs.json"
+    if _labeled(run, gen) and manifest.is_file():
+        return LabelingJobSet.load(manifest)
+    integrity.verify_inputs(run, gen, "label")
     return prepare_label_jobs(cfg, run, gen)
 
 
@@ -171,7 +199,8 @@ def label_run_all_step(cfg: ALConfig, run: RunDir, gen: int) -> None:
     """Run all prepared jobs at once (one Slurm array; export: nothing)."""
     from eip_al.label import run_label_jobs
 
-    run_label_jobs(cfg, run, gen)
+    if not _labeled(run, gen):
+        run_label_jobs(cfg, run, gen)
 
 
 def label_collect_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
@@ -181,6 +210,7 @@ def label_collect_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
     path = run.artifact_path(gen, "label")
     found = load_valid(path, LabelingResult)
     if found is not None:
+        integrity.verify(run, found, path)
         return found
     t0 = time.perf_counter()
     result = collect_labels(cfg, run, gen)
@@ -194,6 +224,7 @@ def label_collect_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
         )
         record_step(run, gen, "label", "failed", message=msg)
         raise LabelingBudgetExceeded(msg)
+    result = integrity.seal(result, run.root)
     result.write(path)
     record_step(run, gen, "label", "done", path, time.perf_counter() - t0)
     return result
@@ -249,3 +280,24 @@ def run_generation(cfg: ALConfig, run: RunDir, gen: int) -> str | None:
     merge_step(cfg, run, gen)
     report_step(cfg, run, gen)
     return stop_reason(cfg, run, gen)
+
+
+def run_all(cfg: ALConfig, run: RunDir, log: Callable[[str], None] = print) -> tuple[int, str | None]:
+    """Seed, then generations until done or converged, then the run summary — the same steps
+    as the Prefect flow, in order, without any engine (`eip-al run --engine none`).
+    Returns (generations done, stop reason)."""
+    from eip_al.report import run_summary
+
+    seed = seed_step(cfg, run)
+    log(f"seed dataset: {seed.n_frames} frames")
+    done, stop = 0, None
+    for gen in range(cfg.generations):
+        t0 = time.perf_counter()
+        stop = run_generation(cfg, run, gen)
+        done = gen + 1
+        log(f"generation {gen} done in {time.perf_counter() - t0:.0f} s")
+        if stop:
+            log(f"stopping after generation {gen}: {stop}")
+            break
+    run_summary(run)
+    return done, stop

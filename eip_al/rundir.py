@@ -27,7 +27,7 @@ from typing import TypeVar
 import yaml
 
 from eip_al.atomic import atomic_write_text
-from eip_al.config import ALConfig, config_from_mapping, dump_config
+from eip_al.config import ALConfig, check_safe_path, config_from_mapping, dump_config
 from eip_al.schemas import Artifact, DatasetManifest, StepName
 
 A = TypeVar("A", bound=Artifact)
@@ -99,24 +99,31 @@ class RunDir:
         A changed config under an existing run is refused unless `fork` is true, in which
         case the old config is kept as config.<timestamp>.yaml and the new one is used.
         """
+        check_safe_path(self.root, "run directory")  # job scripts name it
+        changed = self.changed_fields(cfg)
+        if changed and not fork:
+            raise RunDirError(
+                f"{self.config_path}: the config differs from the one this run was "
+                f"started with (changed: {', '.join(changed)}). Use a new run directory, "
+                "or pass --fork to continue this run with the new config."
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         new_text = dump_config(cfg)
         if self.config_path.exists():
-            stored = self.load_config()
-            if stored.model_dump(mode="json") != cfg.model_dump(mode="json"):
-                if not fork:
-                    diff = _diff_keys(stored.model_dump(mode="json"), cfg.model_dump(mode="json"))
-                    raise RunDirError(
-                        f"{self.config_path}: the config differs from the one this run was "
-                        f"started with (changed: {', '.join(diff)}). Use a new run directory, "
-                        "or pass --fork to continue this run with the new config."
-                    )
+            if changed:
                 backup = self.root / f"config.{time.strftime('%Y%m%d-%H%M%S')}.yaml"
                 shutil.copy2(self.config_path, backup)
                 atomic_write_text(self.config_path, new_text)
         else:
             atomic_write_text(self.config_path, new_text)
         return cfg
+
+    def changed_fields(self, cfg: ALConfig) -> list[str]:
+        """Fields where `cfg` differs from the stored config ([] if there is none yet)."""
+        if not self.config_path.exists():
+            return []
+        stored = self.load_config().model_dump(mode="json")
+        return _diff_keys(stored, cfg.model_dump(mode="json"))
 
     def load_config(self) -> ALConfig:
         data = yaml.safe_load(self.config_path.read_text())
@@ -144,16 +151,26 @@ def load_valid(path: Path, cls: type[A]) -> A | None:
         return None
 
 
-def run_step(path: Path, cls: type[A], produce: Callable[[], A]) -> tuple[A, bool]:
+def run_step(
+    path: Path, cls: type[A], produce: Callable[[], A], run: RunDir | None = None
+) -> tuple[A, bool]:
     """Return the valid artifact at `path`, or call `produce()`, write its result, return it.
 
-    The second element is True when the step was skipped (artifact already there).
+    The second element is True when the step was skipped (artifact already there). With
+    `run`, a found artifact's payload files are verified (`eip_al.integrity.IntegrityError`
+    on a mismatch) and a produced one records theirs (unless its producer already did).
     """
+    from eip_al import integrity
+
     found = load_valid(path, cls)
     if found is not None:
+        if run is not None:
+            integrity.verify(run, found, path)
         return found, True
     result = produce()
     if not isinstance(result, cls):
         raise TypeError(f"step producing {path} returned {type(result).__name__}, not {cls.__name__}")
+    if run is not None and not result.files:
+        result = integrity.seal(result, run.root)
     result.write(path)
     return result, False

@@ -31,6 +31,7 @@ FailureClass = Literal[
     "truncated",
     "inconsistent",
     "implausible_forces",
+    "outlier_forces",  # plausible alone, but far outside the dataset's forces: quarantined, not merged
     "injected",
 ]
 
@@ -47,12 +48,33 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class FileDigest(Strict):
+    """Size and sha256 of one payload file, recorded when its artifact is written."""
+
+    size: int  # bytes
+    sha256: str
+
+
 class Artifact(Strict):
-    """Base of every step artifact: versioned, timestamped, JSON round-trip safe."""
+    """Base of every step artifact: versioned, timestamped, JSON round-trip safe.
+
+    `files` maps each payload file the artifact points to (run-relative path) to its size
+    and sha256 (`eip_al.integrity`); artifacts written before eip-al recorded them have none.
+    """
 
     artifact: ClassVar[str] = "artifact"
+    payload_fields: ClassVar[tuple[str, ...]] = ()  # fields naming the files this step wrote
     schema_version: int = SCHEMA_VERSION
     created_at: datetime = Field(default_factory=_now)
+    files: dict[str, FileDigest] = Field(default_factory=dict)
+
+    def payload_paths(self) -> list[str]:
+        """Run-relative paths of the files this artifact points to (its `payload_fields`)."""
+        out: list[str] = []
+        for name in self.payload_fields:
+            value = getattr(self, name)
+            out += [value] if isinstance(value, str) else list(value or [])
+        return out
 
     def write(self, path: Path) -> Path:
         """Write this artifact as JSON atomically (temp file + rename)."""
@@ -132,6 +154,7 @@ class ValidationMetrics(UQScores):
 
 class TrainingResult(Artifact):
     artifact: ClassVar[str] = "training"
+    payload_fields: ClassVar[tuple[str, ...]] = ("checkpoint", "metrics_csv", "calibration")
     generation: int
     checkpoint: str  # relative path of the best checkpoint
     metrics_csv: str  # per-epoch metrics
@@ -154,6 +177,7 @@ class ExplorationResult(Artifact):
     """One walker's trajectory summary."""
 
     artifact: ClassVar[str] = "exploration"
+    payload_fields: ClassVar[tuple[str, ...]] = ("log_csv", "frames_extxyz")
     generation: int
     walker: str  # e.g. "md-300K-0", "udd-300K-0"
     kind: Literal["md", "udd"]
@@ -175,6 +199,12 @@ class ExplorationResult(Artifact):
     energy_mean: float | None = None
     energy_std: float | None = None
     bias_ratio_mean: float | None = None  # mean |F_bias|/|F| (udd only)
+    # udd only: median over steps of the per-step median over atoms of |F̃_b,i|/|F_i|, and the max
+    bias_ratio_median: float | None = None
+    bias_ratio_max: float | None = None
+    udd_A: float | None = None  # the amplitude used (eV): configured, or scaled to udd_target_ratio
+    udd_target_ratio: float | None = None
+    min_pair_distance: dict[str, float] | None = None  # Å, the screen this walker ran under
     wall_time_s: float
 
 
@@ -184,6 +214,9 @@ class ExplorationSummary(Artifact):
     artifact: ClassVar[str] = "exploration-summary"
     generation: int
     walkers: list[ExplorationResult]
+
+    def payload_paths(self) -> list[str]:
+        return [p for w in self.walkers for p in w.payload_paths()]
 
 
 # ---------------------------------------------------------------------------- select
@@ -197,12 +230,14 @@ class TrustFractions(Strict):
 
 class SelectionResult(Artifact):
     artifact: ClassVar[str] = "selection"
+    payload_fields: ClassVar[tuple[str, ...]] = ("selected_extxyz", "decisions_csv")
     generation: int
     lo: float  # eV/Å, configuration sigma
     hi: float
     lo_source: Literal["config", "adaptive"]
     n_pool: int
     n_unphysical: int
+    unphysical_by_reason: dict[str, int] = {}  # per element pair ('O-O') or rule
     n_accurate: int
     n_candidate: int
     n_failed: int
@@ -229,6 +264,7 @@ class SelectionAudit(Artifact, UQScores):
     """Fresh labels vs the model that selected them (`gen-XXX/audit/`, docs/calibration.md)."""
 
     artifact: ClassVar[str] = "selection-audit"
+    payload_fields: ClassVar[tuple[str, ...]] = ("frames_csv",)
     generation: int
     checkpoint: str  # the selecting model
     labeled_extxyz: str
@@ -271,6 +307,7 @@ class JobOutcome(Strict):
 
 class LabelingResult(Artifact):
     artifact: ClassVar[str] = "labeling"
+    payload_fields: ClassVar[tuple[str, ...]] = ("labeled_extxyz",)
     generation: int
     labeler: Literal["mock", "cp2k"]
     backend: Literal["local", "slurm", "export"]
@@ -280,6 +317,9 @@ class LabelingResult(Artifact):
     n_failed: int
     failures_by_class: dict[str, int]
     labeled_extxyz: str
+    # labels quarantined as force outliers (kept with their labels for inspection, not merged)
+    quarantine_extxyz: str | None = None
+    outlier_force_limit: float | None = None  # eV/Å, the max |F| above which a label was quarantined
     budget_exceeded: bool = False
     message: str | None = None  # why the generation should stop, or what the user must do next
 
@@ -287,6 +327,7 @@ class LabelingResult(Artifact):
 # ---------------------------------------------------------------------------- merge
 class DatasetManifest(Artifact):
     artifact: ClassVar[str] = "dataset"
+    payload_fields: ClassVar[tuple[str, ...]] = ("dataset_extxyz",)
     generation: int  # -1 for the seed dataset
     dataset_extxyz: str
     n_frames: int
@@ -294,7 +335,7 @@ class DatasetManifest(Artifact):
     counts_by_generation: dict[str, int]
     split_counts: dict[str, int]  # train / valid / test
     theory: TheoryFingerprint
-    sha256: str  # of the dataset file
+    sha256: str  # of the dataset file (also in `files`, with its size)
     n_duplicates_dropped: int = 0
     parent: str | None = None  # relative path of the previous manifest
     counts_by_theory: dict[str, int] = Field(default_factory=dict)  # theory key -> frames
@@ -304,6 +345,7 @@ class DatasetManifest(Artifact):
 # ---------------------------------------------------------------------------- report
 class GenerationReport(Artifact):
     artifact: ClassVar[str] = "report"
+    payload_fields: ClassVar[tuple[str, ...]] = ("report_md", "report_html", "figures", "tables")
     generation: int
     report_md: str
     report_html: str

@@ -26,9 +26,10 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from eip_al.atomic import atomic_write_with
+from eip_al.atomic import atomic_write_with, sha256_file
 from eip_al.config import ALConfig, ConfigError
-from eip_al.data import write_dataset
+from eip_al.data import coerce_str_info, write_dataset
+from eip_al.integrity import seal
 from eip_al.io import frame_id, read_frames, write_frames
 from eip_al.label import get_labeler
 from eip_al.label.jobs import LabelBatch, collect, prepare_jobs, run_all
@@ -57,12 +58,10 @@ def make_seed(cfg: ALConfig, run: RunDir) -> DatasetManifest:
         return done
     if cfg.seed_data.source == "file":
         frames, theory = user_seed_frames(cfg)
-    else:
-        theory = get_labeler(cfg.labeler).theory()
-        sampled = sample_seed_md(cfg, run.seed_dir / "md")
-        frames = label_seed_frames(
-            cfg, run, sampled, source=run.rel(run.seed_dir / "md" / "frames.extxyz")
-        )
+        return write_dataset(frames, run.seed_dir, -1, theory, cfg.merge, run, source=str(cfg.seed_data.file))
+    theory = get_labeler(cfg.labeler).theory()
+    sampled = sample_seed_md(cfg, run.seed_dir / "md")
+    frames = label_seed_frames(cfg, run, sampled, source=run.rel(run.seed_dir / "md" / "frames.extxyz"))
     return write_dataset(frames, run.seed_dir, -1, theory, cfg.merge, run)
 
 
@@ -217,7 +216,7 @@ def label_seed_frames(cfg: ALConfig, run: RunDir, frames: list[Atoms], source: s
             f"{batch.label_dir}: seed labels failed: {result.message or 'no frame was labelled'}; "
             "rerun to retry (finished jobs are kept)"
         )
-    result.write(batch.label_dir / ARTIFACT_NAME)
+    seal(result, run.root).write(batch.label_dir / ARTIFACT_NAME)
     if result.n_failed:
         console.print(
             f"seed labels: {result.n_ok}/{len(frames)} ok, failed by class {result.failures_by_class}"
@@ -230,6 +229,7 @@ def user_seed_frames(cfg: ALConfig) -> tuple[list[Atoms], TheoryFingerprint]:
     """The user's labelled extxyz as seed frames, and the theory their labels carry.
 
     Every frame needs energy, forces, a periodic cell and only the system's elements.
+    Provenance ids read back as numbers (a file rewritten by plain ASE) become strings again.
     The theory is the configured labeler's if every frame says so (info `theory` equal to
     its key, e.g. frames exported from an eip-al run); otherwise an `external` fingerprint
     of this file, which later merges refuse to mix unless `merge.allow_theory_mismatch`.
@@ -238,13 +238,15 @@ def user_seed_frames(cfg: ALConfig) -> tuple[list[Atoms], TheoryFingerprint]:
     assert path is not None  # guaranteed by SeedDataConfig's validator
     elements = sorted(set(initial_structure(cfg.system).get_chemical_symbols()))
     frames = read_frames(path, require_labels=True, require_cell=True, elements=elements)
+    for atoms in frames:
+        coerce_str_info(atoms)
     labeler_theory = (
         get_labeler(cfg.labeler).theory() if all("theory" in a.info for a in frames) else None
     )
     if labeler_theory is not None and all(a.info["theory"] == labeler_theory.key() for a in frames):
         theory = labeler_theory
     else:
-        sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        sha = sha256_file(Path(path))
         theory = TheoryFingerprint(
             code="external", method="user-supplied", extra={"file": Path(path).name, "sha256": sha}
         )

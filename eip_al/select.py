@@ -45,6 +45,7 @@ from eip_al.config import ALConfig, CollapseConfig
 from eip_al.io import FrameError, frame_id, read_frames, write_frames
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import ExplorationSummary, SelectionResult, TrainingResult, TrustFractions
+from eip_al.screening import PairScreen, screen_for_run
 
 log = logging.getLogger(__name__)
 
@@ -375,19 +376,36 @@ def _as_bool(value: object, where: str) -> bool:
     raise FrameError(f"{where}: info 'unphysical' must be a boolean, got {value!r}")
 
 
-def unphysical_reason(atoms: Atoms, collapse: CollapseConfig) -> str | None:
-    """Why a frame is physically implausible (None if it passes), using the collapse limits.
-
-    Checks: non-finite positions; then the exploration collapse detector's geometry rules
-    (any pair closer than `min_distance`; in pure water an H farther than `max_oh_bond`
-    from every O), so selection and exploration judge a frame alike.
+def unphysical_reason(atoms: Atoms, collapse: CollapseConfig, screen: PairScreen | None = None) -> str | None:
+    """Why a frame is physically implausible (``"unphysical: O-O 1.513 Å < 2.211 Å (atoms 3
+    and 17)"``), None if it passes: non-finite positions, then the exploration collapse
+    detector's geometry rules (per-pair minimum distances of `screen`; in pure water an H
+    farther than `max_oh_bond` from every O), so selection and exploration judge alike.
     """
-    from eip_al.explore.collapse import CollapseDetector
+    from eip_al.explore.collapse import CollapseDetector  # lazy: eip_al.explore imports the model
 
     pos = atoms.positions
     if not np.all(np.isfinite(pos)):
-        return "positions not finite"
-    return CollapseDetector(collapse, atoms, target_temperature_K=1.0).geometry(pos)
+        return "unphysical: positions not finite"
+    why = CollapseDetector(collapse, atoms, target_temperature_K=1.0, screen=screen).geometry(pos)
+    if why is None:
+        return None
+    kind, _, detail = why.partition(": ")
+    return f"unphysical: {detail}" if kind == "min_distance" else f"unphysical: {why}"
+
+
+def unphysical_counts(details: Sequence[str]) -> dict[str, int]:
+    """Unphysical frames per cause: the element pair ('O-O') of a close contact, else the
+    rule ('molecule_broken', 'positions not finite', ...)."""
+    counts: dict[str, int] = {}
+    for d in details:
+        if not d:
+            continue
+        body = d.removeprefix("unphysical: ")
+        first = body.split(" ")[0]
+        head = first if "-" in first else body.split(":")[0].split(" (")[0]
+        counts[head] = counts.get(head, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _frame_sigma(atoms: Atoms, where: str) -> float:
@@ -414,6 +432,7 @@ def pool_candidates(cfg: ALConfig, run: RunDir, summary: ExplorationSummary) -> 
     frames: list[Atoms] = []
     walker_idx, kinds, steps, times, sigmas, keys, unphys, detail = [], [], [], [], [], [], [], []
     names = [w.walker for w in summary.walkers]
+    screens: dict[tuple[int, ...], PairScreen] = {}
     if len(set(names)) != len(names):
         raise RunDirError(
             f"exploration summary of generation {summary.generation} repeats a walker name"
@@ -454,7 +473,10 @@ def pool_candidates(cfg: ALConfig, run: RunDir, summary: ExplorationSummary) -> 
             if why is None and not math.isfinite(sigma):
                 why = f"config_uncertainty not finite ({sigma})"
             if why is None:
-                why = unphysical_reason(atoms, cfg.explore.collapse)
+                species = tuple(sorted(set(atoms.numbers.tolist())))
+                if species not in screens:
+                    screens[species] = screen_for_run(cfg.explore.collapse, run, summary.generation, species)
+                why = unphysical_reason(atoms, cfg.explore.collapse, screens[species])
             fid = _canonical_id(atoms)
             atoms.info["frame_id"] = fid
             atoms.info["walker"], atoms.info["kind"] = res.walker, res.kind  # the file's owner
@@ -737,6 +759,7 @@ def select_generation(
         lo_source=lo_source,
         n_pool=len(pool.frames),
         n_unphysical=int(pool.unphysical.sum()),
+        unphysical_by_reason=unphysical_counts(pool.detail),
         n_accurate=int(np.count_nonzero(phys & (d.band == ACCURATE))),
         n_candidate=int(np.count_nonzero(phys & (d.band == CANDIDATE))),
         n_failed=int(np.count_nonzero(phys & (d.band == FAILED))),

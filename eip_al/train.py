@@ -33,10 +33,10 @@ from ase import Atoms
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from eip_al.atomic import atomic_write_bytes, atomic_write_text
+from eip_al.atomic import atomic_write_bytes, atomic_write_text, sha256_file
 from eip_al.calibrate import CalibrationError, fit_calibration
 from eip_al.config import ALConfig, ConfigError, ModelConfig, TrainConfig
-from eip_al.io import FrameError, frame_id, read_frames
+from eip_al.io import FrameError, frame_id
 from eip_al.metrics import atom_force_error
 from eip_al.model.checkpoint import (
     checkpoint_payload,
@@ -87,6 +87,7 @@ METRIC_COLUMNS = (
 )
 
 console = Console(stderr=True)
+PROGRESS_EVERY_S = 10.0  # seconds between plain progress lines when stderr is not a terminal
 
 
 @dataclass
@@ -168,7 +169,7 @@ def _fingerprint(
         h.update(np.asarray([a.get_potential_energy() for a in frames]).tobytes())
     h.update(model_cfg.model_dump_json().encode())
     h.update(train_cfg.model_dump_json(exclude={"epochs", "max_time_s", "device"}).encode())
-    h.update(hashlib.sha256(init.read_bytes()).digest() if init is not None else b"cold start")
+    h.update(bytes.fromhex(sha256_file(init)) if init is not None else b"cold start")
     return h.hexdigest()
 
 
@@ -305,7 +306,7 @@ def train_model(
     )
     if not finished:
         state["stopped_reason"] = "max_epochs" if state["epoch"] >= max_epochs else None
-    session_start = time.perf_counter()
+    session_start = last_line = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, disable=not progress or state["stopped_reason"] is not None) as bar:
@@ -337,6 +338,10 @@ def train_model(
             _save_state(last_path, model, state)
             bar.update(task, completed=epoch,
                        info=f"valid F-MAE {metrics.force_mae:.4f} eV/Å  σ {metrics.sigma_mean:.3f} eV/Å")
+            if progress and not console.is_terminal and time.perf_counter() - last_line >= PROGRESS_EVERY_S:
+                last_line = time.perf_counter()  # plain lines where no live bar shows (logs, Prefect)
+                console.print(f"[train] epoch {epoch}/{max_epochs}: valid F-MAE {metrics.force_mae:.4f} eV/Å, "
+                              f"{row['wall_s']:.1f} s/epoch", markup=False, highlight=False)
 
     t_final = time.perf_counter()
     best_model, meta = load_checkpoint(best_path, device)  # CheckpointError if it went missing
@@ -436,9 +441,11 @@ def train_generation(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
     Writes model.pt, last.pt and metrics.csv into `gen-XXX/train/`; the caller writes
     the returned artifact (e.g. with `run_step`). The 'test' split is never read.
     """
+    from eip_al.data import load_dataset
+
     manifest = run.dataset_for(gen)
     dataset = run.abs(manifest.dataset_extxyz)
-    parts = split_frames(read_frames(dataset, require_cell=False), str(dataset))
+    parts = split_frames(load_dataset(run, manifest), str(dataset))  # verified before any training
     init = None
     if cfg.train.warm_start and gen > 0:
         prev_path = run.artifact_path(gen - 1, "train")

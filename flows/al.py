@@ -19,8 +19,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from eip_al import pipeline
 from eip_al.config import ALConfig, config_from_mapping, load_config
 from eip_al.rundir import RunDir
+from eip_al.serving import ServePolicy, resolve_served_run
 
 DEFAULT_CONFIG = "configs/al-water.yaml"
+FLOW_RUN_IDS: list = []  # ids of the flow runs of this process (eip-al run marks them on Ctrl-C)
+
+
+def _remember_flow_run() -> None:
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        FLOW_RUN_IDS.append(str(flow_run.id))
 
 
 def _resolve(config: Union[str, dict[str, Any], ALConfig], run_dir: Optional[str]) -> tuple[ALConfig, RunDir]:
@@ -159,22 +168,14 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
 
 @flow(name="generation", flow_run_name="gen-{gen}")
 def generation_flow(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
+    _remember_flow_run()
     return run_one_generation(cfg, run_dir, gen)
 
 
-@flow(name="active-learning", log_prints=True)
-def active_learning(
-    config: Union[str, dict[str, Any]] = DEFAULT_CONFIG,
-    run_dir: Optional[str] = None,
-    fork: bool = False,
-) -> dict[str, Any]:
-    """Run (or resume) an active-learning run: seed, then generations until done or converged.
-
-    `config` is a YAML path or a mapping validated as ALConfig; `run_dir` defaults to
-    runs/<name>. Rerunning on the same run directory skips every finished step.
-    """
+def _run_all(cfg: ALConfig, run: RunDir, fork: bool) -> dict[str, Any]:
+    """Seed, then generations until done or converged; the run summary at the end."""
     logger = get_run_logger()
-    cfg, run = _resolve(config, run_dir)
+    _remember_flow_run()
     run.init(cfg, fork=fork)
     logger.info("run directory %s", run.root)
     seed = seed_task(cfg, str(run.root))
@@ -191,3 +192,37 @@ def active_learning(
 
     run_summary(run)
     return {"run_dir": str(run.root), "generations_done": done, "stop_reason": stop}
+
+
+@flow(name="active-learning", log_prints=True)
+def active_learning(
+    config: Union[str, dict[str, Any]] = DEFAULT_CONFIG,
+    run_dir: Optional[str] = None,
+    fork: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) an active-learning run in this process (`eip-al run`, Python).
+
+    `config` is a YAML path or a mapping validated as ALConfig; `run_dir` defaults to
+    runs/<name>. Rerunning on the same run directory skips every finished step. A served
+    deployment runs `served_active_learning` instead, which takes no mapping.
+    """
+    cfg, run = _resolve(config, run_dir)
+    return _run_all(cfg, run, fork)
+
+
+@flow(name="active-learning", log_prints=True)
+def served_active_learning(
+    config: Union[str, dict[str, Any]] = DEFAULT_CONFIG,
+    overrides: Optional[dict[str, Any]] = None,
+    run_dir: Optional[str] = None,
+    fork: bool = False,
+) -> dict[str, Any]:
+    """What deployment active-learning/<name> runs: parameters are data, never code.
+
+    `config` is a config file under the served config directories or a preset name (a
+    mapping is refused), `overrides` may set only `eip_al.serving.ALLOWED_OVERRIDES`, and
+    the run directory must lie in the served runs root (eip_al/serving.py). A refused
+    parameter fails the flow run with the reason before anything runs.
+    """
+    cfg, root = resolve_served_run(ServePolicy.from_env(), config, overrides, run_dir)
+    return _run_all(cfg, RunDir(root), fork)

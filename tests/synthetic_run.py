@@ -10,7 +10,6 @@ labeling failures, steps that never ran. `synthetic_predictor` stands in for the
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,9 @@ import numpy as np
 import pandas as pd
 from ase import Atoms
 
-from eip_al.atomic import atomic_write_bytes, atomic_write_text
+from eip_al.atomic import atomic_write_bytes, atomic_write_text, sha256_file
 from eip_al.config import ALConfig, config_from_mapping
+from eip_al.integrity import seal
 from eip_al.io import attach_labels, frame_id, write_frames
 from eip_al.rundir import RunDir
 from eip_al.schemas import (
@@ -159,8 +159,9 @@ def _write_seed(run: RunDir, rng: np.random.Generator, n_frames: int = 6) -> Dat
         generation=-1, dataset_extxyz=run.rel(path), n_frames=len(frames),
         counts_by_source={"seed": len(frames)}, counts_by_generation={"-1": len(frames)},
         split_counts={s: splits.count(s) for s in set(splits)}, theory=THEORY,
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        sha256=sha256_file(path),
     )
+    m = seal(m, run.root)
     m.write(run.seed_dir / "artifact.json")
     return m
 
@@ -172,14 +173,15 @@ def _write_train(run: RunDir, gen: int, n_frames: int, rng: np.random.Generator)
     epochs = np.arange(12)
     mae = 0.3 * np.exp(-epochs / 5) + 0.05 / (gen + 1)
     curves = pd.DataFrame({
-        "epoch": epochs, "train_loss": 2.0 * np.exp(-epochs / 4) + 0.1, "valid_energy_mae_per_atom": mae / 20,
-        "valid_force_mae": mae, "valid_force_rmse": 1.3 * mae, "valid_sigma_mean": 0.8 * mae,
-        "valid_spearman": np.linspace(0.2, 0.7, epochs.size), "lr": 1e-3 * 0.5 ** (epochs // 6),
+        # the column names eip_al/train.py writes (validation metrics unprefixed)
+        "epoch": epochs, "train_loss": 2.0 * np.exp(-epochs / 4) + 0.1, "energy_mae_per_atom": mae / 20,
+        "force_mae": mae, "force_rmse": 1.3 * mae, "sigma_mean": 0.8 * mae,
+        "spearman_atom": np.linspace(0.2, 0.7, epochs.size), "lr": 1e-3 * 0.5 ** (epochs // 6),
         "note": ["synthetic"] * epochs.size,  # an unknown column the report must ignore
     })
     atomic_write_text(d / "metrics.csv", curves.to_csv(index=False))
-    best = int(np.argmin(curves["valid_force_mae"]))
-    TrainingResult(
+    best = int(np.argmin(curves["force_mae"]))
+    seal(TrainingResult(
         generation=gen, checkpoint=run.rel(d / "model.pt"), metrics_csv=run.rel(d / "metrics.csv"),
         dataset=run.rel(run.dataset_manifest_path(gen)), n_train=n_frames - 1, n_valid=1,
         epochs_run=int(epochs.size), best_epoch=best, stopped_reason="max_epochs", device="cpu",
@@ -189,7 +191,7 @@ def _write_train(run: RunDir, gen: int, n_frames: int, rng: np.random.Generator)
                                 sigma_mean=float(0.8 * mae[best]), aleatoric_mean=0.03,
                                 spearman_atom=0.6, roc_auc_atom=0.8),
         element_energies={"H": -13.6, "O": -432.0},
-    ).write(run.artifact_path(gen, "train"))
+    ), run.root).write(run.artifact_path(gen, "train"))
 
 
 def _write_walker(
@@ -241,6 +243,7 @@ def _write_walker(
         bias_ratio_mean=float(log["bias_ratio"].mean()) if kind == "udd" else None,
         wall_time_s=float(rng.uniform(1, 3)),
     )
+    res = seal(res, run.root)
     res.write(d / f"{walker}.json")
     return res, frames
 
@@ -277,13 +280,13 @@ def _write_select(
         write_frames(sel_path, selected)
     else:
         atomic_write_text(sel_path, "")
-    SelectionResult(
+    seal(SelectionResult(
         generation=gen, lo=lo, hi=hi, lo_source="config", n_pool=len(pool), n_unphysical=0,
         n_accurate=int((band == "accurate").sum()), n_candidate=int((band == "candidate").sum()),
         n_failed=int((band == "failed").sum()), n_selected=len(selected), n_requested=cfg.selection.n_select,
         per_walker={w: _fractions(band[walker == w]) for w in dict.fromkeys(walker.tolist())},
         overall=_fractions(band), selected_extxyz=run.rel(sel_path), decisions_csv=run.rel(d / "decisions.csv"),
-    ).write(run.artifact_path(gen, "select"))
+    ), run.root).write(run.artifact_path(gen, "select"))
     return selected
 
 
@@ -311,11 +314,11 @@ def _write_label(run: RunDir, gen: int, selected: list[Atoms], n_fail: int) -> l
     for o in outcomes:
         if o.failure_class:
             failures[o.failure_class] = failures.get(o.failure_class, 0) + 1
-    LabelingResult(
+    seal(LabelingResult(
         generation=gen, labeler="mock", backend="local", theory=THEORY, outcomes=outcomes,
         n_ok=len(labeled), n_failed=len(outcomes) - len(labeled), failures_by_class=failures,
         labeled_extxyz=run.rel(path),
-    ).write(run.artifact_path(gen, "label"))
+    ), run.root).write(run.artifact_path(gen, "label"))
     return labeled
 
 
@@ -329,9 +332,10 @@ def _write_merge(run: RunDir, gen: int, before: DatasetManifest, labeled: list[A
         counts_by_source={**before.counts_by_source, f"gen{gen}": len(labeled)},
         counts_by_generation={**before.counts_by_generation, str(gen): len(labeled)},
         split_counts={**before.split_counts}, theory=THEORY,
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        sha256=sha256_file(path),
         parent=run.rel(run.dataset_manifest_path(gen)),
     )
+    m = seal(m, run.root)
     m.write(run.artifact_path(gen, "merge"))
     return m
 
@@ -384,7 +388,8 @@ def build_synthetic_run(
                 res, frames = _write_walker(run, gen, name, kind, n_steps, collapse.get(gen, {}).get(name), rng)
                 results.append(res)
                 pool += frames
-            ExplorationSummary(generation=gen, walkers=results).write(run.artifact_path(gen, "explore"))
+            seal(ExplorationSummary(generation=gen, walkers=results), run.root).write(
+                run.artifact_path(gen, "explore"))
         k = n_select.get(gen, 6) if isinstance(n_select, Mapping) else n_select
         selected = _write_select(run, cfg, gen, pool, k) if "select" in done else []
         labeled = _write_label(run, gen, selected, min(n_label_fail, len(selected))) if "label" in done else []

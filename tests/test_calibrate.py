@@ -88,6 +88,22 @@ def test_scale_recovers_the_expected_error_factor_and_small_data_falls_back() ->
         fit_calibration([0.1, 0.2], [0.1])
 
 
+@pytest.mark.parametrize("method", ["scale", "isotonic"])
+def test_a_few_huge_sigma_do_not_ruin_the_calibration(method: str) -> None:
+    """1 % of atoms with σ ~ 10⁴ eV/Å (extrapolation) and ordinary errors: the map for the
+    other 99 % is what it is without them (the sum-based scale alone would drop ~100×)."""
+    rng = np.random.default_rng(4)
+    sigma = rng.uniform(0.05, 0.5, 5000)
+    error = _maxwell_errors(rng, 1.7 * sigma)
+    clean = fit_calibration(sigma, error, method=method)
+    tail = sigma.copy()
+    tail[rng.choice(sigma.size, 50, replace=False)] = rng.uniform(5e3, 5e4, 50)
+    dirty = fit_calibration(tail, error, method=method)
+    grid = np.linspace(0.08, 0.45, 10)
+    np.testing.assert_allclose(dirty.apply(grid), clean.apply(grid), rtol=0.1)
+    assert dirty.scale == pytest.approx(clean.scale, rel=0.05)
+
+
 def test_extrapolation_and_inverse() -> None:
     cal = Calibration(method="isotonic", scale=1.0, knots_sigma=[0.1, 0.2, 0.4], knots_error=[0.05, 0.05, 0.2],
                       n_samples=300, sigma_range=(0.1, 0.4))

@@ -95,3 +95,57 @@ def test_config_examples_in_the_docs_are_valid(where: str, text: str) -> None:
     """Every ```yaml block of README.md and docs/ is a (partial) run config that loads:
     renamed or removed fields make the docs fail here, not the user's run."""
     config_from_mapping(yaml.safe_load(text))
+
+
+def test_empty_config_file_is_refused(tmp_path):
+    """An empty file must not silently start the defaults (the paper's 96-water CP2K run)."""
+    for text in ("", "# only a comment\n", "{}\n", "null\n"):
+        with pytest.raises(ConfigError, match=r"bad\.yaml: the config is empty; .* at least `name`"):
+            load_config(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("model:\n  cutoff: .inf\n", r"model\.cutoff: must be a finite number \(got inf\)"),
+        ("train:\n  lr: .nan\n", r"train\.lr: must be a finite number"),
+        ("selection:\n  hi: .inf\n", r"selection\.hi: must be a finite number"),
+        ("report:\n  bond_range_A: [0.8, .inf]\n", r"report\.bond_range_A\.1: must be a finite"),
+    ],
+)
+def test_non_finite_numbers_are_refused(tmp_path, text, expect):
+    with pytest.raises(ConfigError, match=expect):
+        load_config(_write(tmp_path, text))
+
+
+def test_valid_and_test_fractions_leave_training_data(tmp_path):
+    p = _write(tmp_path, "merge:\n  valid_fraction: 0.6\n  test_fraction: 0.4\n")
+    with pytest.raises(ConfigError, match=r"merge: valid_fraction \+ test_fraction must be below 1"):
+        load_config(p)
+    config_from_mapping({"merge": {"valid_fraction": 0.5, "test_fraction": 0.4}})
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"run_dir": "runs/x\ntouch /tmp/pwned"}, "run_dir"),
+        ({"system": {"kind": "file", "structure_file": "a\rb.cif"}}, "system.structure_file"),
+        ({"seed_data": {"source": "file", "file": "seed\x00.extxyz"}}, "seed_data.file"),
+        ({"labeler": {"cp2k": {"template": "t\n.inp"}}}, "labeler.cp2k.template"),
+        ({"labeler": {"cp2k": {"user_input": "my\tdeck.inp"}}}, "labeler.cp2k.user_input"),
+        ({"labeler": {"cp2k": {"executable": "cp2k\nid"}}}, "labeler.cp2k.executable"),
+        ({"labeler": {"cp2k": {"launcher": ["srun", "-n\n2"]}}}, "labeler.cp2k.launcher.1"),
+        ({"labeler": {"slurm": {"account": "a\nb"}}}, "labeler.slurm.account"),
+    ],
+)
+def test_control_characters_in_paths_and_commands_are_refused(data, field):
+    with pytest.raises(ConfigError) as exc:
+        config_from_mapping(data, "x.yaml")
+    msg = str(exc.value)
+    assert msg.startswith(f"x.yaml: {field}: must not contain a newline or other control character")
+    assert "\n" not in msg  # one line: the bad value is shown escaped
+
+
+def test_paths_with_spaces_are_fine():
+    cfg = config_from_mapping({"run_dir": "runs/my run", "labeler": {"cp2k": {"template": "a b.inp"}}})
+    assert cfg.run_dir == Path("runs/my run")

@@ -11,7 +11,6 @@ from ase import Atoms
 
 from eip_al.config import ALConfig, ConfigError, MergeConfig
 from eip_al.data import (
-    DatasetIntegrityError,
     TheoryMismatchError,
     load_dataset,
     merge_generation,
@@ -20,6 +19,7 @@ from eip_al.data import (
     split_score,
     write_dataset,
 )
+from eip_al.integrity import IntegrityError
 from eip_al.io import FrameError, attach_labels, frame_id, write_frames
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import DatasetManifest, JobOutcome, LabelingResult, TheoryFingerprint
@@ -147,10 +147,11 @@ def test_new_frames_need_labels_source_and_known_split(run: RunDir) -> None:
     nan.calc.results["forces"][1, 2] = np.nan
     with pytest.raises(FrameError, match=r"new frame 0: forces contain NaN"):
         write_dataset([nan], run.seed_dir, -1, MOCK, MergeConfig(), run)
+    with pytest.raises(ValueError, match="must be below 1"):  # refused at config load now
+        MergeConfig(valid_fraction=0.5, test_fraction=0.5)
+    unchecked = MergeConfig.model_construct(valid_fraction=0.5, test_fraction=0.5)  # a bypassed config
     with pytest.raises(ConfigError, match="valid_fraction \\+ merge.test_fraction"):
-        write_dataset(
-            [good], run.seed_dir, -1, MOCK, MergeConfig(valid_fraction=0.5, test_fraction=0.5), run
-        )
+        write_dataset([good], run.seed_dir, -1, MOCK, unchecked, run)
     assert not run.seed_dir.exists()  # nothing written on refusal
 
 
@@ -355,11 +356,16 @@ def test_splits_stable_across_three_generations(run: RunDir) -> None:
 def test_tampered_dataset_is_detected(run: RunDir) -> None:
     m = make_seed(run, 4, np.random.default_rng(13))
     path = run.abs(m.dataset_extxyz)
-    path.write_text(path.read_text().replace("split=train", "split=test", 1))
-    with pytest.raises(DatasetIntegrityError, match="sha256 .* differs from its manifest"):
+    text = path.read_text()
+    path.write_text(text.replace("split=train", "split=Train", 1))  # same size, other bytes
+    with pytest.raises(IntegrityError, match=r"changed since it was written \(sha256 differs\); the seed step"):
         load_dataset(run, m)
+    path.write_text(text.replace("split=train", "split=test", 1))
+    with pytest.raises(IntegrityError, match=r"has \d+ bytes, \d+ when written") as err:
+        load_dataset(run, m)
+    assert "\n" not in str(err.value) and "--redo seed" in str(err.value)
     path.unlink()
-    with pytest.raises(DatasetIntegrityError, match="dataset file missing"):
+    with pytest.raises(IntegrityError, match="dataset.extxyz: is missing"):
         load_dataset(run, m)
 
 

@@ -32,6 +32,7 @@ from eip_al.explore import (
 )
 from eip_al.explore import walker as walker_mod
 from eip_al.explore.collapse import REASONS
+from eip_al.explore.udd import atom_bias_ratios, scale_amplitude
 from eip_al.explore.walker import start_atoms
 from eip_al.io import write_frames
 from eip_al.model import EIPModel, ModelSpec
@@ -44,6 +45,7 @@ from eip_al.schemas import (
     TrainingResult,
     ValidationMetrics,
 )
+from eip_al.screening import build_screen, smallest_pair_distances
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -97,7 +99,9 @@ def config(**walker: object) -> ALConfig:
     w.update(walker)
     return ALConfig(
         explore={"walkers": [w, {**w, "kind": "udd"}], "device": "cpu", "restart_every": 5,
-                 "udd": {"A": 20.0, "B": 1.0}}
+                 "udd": {"A": 20.0, "B": 1.0},
+                 # random models have no bonds: only the floors here (learned limits: test below)
+                 "collapse": {"learned_factor": None}}
     )
 
 
@@ -203,7 +207,8 @@ def test_udd_with_zero_A_reproduces_md_exactly(tmp_path: Path) -> None:
         assert not out.collapsed and out.steps_run == 12
         logs[kind] = pd.read_csv(tmp_path / f"{kind}.csv")
         frames[kind] = read(tmp_path / f"{kind}.extxyz", ":")
-    cols = ["step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio"]
+    cols = ["step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio",
+            "bias_ratio_median", "bias_ratio_max"]
     assert np.array_equal(logs["md"][cols].to_numpy(), logs["udd"][cols].to_numpy())
     assert len(frames["md"]) == len(frames["udd"]) == 4
     for a, b in zip(frames["md"], frames["udd"], strict=True):
@@ -224,7 +229,7 @@ def test_collapse_rules_on_constructed_frames() -> None:
     assert _check(ok) is None
     close = ok.copy()
     close.positions[3] = close.positions[0] + [0.3, 0.0, 0.0]  # an O 0.3 Å from another O
-    assert _check(close).startswith("min_distance: atoms 0 and 3")
+    assert _check(close).startswith("min_distance: O-O 0.300 Å < 0.792 Å (atoms 0 and 3)")
     across = ok.copy()  # the same close contact, but through the periodic boundary
     across.positions[0] = [0.1, 3.0, 3.0]
     across.positions[3] = [6.0, 3.0, 3.0]
@@ -284,6 +289,10 @@ def test_walkers_write_logs_and_unlabelled_candidate_frames(tmp_path: Path) -> N
     assert md_log["energy"].iloc[0] == udd_log["energy"].iloc[0]
     assert (md_log["energy_bias"] == 0).all() and (udd_log["energy_bias"] < 0).all()
     assert md.bias_ratio_mean is None and udd.bias_ratio_mean > 0
+    assert md.bias_ratio_median is None and 0 < udd.bias_ratio_median <= udd.bias_ratio_max
+    assert (md_log[["bias_ratio_median", "bias_ratio_max"]] == 0).all().all()
+    assert (udd_log["bias_ratio_median"] <= udd_log["bias_ratio_max"]).all()
+    assert md.min_pair_distance == udd.min_pair_distance and md.min_pair_distance["O-O"] == pytest.approx(0.792)
     assert not list(run.step_dir(0, "explore").glob("*.part")) and not list(run.step_dir(0, "explore").glob("*.npz"))
 
 
@@ -407,3 +416,49 @@ def test_walker_seeds_pair_md_with_udd_but_never_repeat_within_a_kind() -> None:
     assert draws("md-300K-0") == draws("udd-300K-0")
     assert len({tuple(draws(n)) for n in ("md-300K-0", "md-300K-1", "md-300K-2")}) == 3
     assert draws("md-300K-0", 0) != draws("md-300K-0", 1)  # new generation, new start
+
+
+# ----------------------------------------------------------------------------- robust UDD
+def test_atom_bias_ratios_on_constructed_forces() -> None:
+    f = np.array([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 0.0], [0, 0, 4.0]])
+    fb = np.array([[0.5, 0, 0], [0, 0.2, 0], [3.0, 0, 0], [0, 0, 2.0]])
+    med, mx = atom_bias_ratios(fb, f)  # atom 2 has no model force: left out
+    assert med == pytest.approx(0.5) and mx == pytest.approx(0.5)
+    assert atom_bias_ratios(fb, np.zeros_like(f)) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("limiter", [False, True])
+def test_bias_amplitude_scaled_to_target_ratio(limiter: bool) -> None:
+    """The scaled A gives the target median |F_b|/|F| on the frames, for 24 and 81 atoms alike."""
+    model = tiny_model()
+    udd = UDDConfig(A=1.0, B=0.5, limiter=limiter)
+    for box in (water_box(seed=1), water_box(n_side=3, box=9.3, seed=1)):
+        frames = [box] + [water_box(n_side=2 if len(box) == 24 else 3, box=box.cell[0, 0], seed=s) for s in (2, 3)]
+        scale = scale_amplitude(EIPCalculator.from_model(model), udd, frames, target=0.36)
+        assert scale.achieved == pytest.approx(0.36, rel=1e-3)
+        calc = UDDCalculator(EIPCalculator.from_model(model), udd.model_copy(update={"A": scale.A}))
+        ratios = []
+        for a in frames:
+            a = a.copy()
+            a.calc = calc
+            a.get_forces()
+            ratios.append(calc.results["bias_ratio"])
+        assert float(np.median(ratios)) == pytest.approx(0.36, rel=1e-3)
+
+
+def test_weak_model_udd_walker_stays_physical_or_stops_with_reason(tmp_path: Path) -> None:
+    """A random (untrained) model under a strong bias: every logged frame and candidate passes
+    the shared screen; if the walker stops, the reason is a collapse rule."""
+    run = make_run(tmp_path, [water_box(seed=s) for s in range(3)], model=tiny_model(seed=5))
+    cfg = config(steps=60, sample_every=2)
+    cfg.explore.udd = UDDConfig(target_bias_ratio=2.0, scale_frames=3)
+    cfg.explore.collapse = CollapseConfig()  # learned limits from the seed frames
+    res = run_walker(cfg, run, 0, "udd-300K-0")
+    assert res.udd_A is not None and res.udd_target_ratio == 2.0
+    screen = build_screen(cfg.explore.collapse, [1, 8], smallest_pair_distances(read(run.abs("seed/dataset.extxyz"), ":")))
+    assert screen.thresholds == res.min_pair_distance
+    for a in read(run.abs(res.frames_extxyz), ":"):
+        assert screen.check(a) is None
+    if res.collapsed:
+        assert res.collapse_reason.split(":")[0] in REASONS
+        assert res.n_candidates == len(range(2, res.collapse_step, 2))

@@ -4,6 +4,7 @@ All runs use a tiny config (8 H2O, a 1-interaction model, mock labeler) so the w
 takes about a minute. Assertions are on the artifacts written to disk.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -40,10 +41,15 @@ TINY = {
         "walkers": [
             {"kind": "md", "steps": 60, "sample_every": 10},
             {"kind": "udd", "steps": 60, "sample_every": 10},
-        ]
+        ],
+        # a 4-epoch model crosses the learned pair limits within a few steps; these tests need
+        # candidates in every generation, so only the absolute and covalent floors apply
+        "collapse": {"learned_factor": None},
     },
     "selection": {"n_select": 4, "lo": 0.0001, "hi": 100.0, "min_step_gap": 10},
-    "labeler": {"kind": "mock"},
+    # 1-epoch models walk into close contacts: these tests are about resume and Prefect, so
+    # no label quarantine (tests/test_label.py and test_demo.py test it)
+    "labeler": {"kind": "mock", "outlier_force_factor": None},
     "merge": {"valid_fraction": 0.2, "test_fraction": 0.1},
     "flow": {"label_retries": 0},
 }
@@ -142,8 +148,17 @@ def _wait(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def _deployment_run(env: dict, *params: str) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "prefect", "deployment", "run", "active-learning/al-water",
+            "--watch", "--watch-timeout", "600"]
+    for p in params:
+        argv += ["--param", p]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=700)
+
+
 def test_deployment_on_real_server(tmp_path):
-    """prefect server on 127.0.0.1 + `eip-al serve` + `prefect deployment run ... --watch`."""
+    """prefect server on 127.0.0.1 + `eip-al serve` + `prefect deployment run ... --watch`:
+    a config mapping that would run a command is refused (nothing runs), a safe override works."""
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = dict(os.environ)
@@ -153,10 +168,15 @@ def test_deployment_on_real_server(tmp_path):
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_UI_ENABLED="false",
     )
-    cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(generations=1)))
+    cfg_dir = tmp_path / "configs"
+    cfg_dir.mkdir()
+    cfg_path = cfg_dir / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(generations=2)))
     config_from_mapping(yaml.safe_load(cfg_path.read_text()))
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "runs" / "run"
+    marker = tmp_path / "pwned"
+    evil = tiny_config(labeler={"kind": "cp2k", "cp2k": {
+        "launcher": ["bash", "-c", f"id > {marker}; exit 1", "x"]}})
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = []
@@ -169,7 +189,7 @@ def test_deployment_on_real_server(tmp_path):
         _wait(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, 180, "server")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "eip_al.cli", "serve", "--config", str(cfg_path),
-             "--run-dir", str(run_dir)],
+             "--run-dir", str(run_dir), "--runs-root", str(tmp_path / "runs")],
             env=env, cwd=Path(__file__).resolve().parents[1],
             stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT,
         ))
@@ -178,11 +198,18 @@ def test_deployment_on_real_server(tmp_path):
             .status_code == 200,
             180, "deployment active-learning/al-water",
         )
-        res = subprocess.run(
-            [sys.executable, "-m", "prefect", "deployment", "run", "active-learning/al-water",
-             "--watch", "--watch-timeout", "600"],
-            env=env, capture_output=True, text=True, timeout=700,
-        )
+        res = _deployment_run(env, f"config={json.dumps(evil)}")
+        detail = res.stdout[-3000:] + res.stderr[-3000:] + (logs / "serve.log").read_text()[-3000:]
+        assert res.returncode != 0 and "Failed" in res.stdout + res.stderr, detail
+        assert "a deployment takes the path of a config file" in detail, detail
+        res = _deployment_run(env, "overrides=" + json.dumps({"labeler.cp2k.executable": "sh"}))
+        detail = res.stdout[-3000:] + res.stderr[-3000:] + (logs / "serve.log").read_text()[-3000:]
+        assert res.returncode != 0, detail
+        assert "overrides labeler.cp2k.executable: not allowed" in detail, detail
+        assert not marker.exists() and not run_dir.exists()  # nothing ran
+
+        res = _deployment_run(env, "config=tiny", "overrides="
+                              + json.dumps({"generations": 1, "selection": {"n_select": 3}}))
         detail = res.stdout[-3000:] + res.stderr[-3000:] + (logs / "serve.log").read_text()[-3000:]
         assert res.returncode == 0, detail
         assert "Completed" in res.stdout + res.stderr, detail
@@ -196,3 +223,5 @@ def test_deployment_on_real_server(tmp_path):
     run = RunDir(run_dir)
     seed = DatasetManifest.load(run.seed_dir / "artifact.json")
     assert_generation_complete(run, 0, seed.n_frames)
+    assert SelectionResult.load(run.artifact_path(0, "select")).n_selected <= 3
+    assert run.generations() == [0]  # the override, not the file's 2 generations

@@ -98,7 +98,7 @@ def test_unreadable_and_missing(tmp_path):
         read_frames(tmp_path / "none.extxyz")
     p = tmp_path / "junk.extxyz"
     p.write_text("3\nnot an extxyz header\nO 0 0\n")
-    with pytest.raises(FrameError, match="cannot read frames"):
+    with pytest.raises(FrameError, match="junk.extxyz: frame 0: cannot read"):
         read_frames(p)
 
 

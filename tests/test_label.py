@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.io import write
+from pydantic import ValidationError
 from scipy import constants
 from typer.testing import CliRunner
 
@@ -661,11 +663,33 @@ def test_slurm_array_script_and_arguments(tmp_path: Path) -> None:
     res = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
     assert res.returncode == 0, res.stderr
     assert sbatch_argv(tmp_path / "a.sh") == ["sbatch", "--parsable", str(tmp_path / "a.sh")]
-    for bad in (SlurmConfig(partition="a b"), SlurmConfig(extra_sbatch=["--mem=1G\nrm -rf /"])):
+    for bad in (SlurmConfig(partition="a b"), SlurmConfig(extra_sbatch=["mem=1G"])):
         with pytest.raises(ConfigError):
             array_script(bad, job_name="j", task_list=tmp_path / "t", n_tasks=1, log_dir=tmp_path)
+    with pytest.raises(ValidationError, match="control character"):
+        SlurmConfig(extra_sbatch=["--mem=1G\nrm -rf /"])
     with pytest.raises(ConfigError, match="placeholders"):
         render_template("{{a}} {{b}}", {"a": "1"})
+
+
+def test_slurm_array_script_quotes_paths_and_refuses_newlines(tmp_path: Path) -> None:
+    """A space (or quote) in the run directory stays one path; a newline would inject a command."""
+    work = tmp_path / "my run's dir"
+    text = array_script(
+        SlurmConfig(), job_name="j", task_list=work / "tasks.txt", n_tasks=2, log_dir=work / "logs"
+    )
+    res = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
+    assert res.returncode == 0, res.stderr
+    sbatch = [ln.removeprefix("#SBATCH ") for ln in text.splitlines() if ln.startswith("#SBATCH")]
+    # sbatch splits #SBATCH lines with shell quoting: each line is exactly one option
+    assert all(len(shlex.split(line)) == 1 for line in sbatch), sbatch
+    assert f"--output={work / 'logs' / '%A_%a.out'}" in [shlex.split(ln)[0] for ln in sbatch]
+    for bad in (tmp_path / "x\ntouch /tmp/pwned", tmp_path / "tab\there"):
+        with pytest.raises(ConfigError, match="control character"):
+            array_script(SlurmConfig(), job_name="j", task_list=bad / "t", n_tasks=1, log_dir=bad)
+    with pytest.raises(ConfigError, match="run directory: must not contain"):
+        RunDir(tmp_path / "a\nb").init(ALConfig())
+    assert not (tmp_path / "a\nb").exists()
 
 
 def test_slurm_state_parsing() -> None:
@@ -766,7 +790,7 @@ def test_cli_label_and_ingest(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert len(read_frames(tmp_path / "out.extxyz")) == 3
-    assert (tmp_path / "out.failures.csv").read_text().startswith("job_id,frame_id,failure_class")
+    assert (tmp_path / "out.failures.csv").read_text().startswith("job_id,frame_id,walker,kind,failure_class")
 
     schema = fake_cfg().cp2k.schema_xml
     (tmp_path / "cfg.yaml").write_text(
@@ -801,3 +825,54 @@ def test_cli_label_and_ingest(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "neither a run directory" in " ".join(res.output.split())
     with pytest.raises(FileNotFoundError):
         ingest_path(tmp_path / "nowhere")
+
+
+def test_force_outlier_label_is_quarantined_and_not_merged(tmp_path: Path) -> None:
+    """A selected frame with an O–O close contact (2.0 Å: the mock gives ~40 eV/Å) is labelled,
+    then quarantined against the dataset's forces: listed with walker and kind, written to
+    quarantine.extxyz, counted against the budget, and absent from the merged dataset."""
+    from eip_al.data import merge_generation, write_dataset
+    from eip_al.label import outlier_force_limit
+    from eip_al.label.mock import MockWaterCalculator
+    from eip_al.systems import build_water_box
+
+    def dimer(d: float) -> Atoms:  # two waters, O–O distance d (Å), in a 12 Å box
+        a = water()
+        b = a.copy()
+        b.rotate(180, "z")
+        b.translate(a.positions[0] + [d, 0, 0] - b.positions[0])
+        out = a + b
+        out.cell, out.pbc = [12.0] * 3, True
+        out.center()
+        return out
+
+    lab = LabelerConfig(kind="mock", max_failure_fraction=0.5)
+    normal = [build_water_box(8, seed=s) for s in range(3)]
+    fine, squeezed = dimer(2.9), dimer(2.1)  # mock max |F|: 1.5 and 21 eV/Å
+    cfg, run = make_run(tmp_path, [fine, squeezed], lab)
+    seed = []
+    for a in normal:
+        a.calc = MockWaterCalculator()
+        a.get_forces()
+        a.info.update(source="seed", generation=-1)
+        seed.append(a)
+    write_dataset(seed, run.seed_dir, -1, get_labeler(lab).theory(), cfg.merge, run, source="seed")
+    limit, rule = outlier_force_limit(lab, run, 0)
+    norms = np.concatenate([np.linalg.norm(a.get_forces(), axis=1) for a in seed])
+    assert limit == pytest.approx(4.0 * np.percentile(norms, 99.9)) and "99.9th percentile" in rule
+
+    res = label_generation(cfg, run, 0)
+    assert res.n_ok == 1 and res.failures_by_class == {"outlier_forces": 1}
+    assert res.outlier_force_limit == pytest.approx(limit)
+    bad = next(o for o in res.outcomes if o.status == "failed")
+    assert bad.frame_id == frame_id(squeezed) and "quarantined" in (bad.message or "")
+    quarantined = read_frames(run.abs(res.quarantine_extxyz))
+    assert len(quarantined) == 1 and np.linalg.norm(quarantined[0].get_forces(), axis=1).max() > limit
+    rows = (run.step_dir(0, "label") / "failures.csv").read_text().splitlines()
+    assert rows[0].split(",")[:5] == ["job_id", "frame_id", "walker", "kind", "failure_class"]
+    assert rows[1].split(",")[2:5] == ["md-300K-0", "md", "outlier_forces"]
+    res.write(run.artifact_path(0, "label"))
+    merged = merge_generation(cfg, run, 0)
+    ids = {a.info["frame_id"] for a in read_frames(run.abs(merged.dataset_extxyz))}
+    assert frame_id(squeezed) not in ids and frame_id(fine) in ids
+    assert merged.n_frames == len(seed) + 1

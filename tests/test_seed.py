@@ -318,5 +318,5 @@ def test_missing_or_unreadable_user_seed_file(tmp_path: Path) -> None:
     junk = tmp_path / "junk.extxyz"
     junk.write_text("3\nnot an extxyz header\nO 0 0\n")
     cfg = config(tmp_path / "j", seed_data={"source": "file", "file": str(junk)})
-    with pytest.raises(FrameError, match="junk.extxyz: cannot read frames"):
+    with pytest.raises(FrameError, match="junk.extxyz: frame 0: cannot read"):
         make_seed(cfg, new_run(cfg))

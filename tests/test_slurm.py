@@ -333,3 +333,25 @@ def test_mock_labels_through_slurm_equal_in_process_labels(local_slurm: LocalSlu
     assert len(json.loads(subs.read_text())["submissions"]) == 1
     label_file(tmp_path / "in.extxyz", tmp_path / "slurm.extxyz", slurm_cfg, tmp_path / "work")
     assert len(json.loads(subs.read_text())["submissions"]) == 1  # nothing resubmitted
+
+
+def test_array_script_paths_with_spaces_and_quotes(local_slurm: LocalSlurm, tmp_path: Path) -> None:
+    """The shell-quoted `#SBATCH --output=` of a work dir with a space and a quote is read by
+    sbatch as one path: every task's log lands in slurm/logs/ there."""
+    from eip_al.config import SlurmConfig
+    from eip_al.label.backends import SlurmBackend
+
+    work = tmp_path / "my run's dir"
+    scripts = []
+    for i in range(2):
+        d = work / f"job {i}"
+        d.mkdir(parents=True)
+        (d / "run.sh").write_text(
+            '#!/bin/bash\ncd "$(dirname "$0")"\necho "ran in $PWD"\n'
+            'printf "exit_code=0\\nsignal=\\nruntime_s=0\\n" > run.status\n'
+        )
+        scripts.append(d / "run.sh")
+    backend = SlurmBackend(work, SlurmConfig(poll_interval_s=0.5))
+    backend.run(scripts)
+    logs = sorted((work / "slurm" / "logs").glob("*.out"))
+    assert [p.read_text().strip() for p in logs] == [f"ran in {work / f'job {i}'}" for i in range(2)], local_slurm.log_tail()

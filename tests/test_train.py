@@ -13,9 +13,10 @@ from scipy.spatial.transform import Rotation
 from scipy.stats import spearmanr
 
 import eip_al.train as train_mod
+from eip_al.atomic import sha256_file
 from eip_al.calculator import EIPCalculator
 from eip_al.config import ALConfig, ConfigError, ModelConfig, TrainConfig
-from eip_al.io import FrameError, attach_labels, write_frames
+from eip_al.io import FrameError, attach_labels, frame_id, write_frames
 from eip_al.model import CheckpointError, fit_element_energies, load_checkpoint
 from eip_al.rundir import RunDir
 from eip_al.schemas import DatasetManifest, TheoryFingerprint, TrainingResult
@@ -47,6 +48,19 @@ def trained(frames, tmp_path_factory):
         return train_model(
             frames[:12], frames[12:], MODEL, fast_cfg(epochs=15), tmp_path_factory.mktemp("trained"), progress=False
         )
+
+
+def test_real_training_metrics_feed_every_training_curve_panel(trained) -> None:
+    """The report's training-curve panels read the columns a real training writes (a fixture
+    with other names once hid a figure that never showed validation curves)."""
+    from eip_al.report.figures import TRAINING_PANELS, training_curves
+
+    hist = pd.read_csv(trained.metrics_csv)
+    missing = [col for col, _, _ in TRAINING_PANELS if col not in hist.columns]
+    assert not missing, missing
+    fig = training_curves(hist, trained.best_epoch)
+    titles = {ax.get_title() for ax in fig.axes if ax.lines}
+    assert {"valid force MAE (eV/Å)", "valid σ mean (eV/Å)", "valid Spearman(σ_i, error_i)"} <= titles
 
 
 def test_training_reduces_force_error(trained, frames) -> None:
@@ -149,7 +163,7 @@ def _write_dataset(run: RunDir, frames: list[Atoms], rel: str, gen: int, manifes
     DatasetManifest(
         generation=gen, dataset_extxyz=rel, n_frames=len(frames), counts_by_source={"seed": len(frames)},
         counts_by_generation={str(gen): len(frames)}, split_counts=splits,
-        theory=TheoryFingerprint(code="test", method="springs"), sha256="0" * 64,
+        theory=TheoryFingerprint(code="test", method="springs"), sha256=sha256_file(path),
     ).write(manifest_path)
 
 
@@ -162,6 +176,7 @@ def test_train_generation_uses_splits_and_warm_starts(tmp_path, frames) -> None:
         attach_labels(a, src.get_potential_energy(), src.get_forces())
     for k, a in enumerate(data):
         a.info["split"] = "train" if k < 8 else ("valid" if k < 10 else "test")
+        a.info.update(frame_id=frame_id(a), generation=-1, source="seed", theory="test:springs")
     data[11].calc.results["energy"] = 1e6  # a poisoned test frame must not matter
     _write_dataset(run, data, "seed/dataset.extxyz", -1, run.seed_dir / "artifact.json")
     res0 = train_generation(cfg, run, 0)
@@ -177,8 +192,13 @@ def test_train_generation_uses_splits_and_warm_starts(tmp_path, frames) -> None:
     assert res1.warm_started_from == "gen-000/train/model.pt"
     assert res1.valid.force_mae < res0.valid.force_mae * 1.5
     del data[0].info["split"]
+    with pytest.raises(KeyError):  # the manifest helper needs splits: write the file by hand
+        _write_dataset(run, data, "gen-000/merge/dataset.extxyz", 0, run.artifact_path(0, "merge"))
     write_frames(run.root / "gen-000/merge/dataset.extxyz", data)
-    with pytest.raises(FrameError, match="frame 0: info 'split'"):
+    manifest = DatasetManifest.load(run.artifact_path(0, "merge"))
+    manifest.model_copy(update={"sha256": sha256_file(run.root / "gen-000/merge/dataset.extxyz"),
+                                "files": {}}).write(run.artifact_path(0, "merge"))
+    with pytest.raises(FrameError, match=r"frame 0: missing provenance \['split'\]"):
         train_generation(cfg, run, 1)
 
 

@@ -36,6 +36,11 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def print_error(message: str) -> None:
+    """One red `error:` line on stderr, the message printed verbatim (no rich markup)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def user_errors(fn: F) -> F:
     """Turn a user mistake into one clear red line and exit code 2 (no traceback)."""
 
@@ -44,7 +49,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            print_error(str(exc))
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -38,6 +38,18 @@ def _metrics_table(metrics: ValidationMetrics, title: str) -> Table:
     return table
 
 
+def _refuse_non_finite(preds: list[dict], where: Path) -> None:
+    """FrameError for the first frame whose prediction (energy, forces, σ) is NaN or inf."""
+    for k, p in enumerate(preds):
+        bad = [key for key in ("energy", "forces", "uncertainty", "config_uncertainty")
+               if not np.all(np.isfinite(p[key]))]
+        if bad:
+            raise FrameError(
+                f"{where}: frame {k}: the model predicted a non-finite {', '.join(bad)} (NaN or inf); "
+                "nothing written"
+            )
+
+
 def _split_for_training(frames: list[Atoms], data: Path, cfg: ALConfig) -> tuple[list[Atoms], list[Atoms]]:
     """Use the frames' own train/valid split when they carry one, else a seeded random split."""
     from eip_al.train import split_frames
@@ -112,6 +124,7 @@ def predict(
     frames = read_frames(in_file, require_labels=False, require_cell=False)
     calc = EIPCalculator(model, device=device.value)
     preds = calc.predict_frames(frames, batch_size=batch_size, progress=True, where=str(in_file))
+    _refuse_non_finite(preds, in_file)
     written = []
     for atoms, p in zip(frames, preds, strict=True):
         results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
@@ -161,6 +174,7 @@ def evaluate(
     frames = read_frames(labeled, require_cell=False)
     calc = EIPCalculator(model, device=device.value)
     preds = calc.predict_frames(frames, batch_size=batch_size, progress=True, where=str(labeled))
+    _refuse_non_finite(preds, labeled)
     metrics = evaluation_metrics(frames, preds)
     out.print(_metrics_table(metrics, f"{model.name} on {labeled}"))
     if out_json is not None:

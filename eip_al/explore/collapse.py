@@ -2,14 +2,14 @@
 
 A trajectory has collapsed when a frame is no longer physical or numerically sane:
 non-finite energy, forces, positions or σ; any force above `max_force`; any pair of atoms
-closer than `min_distance`; in pure-water systems an H farther than `max_oh_bond` from
+closer than its element pair's minimum distance (`eip_al.screening`, the same rule
+selection applies); in pure-water systems an H farther than `max_oh_bond` from
 every O (a molecule fell apart); the kinetic temperature above
 `max_temperature_factor` × target. A collapse is a result (the walker stops cleanly
 and records why), never an exception.
 
-Geometry uses one vesin neighbor list with a small cutoff (max of the two distance
-limits) and a Verlet skin reused between steps, so a check costs far less than a model
-evaluation.
+Geometry uses vesin neighbor lists with small cutoffs and a Verlet skin reused between
+steps, so a check costs far less than a model evaluation.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import vesin
 from ase import Atoms
 
 from eip_al.config import CollapseConfig
+from eip_al.screening import PairChecker, PairScreen, build_screen
 
 REASONS = ("non_finite", "max_force", "min_distance", "molecule_broken", "temperature")
 """Prefixes of collapse reasons (`<prefix>: <detail>`), for grouping in reports."""
@@ -35,17 +36,26 @@ def is_pure_water(numbers: np.ndarray) -> bool:
 class CollapseDetector:
     """Per-step sanity checks of one trajectory (fixed species, cell and pbc)."""
 
-    def __init__(self, cfg: CollapseConfig, atoms: Atoms, target_temperature_K: float, skin: float = 0.3):
+    def __init__(
+        self,
+        cfg: CollapseConfig,
+        atoms: Atoms,
+        target_temperature_K: float,
+        screen: PairScreen | None = None,
+        skin: float = 0.3,
+    ):
+        """`screen`: the per-pair distance rule (default: `build_screen` without learned
+        limits, i.e. the absolute and covalent floors only)."""
         self.cfg = cfg
+        self.pairs = PairChecker(screen or build_screen(cfg, atoms.numbers), atoms, skin=skin)
         self.max_temperature_K = cfg.max_temperature_factor * float(target_temperature_K)
         numbers = np.asarray(atoms.numbers)
         self.water = cfg.max_oh_bond is not None and is_pure_water(numbers)
         self.is_h = numbers == 1
         self.is_o = numbers == 8
-        self.cutoff = max(cfg.min_distance, cfg.max_oh_bond if self.water else 0.0)  # type: ignore[type-var]
         self.pbc = [bool(p) for p in atoms.pbc]
         self.box = np.asarray(atoms.cell.array, dtype=np.float64) if any(self.pbc) else np.zeros((3, 3))
-        self._nl = vesin.NeighborList(cutoff=self.cutoff, full_list=False, skin=skin)
+        self._oh = vesin.NeighborList(cutoff=cfg.max_oh_bond, full_list=False, skin=skin) if self.water else None
 
     def check(
         self,
@@ -73,14 +83,12 @@ class CollapseDetector:
         return None
 
     def geometry(self, positions: np.ndarray) -> str | None:
-        """Close contacts and (water) broken molecules, from one small-cutoff neighbor list."""
-        i, j, d = self._nl.compute(np.asarray(positions, dtype=np.float64), self.box, self.pbc, "ijd")
-        if d.size:
-            m = int(np.argmin(d))
-            if d[m] < self.cfg.min_distance:
-                return (f"min_distance: atoms {int(i[m])} and {int(j[m])} at {d[m]:.3f} Å "
-                        f"< min_distance {self.cfg.min_distance} Å")
-        if self.water:
+        """Close contacts (per element pair) and (water) broken molecules."""
+        close = self.pairs.check(positions)
+        if close is not None:
+            return f"min_distance: {close}"
+        if self._oh is not None:
+            i, j, d = self._oh.compute(np.asarray(positions, dtype=np.float64), self.box, self.pbc, "ijd")
             oh = (d <= self.cfg.max_oh_bond) & (
                 (self.is_h[i] & self.is_o[j]) | (self.is_o[i] & self.is_h[j])
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,85 @@ def bias_force_ratio(forces_bias: np.ndarray, forces: np.ndarray) -> float:
     return num / den
 
 
+def atom_bias_ratios(forces_bias: np.ndarray, forces: np.ndarray) -> tuple[float, float]:
+    """(median, max) over atoms of |F̃_b,i|/|F_i|: how strongly the bias pushes single atoms
+    (atoms with |F_i| = 0 are left out; (0, 0) when no atom has a model force)."""
+    fb = np.linalg.norm(np.asarray(forces_bias, dtype=np.float64), axis=1)
+    f = np.linalg.norm(np.asarray(forces, dtype=np.float64), axis=1)
+    ok = f > 0
+    if not np.any(ok):
+        return 0.0, 0.0
+    r = fb[ok] / f[ok]
+    return float(np.median(r)), float(np.max(r))
+
+
+@dataclass(frozen=True)
+class BiasScale:
+    """The amplitude A that makes the median frame's |F̃_b|/|F| equal the target."""
+
+    A: float
+    target: float
+    achieved: float  # median ratio over the frames at this A (below target if unreachable)
+    n_frames: int
+
+
+def scale_amplitude(base: EIPCalculator, udd: UDDConfig, frames: Sequence[Atoms], target: float) -> BiasScale:
+    """Choose A so that the median over `frames` of `bias_force_ratio` equals `target`.
+
+    The raw bias force is linear in A, so one model evaluation per frame at A = 1 gives
+    F_b(A) = A·F_b(1); with the limiter the ratio first rises and then falls with A, so
+    the smallest A that reaches the target is found on a log grid and refined by
+    bisection (if the target is out of reach, the A of the largest ratio is used and
+    `achieved` says what it gives). Used with the model's own training frames, one
+    config gives the same bias strength for 48 or 288 atoms.
+    """
+    if not frames:
+        raise ValueError("scaling the UDD bias needs at least one training frame")
+    unit = udd.model_copy(update={"A": 1.0})
+    had = base.bias
+    base.bias = make_bias(unit)
+    raw, model = [], []
+    try:
+        for atoms in frames:
+            a = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+            base.calculate(a, ["energy", "forces"], all_changes)
+            raw.append(np.asarray(base.results["forces_bias"], dtype=np.float64))
+            model.append(np.asarray(base.results["forces"], dtype=np.float64))
+    finally:
+        base.bias = had
+
+    def ratio(A: float) -> float:
+        vals = [
+            bias_force_ratio(limit_bias_forces(A * fb, udd.C, udd.D) if udd.limiter else A * fb, f)
+            for fb, f in zip(raw, model, strict=True)
+        ]
+        return float(np.median(vals))
+
+    grid = np.logspace(-6, 9, 151)
+    values = np.array([ratio(float(A)) for A in grid])
+    above = np.flatnonzero(values >= target)
+    if above.size == 0:
+        k = int(np.argmax(values))
+        return BiasScale(A=float(grid[k]), target=target, achieved=float(values[k]), n_frames=len(frames))
+    k = int(above[0])
+    if k == 0:
+        return BiasScale(A=float(grid[0]), target=target, achieved=float(values[0]), n_frames=len(frames))
+    lo, hi = math.log(grid[k - 1]), math.log(grid[k])
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ratio(math.exp(mid)) < target else (lo, mid)
+    A = math.exp(hi)
+    return BiasScale(A=A, target=target, achieved=ratio(A), n_frames=len(frames))
+
+
 class UDDCalculator(Calculator):
     """An `EIPCalculator` plus the UDD bias: `forces` = F + F̃_b (what MD integrates).
 
     Results per frame: ``energy``/``free_energy`` (unbiased model E), ``forces``
     (F + F̃_b), ``forces_model`` (F), ``energy_bias`` (E_bias), ``forces_bias`` (F̃_b,
     after the limiter when enabled), ``forces_bias_raw`` (F_b = −∂E_bias/∂R),
-    ``bias_ratio`` (|F̃_b|/|F|, see `bias_force_ratio`), ``sigma_max`` (max_i σ_i) and
+    ``bias_ratio`` (|F̃_b|/|F|, see `bias_force_ratio`), ``bias_ratio_median`` and
+    ``bias_ratio_max`` (over atoms of |F̃_b,i|/|F_i|), ``sigma_max`` (max_i σ_i) and
     the model's ``uncertainty``, ``uncertainty_components``, ``aleatoric_components``,
     ``config_uncertainty``, ``descriptor``. One model evaluation per frame.
     """
@@ -114,6 +187,8 @@ class UDDCalculator(Calculator):
         "forces_bias",
         "forces_bias_raw",
         "bias_ratio",
+        "bias_ratio_median",
+        "bias_ratio_max",
         "sigma_max",
         "uncertainty",
         "uncertainty_components",
@@ -155,5 +230,6 @@ class UDDCalculator(Calculator):
         res["forces_bias"] = limited
         res["forces"] = forces + limited
         res["bias_ratio"] = bias_force_ratio(limited, forces)
+        res["bias_ratio_median"], res["bias_ratio_max"] = atom_bias_ratios(limited, forces)
         res["sigma_max"] = float(np.max(res["uncertainty"]))
         self.results = res

@@ -7,7 +7,8 @@ them in parallel; each writes, in ``gen-XXX/explore/``:
 
 * ``<name>.csv``    one row per sane step: step, time_fs, energy (unbiased model E, eV),
   energy_bias (eV), sigma (configuration σ, eV/Å), sigma_max (max_i σ_i), temperature (K),
-  bias_ratio (|F̃_b|/|F|; 0 for md);
+  bias_ratio (|F̃_b|/|F|; 0 for md), bias_ratio_median and bias_ratio_max (over atoms of
+  |F̃_b,i|/|F_i|; 0 for md);
 * ``<name>.extxyz`` candidate frames every ``sample_every`` steps (never step 0, which is
   a training frame), with provenance and the model's σ arrays but NO labels;
 * the `ExplorationResult` (written by the caller, `pipeline.walker_step`).
@@ -41,16 +42,18 @@ from ase.md.md import MolecularDynamics
 from ase.md.nvtberendsen import NVTBerendsen
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
-from eip_al.atomic import atomic_path
+from eip_al.atomic import atomic_path, sha256_file
 from eip_al.calculator import EIPCalculator
 from eip_al.config import ALConfig, CollapseConfig, WalkerConfig
 from eip_al.explore.collapse import CollapseDetector
-from eip_al.explore.udd import UDDCalculator
+from eip_al.explore.udd import UDDCalculator, scale_amplitude
 from eip_al.io import frame_id, read_frames
 from eip_al.rundir import RunDir, RunDirError, load_valid, run_step
 from eip_al.schemas import ExplorationResult, ExplorationSummary, TrainingResult
+from eip_al.screening import PairScreen, screen_for_run
 
-LOG_COLUMNS = ("step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio")
+LOG_COLUMNS = ("step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio",
+               "bias_ratio_median", "bias_ratio_max")
 PROGRESS_EVERY_S = 10.0  # seconds between progress lines
 
 
@@ -138,8 +141,12 @@ def make_dynamics(atoms: Atoms, wc: WalkerConfig, rng: np.random.Generator) -> M
     raise ValueError(f"unknown thermostat {wc.thermostat!r}")
 
 
-def frame_values(results: dict) -> tuple[float, float, float, float, float]:
-    """(E, E_bias, σ, max σ_i, |F̃_b|/|F|) of a calculator's results; an unbiased model has 0 bias."""
+FrameValues = tuple[float, float, float, float, float, float, float]
+
+
+def frame_values(results: dict) -> FrameValues:
+    """(E, E_bias, σ, max σ_i, |F̃_b|/|F|, median and max over atoms of |F̃_b,i|/|F_i|) of a
+    calculator's results; an unbiased model has 0 bias."""
     sigma_atom = np.asarray(results["uncertainty"])
     return (
         float(results["energy"]),
@@ -147,6 +154,8 @@ def frame_values(results: dict) -> tuple[float, float, float, float, float]:
         float(results["config_uncertainty"]),
         float(np.max(sigma_atom)) if sigma_atom.size else math.nan,
         float(results.get("bias_ratio", 0.0)),
+        float(results.get("bias_ratio_median", 0.0)),
+        float(results.get("bias_ratio_max", 0.0)),
     )
 
 
@@ -211,6 +220,7 @@ def run_trajectory(
     restart_key: str = "",
     restart_every: int = 500,
     label: str = "walker",
+    screen: PairScreen | None = None,
 ) -> TrajectoryOutcome:
     """Integrate `walker.steps` steps of NVT MD from `atoms` (with velocities) under `calc`.
 
@@ -218,7 +228,7 @@ def run_trajectory(
     hold energy, forces, uncertainty arrays and config_uncertainty. Each sane step is
     logged; every `walker.sample_every` steps the frame is written as a candidate with
     `frame_info` added to its info. Stops at the first step the `CollapseDetector`
-    rejects. With `restart_path`, a restart point is saved every `restart_every` steps
+    rejects (with `screen` as its per-pair distance rule). With `restart_path`, a restart point is saved every `restart_every` steps
     and a matching one (same `restart_key`) is resumed from.
     """
     t_start = time.perf_counter()
@@ -242,7 +252,7 @@ def run_trajectory(
 
     atoms.calc = calc
     dyn = make_dynamics(atoms, walker, rng)
-    detector = CollapseDetector(collapse, atoms, walker.temperature_K)
+    detector = CollapseDetector(collapse, atoms, walker.temperature_K, screen=screen)
     info = dict(frame_info or {})
     dt_fs = walker.timestep_fs
     collapse_step: int | None = None
@@ -255,18 +265,20 @@ def run_trajectory(
             """Check the frame of step k; log it (and maybe write it) if sane."""
             nonlocal collapse_step, reason, n_candidates
             res = calc.results
-            energy, e_bias, sigma, sigma_max, ratio = frame_values(res)
+            values = frame_values(res)
+            energy = values[0]
             temperature = float(atoms.get_temperature())
             why = detector.check(atoms.positions, energy, forces, np.asarray(res["uncertainty"]), temperature)
             if why is not None:
                 collapse_step, reason = k, why
                 _say(label, f"collapsed at step {k} ({k * dt_fs:g} fs): {why}")
                 return False
+            e_bias, sigma, sigma_max, ratio, r_med, r_max = values[1:]
             log_fh.write(f"{k},{k * dt_fs!r},{energy!r},{e_bias!r},{sigma!r},{sigma_max!r},"
-                         f"{temperature!r},{ratio!r}\n")
+                         f"{temperature!r},{ratio!r},{r_med!r},{r_max!r}\n")
             if k > 0 and k % walker.sample_every == 0:
                 _write_candidate(frames_fh, atoms, res, info, step=k, time_fs=k * dt_fs,
-                                 temperature=temperature, values=(energy, e_bias, sigma, sigma_max, ratio))
+                                 temperature=temperature, values=values)
                 n_candidates += 1
             return True
 
@@ -314,10 +326,10 @@ def _write_candidate(
     step: int,
     time_fs: float,
     temperature: float,
-    values: tuple[float, float, float, float, float],
+    values: FrameValues,
 ) -> None:
     """Append one unlabelled candidate frame (model predictions only as info/arrays)."""
-    energy, e_bias, sigma, sigma_max, ratio = values
+    energy, e_bias, sigma, sigma_max, ratio = values[:5]
     frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     frame.info.update(info)
     frame.info.update(
@@ -336,27 +348,26 @@ def log_statistics(log_csv: Path, kind: str) -> dict[str, float | None]:
     df = pd.read_csv(log_csv)
     if df.empty:
         return {"sigma_mean": None, "sigma_max": None, "energy_mean": None, "energy_std": None,
-                "bias_ratio_mean": None}
-    ratio = df["bias_ratio"].to_numpy(dtype=np.float64)
-    ratio = ratio[np.isfinite(ratio)]
+                "bias_ratio_mean": None, "bias_ratio_median": None, "bias_ratio_max": None}
+
+    def finite(col: str) -> np.ndarray:
+        v = df[col].to_numpy(dtype=np.float64) if col in df.columns else np.zeros(0)
+        return v[np.isfinite(v)]
+
+    ratio, r_med, r_max = finite("bias_ratio"), finite("bias_ratio_median"), finite("bias_ratio_max")
+    udd = kind == "udd"
     return {
         "sigma_mean": float(df["sigma"].mean()),
         "sigma_max": float(df["sigma"].max()),
         "energy_mean": float(df["energy"].mean()),
         "energy_std": float(df["energy"].std(ddof=0)),
-        "bias_ratio_mean": float(ratio.mean()) if kind == "udd" and ratio.size else None,
+        "bias_ratio_mean": float(ratio.mean()) if udd and ratio.size else None,
+        "bias_ratio_median": float(np.median(r_med)) if udd and r_med.size else None,
+        "bias_ratio_max": float(r_max.max()) if udd and r_max.size else None,
     }
 
 
 # ----------------------------------------------------------------------------- run dir level
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def pick_start_frame(run: RunDir, gen: int, rng: np.random.Generator) -> tuple[Atoms, int, str]:
     """A training frame of generation `gen`'s dataset (split 'train' when splits exist).
 
@@ -368,6 +379,15 @@ def pick_start_frame(run: RunDir, gen: int, rng: np.random.Generator) -> tuple[A
     pool = [k for k, a in enumerate(frames) if a.info.get("split") == "train"] or list(range(len(frames)))
     k = pool[int(rng.integers(len(pool)))]
     return frames[k], k, manifest.sha256
+
+
+def training_frames(run: RunDir, gen: int, n: int) -> list[Atoms]:
+    """Up to `n` training frames of generation `gen`'s dataset, evenly spaced (deterministic)."""
+    manifest = run.dataset_for(gen)
+    frames = read_frames(run.abs(manifest.dataset_extxyz), require_labels=False)
+    train = [a for a in frames if a.info.get("split") == "train"] or frames
+    idx = np.unique(np.linspace(0, len(train) - 1, min(n, len(train))).round().astype(int))
+    return [train[k] for k in idx.tolist()]
 
 
 def run_walker(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationResult:
@@ -390,15 +410,21 @@ def run_walker(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationRe
     frame, frame_index, dataset_sha = pick_start_frame(run, gen, frame_rng)
     atoms = start_atoms(frame, wc.temperature_K, velocity_rng)
 
-    if plan.kind == "udd":
-        calc: Calculator = UDDCalculator.from_checkpoint(checkpoint, cfg.explore.udd, device=cfg.explore.device)
-    else:
-        calc = EIPCalculator(checkpoint, device=cfg.explore.device)
+    screen = screen_for_run(cfg.explore.collapse, run, gen, atoms.numbers)
+    base = EIPCalculator(checkpoint, device=cfg.explore.device)
+    udd, scale = cfg.explore.udd, None
+    if plan.kind == "udd" and udd.target_bias_ratio is not None:
+        scale = scale_amplitude(base, udd, training_frames(run, gen, udd.scale_frames), udd.target_bias_ratio)
+        _say(f"gen {gen} {name}", f"UDD amplitude A = {scale.A:.4g} eV for median |F_b|/|F| "
+                                  f"{scale.achieved:.3g} (target {scale.target:g}, {scale.n_frames} training frames)")
+        udd = udd.model_copy(update={"A": scale.A})
+    calc: Calculator = UDDCalculator(base, udd) if plan.kind == "udd" else base
     key_data = {
         "generation": gen, "walker": plan.name, "config": wc.model_dump(mode="json"),
-        "udd": cfg.explore.udd.model_dump(mode="json") if plan.kind == "udd" else None,
+        "udd": udd.model_dump(mode="json") if plan.kind == "udd" else None,
         "collapse": cfg.explore.collapse.model_dump(mode="json"), "device": cfg.explore.device,
-        "checkpoint_sha256": _sha256(checkpoint), "dataset_sha256": dataset_sha, "start_frame": frame_index,
+        "checkpoint_sha256": sha256_file(checkpoint), "dataset_sha256": dataset_sha, "start_frame": frame_index,
+        "screen": screen.thresholds, "log_columns": LOG_COLUMNS,
     }
     restart_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()
 
@@ -408,7 +434,7 @@ def run_walker(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationRe
         atoms, calc, wc, cfg.explore.collapse, log_csv, frames_xyz,
         frame_info={"walker": name, "kind": plan.kind, "source": plan.kind, "generation": gen},
         thermostat_rng=thermostat_rng, restart_path=out / f"{name}.restart.npz", restart_key=restart_key,
-        restart_every=cfg.explore.restart_every, label=f"gen {gen} {name}",
+        restart_every=cfg.explore.restart_every, label=f"gen {gen} {name}", screen=screen,
     )
     stats = log_statistics(log_csv, plan.kind)
     return ExplorationResult(
@@ -427,6 +453,9 @@ def run_walker(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationRe
         log_csv=run.rel(log_csv),
         frames_extxyz=run.rel(frames_xyz),
         wall_time_s=outcome.wall_time_s,
+        min_pair_distance=screen.thresholds,
+        udd_A=udd.A if plan.kind == "udd" else None,
+        udd_target_ratio=scale.target if scale is not None else None,
         **stats,
     )
 
@@ -437,6 +466,6 @@ def explore_generation(cfg: ALConfig, run: RunDir, gen: int) -> ExplorationSumma
     results = []
     for name in walker_names(cfg):
         path = run.step_dir(gen, "explore") / f"{name}.json"
-        result, _ = run_step(path, ExplorationResult, lambda name=name: run_walker(cfg, run, gen, name))
+        result, _ = run_step(path, ExplorationResult, lambda name=name: run_walker(cfg, run, gen, name), run)
         results.append(result)
     return ExplorationSummary(generation=gen, walkers=results)

@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
+from eip_al import integrity
 from eip_al.atomic import atomic_write_text
 from eip_al.config import ALConfig, LabelerConfig
+from eip_al.io import read_frames
 from eip_al.label.base import JobResult, Labeler
 from eip_al.label.jobs import (
     FAILURES_NAME,
@@ -45,8 +49,35 @@ __all__ = [
 STANDALONE_NAME = "label.json"  # what `eip-al label` needs to finish an exported batch
 
 
-def _batch(cfg: ALConfig, run: RunDir, gen: int) -> LabelBatch:
-    return LabelBatch(cfg.labeler, run.step_dir(gen, "label"), run.root, gen)
+def _batch(cfg: ALConfig, run: RunDir, gen: int, screen: bool = False) -> LabelBatch:
+    """The generation's batch; with `screen`, its outlier limit from the dataset it joins."""
+    limit, rule = outlier_force_limit(cfg.labeler, run, gen) if screen else (None, "")
+    return LabelBatch(cfg.labeler, run.step_dir(gen, "label"), run.root, gen,
+                      outlier_force_limit=limit, outlier_rule=rule)
+
+
+_PERCENTILE_CACHE: dict[tuple[str, str, float], float] = {}
+
+
+def outlier_force_limit(lab: LabelerConfig, run: RunDir, gen: int) -> tuple[float | None, str]:
+    """(limit, rule): `outlier_force_factor` × the `outlier_percentile` of per-atom |F| in
+    generation `gen`'s dataset (the one new labels would join); (None, "") when switched off."""
+    if lab.outlier_force_factor is None:
+        return None, ""
+    try:
+        manifest = run.dataset_for(gen)
+    except RunDirError:  # labels outside a loop (no dataset to join): nothing to compare with
+        return None, ""
+    path = run.abs(manifest.dataset_extxyz)
+    key = (str(path), manifest.sha256, lab.outlier_percentile)
+    if key not in _PERCENTILE_CACHE:
+        frames = read_frames(path)
+        norms = np.concatenate([np.linalg.norm(a.get_forces(), axis=1) for a in frames])
+        _PERCENTILE_CACHE[key] = float(np.percentile(norms, lab.outlier_percentile))
+    p = _PERCENTILE_CACHE[key]
+    rule = (f"labeler.outlier_force_factor {lab.outlier_force_factor:g} × {p:.3g} eV/Å, the "
+            f"{lab.outlier_percentile:g}th percentile of per-atom |F| in {manifest.dataset_extxyz}")
+    return lab.outlier_force_factor * p, rule
 
 
 def prepare_label_jobs(cfg: ALConfig, run: RunDir, gen: int) -> LabelingJobSet:
@@ -90,7 +121,7 @@ def collect_labels(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
     `labeler.max_failure_fraction` of the jobs failed or have not run; the caller decides
     to stop. The artifact is not written here.
     """
-    return collect(_batch(cfg, run, gen))
+    return collect(_batch(cfg, run, gen, screen=True))
 
 
 def label_generation(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
@@ -101,7 +132,7 @@ def label_generation(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
     """
     prepare_label_jobs(cfg, run, gen)
     run_label_jobs(cfg, run, gen)
-    return collect(_batch(cfg, run, gen))
+    return collect(_batch(cfg, run, gen, screen=True))
 
 
 def ingest(run: RunDir, gen: int | None = None) -> LabelingResult:
@@ -125,8 +156,9 @@ def ingest(run: RunDir, gen: int | None = None) -> LabelingResult:
     found = load_valid(path, LabelingResult)
     if found is not None and not any(o.failure_class == "not_run" for o in found.outcomes):
         return found
-    result = collect(_batch(cfg, run, gen))
+    result = collect(_batch(cfg, run, gen, screen=True))
     if not result.budget_exceeded:
+        result = integrity.seal(result, run.root)
         result.write(path)
     return result
 
@@ -147,7 +179,7 @@ def label_file(
     """
     in_path, out_path = Path(in_path).resolve(), Path(out_path).resolve()
     work_dir = Path(work_dir or default_work_dir(out_path)).resolve()
-    frames = frames_for_labeling(in_path)
+    frames = read_frames(in_path, require_labels=False, require_cell=False)  # empty: FrameError
     batch = LabelBatch(labeler_cfg, work_dir, work_dir, 0)
     work_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eip_al.atomic import atomic_write_text
-from eip_al.config import ConfigError, SlurmConfig
+from eip_al.config import ConfigError, SlurmConfig, check_safe_path
 from eip_al.label.parse import STATUS_NAME, read_status
 
 log = logging.getLogger(__name__)
@@ -263,14 +263,20 @@ def array_script(
     log_dir: Path,
     template: Path = SLURM_TEMPLATE,
 ) -> str:
-    """The job-array script: task i runs the run script on line i+1 of `task_list`."""
+    """The job-array script: task i runs the run script on line i+1 of `task_list`.
+
+    Paths are shell-quoted (sbatch reads `#SBATCH` lines with the same quoting rules); a
+    path with a newline or other control character is refused (ConfigError).
+    """
+    for what, path in (("task list", task_list), ("Slurm log directory", log_dir)):
+        check_safe_path(path, what)
     options = []
     if scfg.partition:
         options.append(f"#SBATCH --partition={_sbatch_option('partition', scfg.partition)}")
     if scfg.account:
         options.append(f"#SBATCH --account={_sbatch_option('account', scfg.account)}")
-    for i, extra in enumerate(scfg.extra_sbatch):
-        if not extra.startswith("--") or "\n" in extra or "\r" in extra:
+    for i, extra in enumerate(scfg.extra_sbatch):  # control characters: refused by SlurmConfig
+        if not extra.startswith("--"):
             raise ConfigError(
                 f"labeler.slurm.extra_sbatch[{i}]: must be one '--option[=value]' (got {extra!r})"
             )
@@ -281,7 +287,7 @@ def array_script(
         "time": _sbatch_option("time", scfg.time),
         "ntasks": str(scfg.ntasks),
         "cpus_per_task": str(scfg.cpus_per_task),
-        "output": str(log_dir / "%A_%a.out"),
+        "output": shlex.quote(str(log_dir / "%A_%a.out")),
         "extra_options": "\n".join(options),
         "task_list": shlex.quote(str(task_list)),
     }

@@ -9,7 +9,8 @@ Layout of a label directory (`<run>/gen-XXX/label/`, or the work directory of
     jobs/tasks.txt          every job's run script, relative to jobs/ (for exported jobs)
     stale/<job_id>-<hash>/  job dirs replaced because the input changed (kept, not lost)
     labeled.extxyz          the successfully labeled frames
-    failures.csv            one row per failed job: class, attempts, message
+    failures.csv            one row per failed job: walker, kind, class, attempts, message
+    quarantine.extxyz       labels refused as force outliers (outlier_forces), with their labels
     slurm/                  array scripts, task lists, submissions.json, logs (slurm only)
 
 `outcome.json` is written atomically once a job has ended (success or failure) and is the
@@ -59,6 +60,7 @@ FRAME_NAME = "frame.extxyz"
 OUTCOME_NAME = "outcome.json"
 LABELED_NAME = "labeled.extxyz"
 FAILURES_NAME = "failures.csv"
+QUARANTINE_NAME = "quarantine.extxyz"  # labels refused as force outliers (with labels, for inspection)
 _UNHASHED = frozenset({"run.sh"})  # launcher details: changing them keeps finished jobs
 
 
@@ -103,6 +105,9 @@ class LabelBatch:
     label_dir: Path
     root: Path  # artifact paths are relative to this (the run directory)
     generation: int
+    # labels with a max per-atom |F| above this (eV/Å) are quarantined as outlier_forces
+    outlier_force_limit: float | None = None
+    outlier_rule: str = ""  # how the limit was derived, for the failure message
     labeler: Labeler = field(init=False)
 
     def __post_init__(self) -> None:
@@ -460,6 +465,7 @@ def collect(batch: LabelBatch, out_path: Path | None = None) -> LabelingResult:
     out_path = Path(out_path) if out_path is not None else batch.label_dir / LABELED_NAME
     outcomes: list[JobOutcome] = []
     labeled: list[Atoms] = []
+    quarantined: list[Atoms] = []
     for job in manifest.jobs:
         rec = _read_record(batch.job_dir(job) / OUTCOME_NAME, key, job.input_sha256)
         if rec is None:
@@ -467,7 +473,6 @@ def collect(batch: LabelBatch, out_path: Path | None = None) -> LabelingResult:
             rec = _read_record(batch.job_dir(job) / OUTCOME_NAME, key, job.input_sha256)
         else:
             outcome = rec.outcome
-        outcomes.append(outcome)
         if (
             outcome.status == "ok"
             and rec is not None
@@ -476,13 +481,27 @@ def collect(batch: LabelBatch, out_path: Path | None = None) -> LabelingResult:
         ):
             atoms = _frame(batch, job)
             atoms.info.update(labeler=batch.cfg.kind, theory=key, job_id=job.job_id)
-            labeled.append(attach_labels(atoms, rec.energy, np.asarray(rec.forces)))
+            atoms = attach_labels(atoms, rec.energy, np.asarray(rec.forces))
+            why = _outlier(np.asarray(rec.forces), batch)
+            if why is None:
+                labeled.append(atoms)
+            else:
+                outcome = outcome.model_copy(update={"status": "failed", "failure_class": "outlier_forces",
+                                                     "message": why})
+                atoms.info["quarantine_reason"] = why
+                quarantined.append(atoms)
+        outcomes.append(outcome)
     if labeled:
         write_frames(out_path, labeled)
     else:
         atomic_write_text(out_path, "")
+    quarantine_path = batch.label_dir / QUARANTINE_NAME
+    if quarantined:
+        write_frames(quarantine_path, quarantined)
+    elif quarantine_path.exists():
+        quarantine_path.unlink()
     failed = [o for o in outcomes if o.status == "failed"]
-    _write_failures(batch.label_dir / FAILURES_NAME, failed)
+    _write_failures(batch, failed)
     n = len(outcomes)
     by_class = dict(sorted(Counter(str(o.failure_class) for o in failed).items()))
     exceeded = n > 0 and len(failed) / n > batch.cfg.max_failure_fraction
@@ -510,27 +529,45 @@ def collect(batch: LabelBatch, out_path: Path | None = None) -> LabelingResult:
         n_failed=len(failed),
         failures_by_class=by_class,
         labeled_extxyz=batch.rel(out_path),
+        quarantine_extxyz=batch.rel(quarantine_path) if quarantined else None,
+        outlier_force_limit=batch.outlier_force_limit,
         budget_exceeded=exceeded,
         message=message,
     )
 
 
-def _write_failures(path: Path, failed: list[JobOutcome]) -> None:
+def _outlier(forces: np.ndarray, batch: LabelBatch) -> str | None:
+    """Why a plausible label is still a force outlier against the dataset (None if it is not)."""
+    if batch.outlier_force_limit is None or forces.size == 0:
+        return None
+    fmax = float(np.max(np.linalg.norm(forces, axis=1)))
+    if fmax <= batch.outlier_force_limit:
+        return None
+    return (f"max |F| = {fmax:.1f} eV/Å above {batch.outlier_force_limit:.3g} eV/Å ({batch.outlier_rule}); "
+            "quarantined, not merged")
+
+
+def _write_failures(batch: LabelBatch, failed: list[JobOutcome]) -> None:
+    """failures.csv: one row per failed job, with the walker and kind that produced the frame."""
+    jobs = {j.job_id: j for j in batch.manifest().jobs} if failed else {}
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["job_id", "frame_id", "failure_class", "attempts", "runtime_s", "message"])
+    w.writerow(["job_id", "frame_id", "walker", "kind", "failure_class", "attempts", "runtime_s", "message"])
     for o in failed:
+        info = _frame(batch, jobs[o.job_id]).info if o.job_id in jobs else {}
         w.writerow(
             [
                 o.job_id,
                 o.frame_id,
+                info.get("walker", ""),
+                info.get("kind", info.get("source", "")),
                 o.failure_class,
                 o.attempts,
                 "" if o.runtime_s is None else f"{o.runtime_s:.1f}",
                 o.message or "",
             ]
         )
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(batch.label_dir / FAILURES_NAME, buf.getvalue())
 
 
 def _progress(enabled: bool) -> Progress:

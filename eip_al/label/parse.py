@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,12 @@ WALLTIME_SIGNALS = frozenset({"TERM", "KILL", "TIMEOUT"})
 
 @dataclass
 class CP2KOutput:
-    """What one CP2K output text says (raw CP2K units; None where it says nothing)."""
+    """What one CP2K output text says (raw CP2K units; None where it says nothing).
+
+    `unreadable` lists what is there but cannot be read as one clean value or table: an
+    overflowed (``****``) or garbled number, a table with a duplicated or missing row, a
+    force table printed more than once. Any entry makes the job ``inconsistent``.
+    """
 
     version: str | None
     normal_end: bool
@@ -61,6 +66,7 @@ class CP2KOutput:
     forces_au: np.ndarray | None  # (N, 3) Hartree/Bohr
     coord_symbols: list[str] | None
     coords_A: np.ndarray | None  # (N, 3) Å
+    unreadable: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +76,10 @@ class RunStatus:
     exit_code: int
     signal: str
     runtime_s: float | None
+
+
+class _Unreadable(ValueError):
+    """A value or table that is present but cannot be read (the message says what)."""
 
 
 def _abort_message(text: str) -> str | None:
@@ -98,35 +108,64 @@ def _rows(segment: str, skip: tuple[str, ...] = ("#", "Atom")) -> list[list[str]
     ]
 
 
+def _next_line(text: str, at: int) -> int:
+    """Index of the line break after `at` (the end of the text if there is none)."""
+    end = text.find("\n", at)
+    return len(text) if end < 0 else end
+
+
 def _table(
-    rows: list[list[str]], width: int, sym: int | None, xyz: int
-) -> tuple[list[str] | None, np.ndarray] | None:
-    """Symbols (column `sym`) and an (N, 3) float array (columns xyz..xyz+2); None if malformed."""
-    if not rows or any(len(r) < width or not r[0].isdigit() for r in rows):
-        return None
+    rows: list[list[str]], width: int, sym: int | None, xyz: int, what: str
+) -> tuple[list[str] | None, np.ndarray]:
+    """Symbols (column `sym`) and an (N, 3) float array (columns xyz..xyz+2) of a table whose
+    first column numbers the atoms 1..N; raises _Unreadable naming `what` otherwise."""
+    if not rows:
+        raise _Unreadable(f"the {what} has no rows")
+    for i, r in enumerate(rows, start=1):
+        if len(r) < width or r[0] != str(i):
+            raise _Unreadable(
+                f"the {what} is garbled at row {i} ({' '.join(r)[:60]!r}): "
+                "expected atoms numbered 1..N, one row each"
+            )
     try:
         values = np.array([r[xyz : xyz + 3] for r in rows], dtype=float)
     except ValueError:
-        return None
+        bad = next(v for r in rows for v in r[xyz : xyz + 3] if not _is_float(v))
+        raise _Unreadable(f"the {what} holds an unreadable number {bad[:30]!r} (overflowed or garbled)") from None
     return ([r[sym] for r in rows] if sym is not None else None), values
 
 
+def _is_float(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+_FORCE_LAYOUTS = (  # header, end marker, row prefix to drop, row width, symbol column, x column
+    ("ATOMIC FORCES in [a.u.]", "SUM OF ATOMIC FORCES", "", 6, 2, 3),
+    ("FORCES| Atomic forces [hartree/bohr]", "FORCES| Sum", "FORCES|", 4, None, 1),
+)
+
+
 def _force_table(text: str) -> tuple[list[str] | None, np.ndarray] | None:
-    """The last force table, in either layout (None if absent or cut off)."""
-    at = text.rfind("ATOMIC FORCES in [a.u.]")
-    if at >= 0:
-        end = text.find("SUM OF ATOMIC FORCES", at)
+    """The force table, in either layout (None if absent or cut off); raises _Unreadable for
+    a garbled table or more than one (a single point prints exactly one)."""
+    for header, end_marker, prefix, width, sym, xyz in _FORCE_LAYOUTS:
+        at = text.find(header)
+        if at < 0:
+            continue
+        n_tables = text.count(header)
+        if n_tables > 1:
+            raise _Unreadable(f"{n_tables} force tables in the output (a single point prints one)")
+        end = text.find(end_marker, at)
         if end < 0:
             return None
-        body = text[text.index("\n", at) : end]
-        return _table(_rows(body), 6, 2, 3)
-    at = text.rfind("FORCES| Atomic forces [hartree/bohr]")
-    if at >= 0:
-        end = text.find("FORCES| Sum", at)
-        if end < 0:
-            return None
-        body = text[text.index("\n", at) : end].replace("FORCES|", " ")
-        return _table(_rows(body), 4, None, 1)
+        body = text[_next_line(text, at) : end]
+        if prefix:
+            body = body.replace(prefix, " ")
+        return _table(_rows(body), width, sym, xyz, "force table")
     return None
 
 
@@ -138,15 +177,36 @@ def _coord_table(text: str) -> tuple[list[str] | None, np.ndarray] | None:
     start = text.find("Atom", m.end())
     if start < 0:
         return None
-    start = text.index("\n", start)
+    start = _next_line(text, start)
     end = text.find("\n\n", start + 1)
-    return _table(_rows(text[start : end if end >= 0 else len(text)]), 7, 2, 4)
+    return _table(_rows(text[start : end if end >= 0 else len(text)]), 7, 2, 4, "coordinate table")
+
+
+def _energies(text: str, unreadable: list[str]) -> list[float]:
+    """Every total energy printed; unreadable ones (e.g. ``****``) are listed in `unreadable`."""
+    values = []
+    for raw in _ENERGY.findall(text):
+        try:
+            values.append(float(raw))
+        except ValueError:
+            unreadable.append(f"the total energy is unreadable ({raw[:30]!r}: overflowed or garbled)")
+    return values
 
 
 def read_output(text: str) -> CP2KOutput:
-    """Extract termination, SCF state, energy, forces and coordinates from output text."""
-    forces = _force_table(text)
-    coords = _coord_table(text)
+    """Extract termination, SCF state, energy, forces and coordinates from output text.
+
+    Never raises: whatever cannot be read is listed in `CP2KOutput.unreadable`.
+    """
+    unreadable: list[str] = []
+    tables = []
+    for read in (_force_table, _coord_table):
+        try:
+            tables.append(read(text))
+        except _Unreadable as exc:
+            unreadable.append(str(exc))
+            tables.append(None)
+    forces, coords = tables
     version = _VERSION.search(text)
     return CP2KOutput(
         version=version.group(1) if version else None,
@@ -154,11 +214,12 @@ def read_output(text: str) -> CP2KOutput:
         abort_message=_abort_message(text),
         scf_not_converged=_SCF_NOT_CONVERGED in text,
         walltime_exceeded=_WALLTIME_MSG in text,
-        energies_ha=[float(v) for v in _ENERGY.findall(text)],
+        energies_ha=_energies(text, unreadable),
         force_symbols=forces[0] if forces else None,
         forces_au=forces[1] if forces else None,
         coord_symbols=coords[0] if coords else None,
         coords_A=coords[1] if coords else None,
+        unreadable=unreadable,
     )
 
 
@@ -216,8 +277,8 @@ def classify(
     or CP2K's own walltime is ``walltime``; an SCF that did not converge is
     ``scf_not_converged`` even when CP2K printed energy and forces; other aborts and
     non-zero exits are ``crashed``; output without normal termination is ``truncated``;
-    output that does not describe this frame is ``inconsistent``; non-finite numbers are
-    ``implausible_forces``.
+    output that does not describe this frame, or holds unreadable (overflowed, garbled,
+    duplicated) values, is ``inconsistent``; non-finite numbers are ``implausible_forces``.
     """
     runtime = status.runtime_s if status else None
     if status is not None and status.signal == "INT":
@@ -261,6 +322,8 @@ def classify(
         why = "" if status is not None else " (no exit status recorded: still running, or killed)"
         return _fail(job_id, "truncated", f"output ends before 'PROGRAM ENDED'{why}", runtime)
     n = len(atoms)
+    if out.unreadable:
+        return _fail(job_id, "inconsistent", "; ".join(out.unreadable), runtime)
     if len(out.energies_ha) != 1:
         return _fail(
             job_id,
@@ -309,7 +372,7 @@ def classify(
         frac[:, atoms.pbc] -= np.round(frac[:, atoms.pbc])
         delta = frac @ atoms.cell.array
     worst = float(np.max(np.linalg.norm(delta, axis=1)))
-    if worst > POSITION_TOLERANCE_A:
+    if not worst <= POSITION_TOLERANCE_A:  # also catches NaN coordinates
         atom = int(np.argmax(np.linalg.norm(delta, axis=1)))
         return _fail(
             job_id,

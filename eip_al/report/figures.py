@@ -129,13 +129,16 @@ def trust_fraction_bars(table: pd.DataFrame) -> Figure:
     return fig
 
 
+# column names as eip_al/train.py writes them to metrics.csv (validation metrics are unprefixed)
 TRAINING_PANELS: tuple[tuple[str, str, bool], ...] = (
     ("train_loss", "training loss", False),
-    ("valid_force_mae", "valid force MAE (eV/Å)", True),
-    ("valid_force_rmse", "valid force RMSE (eV/Å)", True),
-    ("valid_energy_mae_per_atom", "valid energy MAE (eV/atom)", True),
-    ("valid_sigma_mean", "valid σ mean (eV/Å)", True),
-    ("valid_spearman", "valid Spearman(σ, error)", False),
+    ("valid_loss", "validation loss", False),
+    ("force_mae", "valid force MAE (eV/Å)", True),
+    ("force_rmse", "valid force RMSE (eV/Å)", True),
+    ("energy_mae_per_atom", "valid energy MAE (eV/atom)", True),
+    ("sigma_mean", "valid σ mean (eV/Å)", True),
+    ("spearman_atom", "valid Spearman(σ_i, error_i)", False),
+    ("roc_auc_atom", "valid ROC-AUC (atoms)", False),
     ("lr", "learning rate", True),
 )
 

@@ -22,6 +22,7 @@ from ase import Atoms
 
 from eip_al import calibrate
 from eip_al.config import ALConfig
+from eip_al.integrity import seal
 from eip_al.io import FrameError, read_frames
 from eip_al.metrics import atom_force_error, uq_metrics
 from eip_al.report import figures
@@ -40,6 +41,7 @@ from eip_al.schemas import (
     SelectionResult,
     StepName,
     TrainingResult,
+    ValidationMetrics,
 )
 
 log = logging.getLogger(__name__)
@@ -182,6 +184,7 @@ def _section_training(c: _Context) -> None:
           valid_miscalibration_area=v.miscalibration_area,
           valid_miscalibration_area_calibrated=v.miscalibration_area_calibrated)
     _training_calibration(c, tr)
+    _tail_findings(c, v)
     c.w.text(f"Trained on {tr.n_train} frames ({tr.n_valid} validation) for {tr.epochs_run} epochs "
              f"on {tr.device}; best epoch {tr.best_epoch}, stopped by {tr.stopped_reason}"
              + (f", warm-started from `{tr.warm_started_from}`." if tr.warm_started_from else "."))
@@ -209,6 +212,20 @@ def _section_training(c: _Context) -> None:
     c.w.figure(figures.training_curves(curves, tr.best_epoch), "training_curves",
                "Training curves (dashed: best epoch).")
     c.w.table(curves, "training_curves", shown=False)
+
+
+HEAVY_TAIL_RATIO = 3.0  # validation σ mean / median above this: a few extrapolating atoms dominate
+RMSE_MAE_LIMIT = 2.5  # force RMSE / MAE above this: heavy-tailed errors (≈ 1.1–1.3 for well-behaved ones)
+
+
+def _tail_findings(c: _Context, v: ValidationMetrics) -> None:
+    """Warn when a few huge σ or errors make the means meaningless (robust statistics apply)."""
+    if v.sigma_median and v.sigma_mean / v.sigma_median > HEAVY_TAIL_RATIO:
+        c.findings.append(f"validation σ is heavy-tailed: mean {v.sigma_mean:.3g} vs median {v.sigma_median:.3g} "
+                          "eV/Å (a few extrapolating atoms; trust the median and the calibration, not the mean)")
+    if v.force_mae > 0 and v.force_rmse / v.force_mae > RMSE_MAE_LIMIT:
+        c.findings.append(f"validation force errors are heavy-tailed: RMSE/MAE = {v.force_rmse / v.force_mae:.2g} "
+                          "(some validation frames are far outside what the model learned)")
 
 
 def _training_calibration(c: _Context, tr: TrainingResult) -> None:
@@ -302,6 +319,7 @@ def _section_exploration(c: _Context) -> None:
             "sigma_config_max": float(df["sigma"].max()) if has else None,
             "sigma_atom_max": float(df["sigma_max"].max()) if has and "sigma_max" in df.columns else None,
             "bias_ratio_mean": float(bias.mean()) if bias is not None and res.kind == "udd" else None,
+            "bias_ratio_atom_median": res.bias_ratio_median, "bias_ratio_atom_max": res.bias_ratio_max,
             "wall_time_s": res.wall_time_s,
         })
     table = pd.DataFrame(rows)
@@ -338,7 +356,11 @@ def _section_exploration(c: _Context) -> None:
     c.w.table(table, "walkers", columns=[
         "walker", "kind", "temperature_K", "simulated_time_fs", "collapsed", "collapse_time_fs",
         "collapse_reason", "stable_time_fs", "n_candidates", "sigma_config_mean", "sigma_config_max",
-        "bias_ratio_mean"])
+        "bias_ratio_mean", "bias_ratio_atom_median", "bias_ratio_atom_max"])
+    screens = {tuple(sorted(r.min_pair_distance.items())) for r in walkers if r.min_pair_distance}
+    if len(screens) == 1:
+        c.w.text("Minimum pair distances (walker collapse rule and selection screen): "
+                 + ", ".join(f"{k} {v:.3g} Å" for k, v in next(iter(screens))) + ".")
     _section_frames(c)
 
 
@@ -446,6 +468,10 @@ def _section_selection(c: _Context) -> None:
                       f"failed {o.failed:.1%}; {sel.n_selected} of {sel.n_pool} frames selected")
     if sel.converged:
         c.findings.append(f"converged: {sel.converged_reason or 'candidate fraction below the limit'}")
+    if sel.n_unphysical:
+        by = ", ".join(f"{k} {v}" for k, v in sel.unphysical_by_reason.items()) or "reasons not recorded"
+        c.put(**{f"unphysical.{k}": v for k, v in sel.unphysical_by_reason.items()})
+        c.findings.append(f"{sel.n_unphysical} pooled frame(s) refused as unphysical, never labelled ({by})")
     if sel.n_selected == 0:
         c.w.note(f"no frames were selected in this generation (pool of {sel.n_pool}, "
                  f"{sel.n_candidate} candidates): nothing to label.")
@@ -546,6 +572,11 @@ def _section_labeling(c: _Context) -> None:
              f"{la.theory.code}/{la.theory.method}): {n_ok} ok, {sum(failed.values())} failed.")
     if la.budget_exceeded:
         c.w.note("the labeling failure budget was exceeded.")
+    n_quarantined = failed.get("outlier_forces", 0)
+    c.put(n_label_quarantined=n_quarantined)
+    if n_quarantined:
+        c.findings.append(f"{n_quarantined} label(s) quarantined as force outliers (max |F| above "
+                          f"{la.outlier_force_limit:.3g} eV/Å), not merged: `{la.quarantine_extxyz}`")
     if failed:
         c.findings.append("labeling failures: " + ", ".join(f"{k} {v}" for k, v in sorted(failed.items())))
     rows = [{"outcome": "ok", "count": n_ok}] + [
@@ -768,9 +799,10 @@ def _write_selection_audit(c: _Context, frames: list[Atoms], preds: list[dict[st
     path = calibrate.audit_dir(c.run, c.gen) / "artifact.json"
     if c.train is None or c.labeling is None or load_valid(path, calibrate.SelectionAudit) is not None:
         return
-    calibrate.selection_audit_from_predictions(
+    audit = calibrate.selection_audit_from_predictions(
         c.run, c.gen, c.train, c.labeling.labeled_extxyz, frames, preds, c.calibration
-    ).write(path)
+    )
+    seal(audit, c.run.root).write(path)
 
 
 def _calibration_figure(c: _Context, data: dict[str, AuditData]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from eip_al.atomic import atomic_write_text
+from eip_al.integrity import seal
 from eip_al.report import figures
 from eip_al.report.generation import Predictor, predict_for_audit, report_generation
 from eip_al.report.render import ReportWriter, format_value
@@ -150,6 +151,7 @@ def report_run(
     reports = []
     for gen in todo:
         rep = report_generation(cfg, run, gen, predict=predict)
+        rep = seal(rep, run.root)
         rep.write(run.artifact_path(gen, "report"))
         reports.append(rep)
     run_summary(run)
