@@ -1,9 +1,11 @@
 """Cost of the evidential head: plain PaiNN (E + F) vs eIP (E + F + σ) on 288-atom water, CPU.
 
-Both timings use the same backbone, weights and prebuilt graph; "plain" skips the head and
-the σ reduction, so the ratio is the head's overhead (target eIP ≤ 1.10 × plain). Also
-timed: eIP with a UDD bias (E_bias forces from the same forward pass) and one full
-`EIPCalculator` MD step (neighbor list with skin + conversion to numpy).
+All timings use the same backbone, weights and prebuilt graph; "plain" skips the head and
+the σ reduction, so the ratio is the head's overhead (target eIP ≤ 1.10 × plain). eIP is
+the default symmetric head; also timed: the symmetric head with its feature novelty fitted
+(on three other boxes), the paper's per-component head, eIP with a UDD bias (E_bias forces
+from the same forward pass) and one full `EIPCalculator` MD step (neighbor list with skin +
+conversion to numpy).
 
     python bench/bench_model.py [--features 128 --interactions 3 --threads 1 2]
 
@@ -15,6 +17,7 @@ so a shared machine's changing load affects them alike), plus machine info and l
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -26,11 +29,16 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.build import molecule
-from summarize import machine_info  # bench/ is on sys.path when run as a script
+from summarize import (  # bench/ is on sys.path when run as a script
+    git_commit,
+    machine_info,
+    now_iso,
+)
 
 from eip_al.calculator import EIPCalculator
 from eip_al.config import ModelConfig
 from eip_al.model import EIPModel, ModelSpec, save_checkpoint
+from eip_al.model.evaluation import frames_to_graphs
 from eip_al.model.neighbors import Graph, SpeciesMap, frame_graph
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -101,6 +109,12 @@ def main() -> None:
     model.eval()
     model.requires_grad_(False)
     g = frame_graph(atoms, SpeciesMap(model.spec.elements), args.cutoff).to("cpu", torch.float32)
+    novelty = copy.deepcopy(model)
+    novelty.fit_novelty(frames_to_graphs([water_box(seed=s) for s in (1, 2, 3)], novelty))
+    paper = EIPModel(ModelSpec(args.features, args.interactions, args.cutoff, 20, (1, 8), head="paper"))
+    paper.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head.")}, strict=False)
+    paper.eval()
+    paper.requires_grad_(False)
     checkpoint = save_checkpoint(Path(tempfile.mkdtemp()) / "bench.pt", model)
 
     def bias(sigma: torch.Tensor, n: int) -> torch.Tensor:
@@ -127,6 +141,8 @@ def main() -> None:
             {
                 "plain_painn_E_F": lambda: plain_painn(model, g),
                 "eip_E_F_sigma": lambda: model.predict(g),
+                "eip_novelty_E_F_sigma": lambda: novelty.predict(g),
+                "eip_paper_head_E_F_sigma": lambda: paper.predict(g),
                 "eip_with_udd_bias": lambda: model.predict(g, bias=bias),
                 "calculator_md_step": calculator_step,
             },
@@ -135,11 +151,14 @@ def main() -> None:
         results["by_threads"][str(threads)] = {  # type: ignore[index]
             **{name: summary(ms) for name, ms in t.items()},
             "ratio_eip_over_plain": paired_ratio(t["eip_E_F_sigma"], t["plain_painn_E_F"]),
+            "ratio_eip_novelty_over_plain": paired_ratio(t["eip_novelty_E_F_sigma"], t["plain_painn_E_F"]),
+            "ratio_eip_paper_head_over_plain": paired_ratio(t["eip_paper_head_E_F_sigma"], t["plain_painn_E_F"]),
             "ratio_udd_over_eip": paired_ratio(t["eip_with_udd_bias"], t["eip_E_F_sigma"]),
             "ratio_calculator_step_over_eip": paired_ratio(t["calculator_md_step"], t["eip_E_F_sigma"]),
         }
         print(threads, json.dumps(results["by_threads"][str(threads)], indent=1))  # type: ignore[index]
     results["machine"] = machine_info()
+    results["date"], results["git"] = now_iso(), git_commit()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -12,24 +12,31 @@ Two tracks, the same model size and training schedule for every method:
   file is not in time order; consecutive frames are correlated, so the split is by time).
 
 Stages (each caches trained models under bench/data/uq/ and resumes):
-  sweep     eIP loss settings q ∈ {0.5, 0.6}, λ ∈ {0.1, 1}, w ∈ {0.1, 1} on the mock track
-            (20 epochs), then lr and batch size around the grid winner; picks the
-            defaults by the rule in `choose` → bench/results/uq_sweep.json
-  baselines trains (caches) the ensemble and dropout models only (needs no sweep result,
-            so it can run beside the sweep)
-  compare   eIP with the chosen (q, λ, w) vs plain / ensemble / MC-dropout, all on the
-            base schedule, plus a side-by-side epoch-cost probe → bench/results/uq.json;
-            with --epochs N (mock only is practical) → uq-<N>ep.json
+  sweep     paper-head eIP loss settings q ∈ {0.5, 0.6}, λ ∈ {0.1, 1}, w ∈ {10, 100} (per-atom
+            energy L1) on the mock track (20 epochs), then lr and batch size around the grid
+            winner; picks by the rule in `choose` → bench/results/uq_sweep.json
+  baselines trains (caches) the ensemble and dropout models only
+  compare   eIP (symmetric head, default), the same model with its feature novelty fitted
+            ("eIP + novelty"), eIP with the paper's per-component head (both heads with
+            EIP_LOSS), plain PaiNN, a 4-model ensemble and MC-dropout, all on the base
+            schedule, plus a side-by-side epoch-cost probe → bench/results/uq.json; with
+            --epochs N → uq-<N>ep.json; --methods picks a subset, --out another file
 
-Cost on this 2-core AMD EPYC, one torch thread: ≈ 40 min of CPU for `all` (sweep ≈ 14,
-baselines ≈ 17, DFT eIP + evaluation + probes ≈ 9); wall time is longer when the
-machine is shared. `--epochs 60 --tracks mock` adds ≈ 17 min of CPU.
+Cost on this 2-core AMD EPYC, one torch thread (measured before the symmetric head): ≈ 40
+min of CPU for `all` (sweep ≈ 14, baselines ≈ 17, DFT eIP + evaluation + probes ≈ 9);
+wall time is longer when the machine is shared.
 
 Metrics come from eip_al.metrics (docs/eip-method §4): per-atom σ_i vs ‖ΔF_i‖ and
-per-config mean σ vs mean ‖ΔF_i‖; "bad" = top 20 % errors. 95 % intervals: bootstrap over
-frames (atoms of one frame are correlated, so frames are the resampling unit).
+per-config mean σ vs mean ‖ΔF_i‖; "bad" = top 20 % errors; also within each element, the
+authors' ROC-AUC variant (`authors_roc_auc`), the within-element rank stability of σ_i
+under a rigid rotation of each frame (`rotation_stability`) and the shift response (mean
+σ and mean error relative to the first test set). 95 % intervals: bootstrap over frames
+(atoms of one frame are correlated, so frames are the resampling unit).
 
 Run: python bench/bench_uq.py [--stage all|sweep|baselines|compare] [--tracks mock dft] [--threads 1] [--device cpu|cuda]
+     [--methods eip-symmetric eip-paper baselines] [--epochs N] [--probe-rounds 3] [--out FILE]
+(from a git worktree while another checkout is pip-installed, prefix PYTHONPATH=. so that
+the worktree's eip_al is imported and not the installed one)
 """
 
 from __future__ import annotations
@@ -37,7 +44,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -59,6 +65,7 @@ from baselines import (
     train_ensemble,
     train_plain,
 )
+from scipy.spatial.transform import Rotation
 from summarize import git_commit, machine_info, now_iso
 
 from eip_al.atomic import atomic_write_text
@@ -81,8 +88,9 @@ BASE_TRAIN = TrainConfig(
     epochs=20, batch_size=4, lr=1e-3, lr_patience=4, lr_factor=0.5, early_stopping_patience=10,
     warm_start=False, device="cpu", seed=0,
 )
-SWEEP_EPOCHS = 20  # = BASE_TRAIN.epochs: the mock comparison reuses the chosen sweep run
-SWEEP_GRID = {"q": (0.5, 0.6), "lam": (0.1, 1.0), "w": (0.1, 1.0)}
+SWEEP_EPOCHS = 20
+# paper head; w on the per-atom energy L1 (10, 100 ≈ the earlier total-energy 0.1, 1 at 96 atoms)
+SWEEP_GRID = {"q": (0.5, 0.6), "lam": (0.1, 1.0), "w": (10.0, 100.0)}
 SCHEDULE_GRID = ({"lr": 5e-4}, {"lr": 2e-3}, {"batch_size": 2}, {"batch_size": 8})
 N_MEMBERS = 4
 DROPOUT = 0.1
@@ -219,6 +227,7 @@ def evaluate(frames: Sequence[Atoms], preds: Sequence[Prediction], bootstrap: in
 
     everything = np.arange(len(frames))
     out["sigma_mean"] = float(sig_all.mean())
+    out["roc_auc_atom_authors"] = authors_roc_auc(sig_all, err_all)
     for level, fn in (("atom", atom_stats), ("config", config_stats)):
         rho, auc = fn(everything)
         out[f"spearman_{level}"], out[f"roc_auc_{level}"] = rho, auc
@@ -240,8 +249,48 @@ def by_element(numbers: np.ndarray, sigma: np.ndarray, error: np.ndarray) -> dic
         out[chemical_symbols[int(z)]] = {
             "n_atoms": int(k.sum()), "spearman_atom": spearman(sigma[k], error[k]),
             "roc_auc_atom": roc_auc(sigma[k], bad_by_quantile(error[k])),
+            "roc_auc_atom_authors": authors_roc_auc(sigma[k], error[k]),
             "sigma_mean": float(sigma[k].mean()), "error_mean": float(error[k].mean()),
         }
+    return out
+
+
+AUTHORS_QUANTILES = np.linspace(0.05, 0.95, 19)
+
+
+def authors_roc_auc(sigma: np.ndarray, error: np.ndarray) -> float | None:
+    """The authors' ROC-AUC variant: roles swapped (an atom is 'positive' if its σ is above a
+    threshold, the error is the score), best over 19 thresholds at the 5 %…95 % σ quantiles.
+    Taking the best of 19 makes it optimistic; ours fixes the label at the top 20 % errors."""
+    values = [roc_auc(error, sigma > np.quantile(sigma, t)) for t in AUTHORS_QUANTILES]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def rotation_stability(numbers: Sequence[np.ndarray], sigma: Sequence[np.ndarray],
+                       sigma_rot: Sequence[np.ndarray]) -> dict[str, dict[str, float | None]]:
+    """Spearman of per-atom σ between each frame and its rigidly rotated copy, within each
+    element: pooled over the set's atoms and the median over frames of the per-frame value."""
+    num = np.concatenate(numbers)
+    a, b = np.concatenate(sigma), np.concatenate(sigma_rot)
+    out = {}
+    for z in np.unique(num):
+        per_frame = [spearman(s[n == z], r[n == z]) for n, s, r in zip(numbers, sigma, sigma_rot, strict=True)]
+        per_frame = [v for v in per_frame if v is not None]
+        out[chemical_symbols[int(z)]] = {
+            "spearman_pooled": spearman(a[num == z], b[num == z]),
+            "spearman_frame_median": float(np.median(per_frame)) if per_frame else None,
+        }
+    return out
+
+
+def rotated(frames: Sequence[Atoms], seed: int = 123) -> list[Atoms]:
+    """Each frame rigidly rotated (positions and cell) by its own random rotation."""
+    out = []
+    for k, a in enumerate(frames):
+        rot = Rotation.random(random_state=seed + k).as_matrix()
+        b = Atoms(a.numbers, positions=a.positions @ rot.T, cell=a.cell.array @ rot.T, pbc=a.pbc)
+        out.append(attach_labels(b, a.get_potential_energy(), a.get_forces() @ rot.T))
     return out
 
 
@@ -261,13 +310,15 @@ def _first_epoch_wall(out_dir: Path) -> float | None:
     return float(np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True)["wall_s"])[0])
 
 
-def train_eip(train: Sequence[Atoms], valid: Sequence[Atoms], cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
+def train_model_for(
+    train: Sequence[Atoms], valid: Sequence[Atoms], cfg: TrainConfig, head: str, out_dir: Path
+) -> dict[str, Any]:
     """Train, continue or load an eIP model. Wall and CPU seconds of the job are kept in a
     sidecar file and added up over calls that continue the same job (more epochs), so a
     cached run reports its full cost; a job train_model restarts afresh is timed anew."""
     timing_path = out_dir / "bench_timing.json"
     before = json.loads(timing_path.read_text()) if timing_path.exists() else None
-    outcome, wall, cpu = timed(lambda: train_model(train, valid, MODEL, cfg, out_dir, progress=False))
+    outcome, wall, cpu = timed(lambda: train_model(train, valid, model_config(head), cfg, out_dir, progress=False))
     first = _first_epoch_wall(out_dir)
     if before is not None and before.get("first_epoch_wall_s") == first:
         timing = before
@@ -335,6 +386,11 @@ def run_method(
     for name, frames in sets.items():
         preds, wall, cpu = predictor(frames)
         result["sets"][name] = evaluate(frames, preds)
+        if "uncertainty" in preds[0]:
+            turned, _, _ = predictor(rotated(frames))
+            result["sets"][name]["rotation_stability"] = rotation_stability(
+                [a.numbers for a in frames], [np.asarray(p["uncertainty"]) for p in preds],
+                [np.asarray(p["uncertainty"]) for p in turned])
         if name == timing_set:
             result["inference"] = {"set": name, "passes": passes, "wall_s_per_frame": wall / len(frames),
                                    "cpu_s_per_frame": cpu / len(frames)}
@@ -392,7 +448,7 @@ def stage_sweep(device: str, sets: dict[str, list[Atoms]], eval_sets: dict[str, 
         r["label"] = run_label(r)
         cfg = train_cfg_for(r, SWEEP_EPOCHS).model_copy(update={"device": device})
         print(f"sweep {r['label']}", flush=True)
-        trained = train_eip(sets["train"], sets["valid"], cfg, DATA / "models" / "mock" / "sweep" / r["label"])
+        trained = train_model_for(sets["train"], sets["valid"], cfg, "paper", DATA / "models" / "mock" / "sweep" / r["label"])
         res = run_method(eip_predictor(trained["checkpoint"], device), eval_sets, "test_id", 1)
         r |= {"sets": res["sets"], "train": train_cost([trained])}
         r["selection_score"] = selection_score(r["sets"])
@@ -428,10 +484,16 @@ def stage_sweep(device: str, sets: dict[str, list[Atoms]], eval_sets: dict[str, 
 
 
 # ----------------------------------------------------------------------------- compare
-def eip_cfg(chosen: dict[str, Any], device: str, epochs: int | None = None) -> TrainConfig:
-    """The comparison's eIP schedule: BASE_TRAIN (shared with the baselines) + the chosen loss."""
-    loss = LossConfig(q=chosen["q"], lam=chosen["lam"], w_energy=chosen["w"])
-    return BASE_TRAIN.model_copy(update={"device": device, "loss": loss, "epochs": epochs or BASE_TRAIN.epochs})
+# The comparison's eIP loss, the same for both heads: q = 0.5 (the symmetric head needs it),
+# λ = 0.1 as the sweep chose, w = 10 on the per-atom energy L1 (the sweep's w = 0.1 acted on
+# total energies of 96-atom boxes: 0.1 × 96 ≈ 10 per atom).
+EIP_LOSS = LossConfig(q=0.5, lam=0.1, w_energy=10.0)
+EIP_HEADS = ("symmetric", "paper")
+
+
+def eip_cfg(device: str, epochs: int | None = None) -> TrainConfig:
+    """The comparison's eIP schedule: BASE_TRAIN (shared with the baselines) + EIP_LOSS."""
+    return BASE_TRAIN.model_copy(update={"device": device, "loss": EIP_LOSS, "epochs": epochs or BASE_TRAIN.epochs})
 
 
 def baseline_cfg(device: str, epochs: int | None = None) -> TrainConfig:
@@ -453,13 +515,13 @@ PROBE_NOTE = ("one epoch = training pass + validation (eIP's validation also com
               "eIP's epoch is eip_al.train's own (_train_epoch + _validate) without its checkpoint writing.")
 
 
-def eip_epoch_cost(train: list[Atoms], valid: list[Atoms], cfg: TrainConfig) -> tuple[float, float]:
+def eip_epoch_cost(train: list[Atoms], valid: list[Atoms], cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[float, float]:
     """(wall, CPU) seconds of eIP's second training epoch + validation, via eip_al.train's internals."""
     from eip_al import train as trainer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = trainer._new_model(train, MODEL, None, torch.device(cfg.device))
+        model = trainer._new_model(train, model_cfg, None, torch.device(cfg.device))
     data, vdata = trainer._prepare(train, model, "train"), trainer._prepare(valid, model, "valid")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffle = torch.Generator().manual_seed(cfg.seed)
@@ -471,9 +533,7 @@ def eip_epoch_cost(train: list[Atoms], valid: list[Atoms], cfg: TrainConfig) -> 
     return cost
 
 
-def epoch_cost_probe(
-    device: str, train: list[Atoms], valid: list[Atoms], chosen: dict[str, Any], rounds: int
-) -> dict[str, Any]:
+def epoch_cost_probe(device: str, train: list[Atoms], valid: list[Atoms], rounds: int) -> dict[str, Any]:
     """Training cost per epoch of eIP, plain and dropout PaiNN measured side by side (PROBE_NOTE)."""
 
     def plain(dropout: float) -> tuple[float, float]:
@@ -481,7 +541,8 @@ def epoch_cost_probe(
         return log.epoch_wall_s[-1], log.epoch_cpu_s[-1]
 
     runs: dict[str, Callable[[], tuple[float, float]]] = {
-        "eIP": lambda: eip_epoch_cost(train, valid, eip_cfg(chosen, device, 2)),
+        "eIP": lambda: eip_epoch_cost(train, valid, eip_cfg(device, 2), model_config("symmetric")),
+        "eIP paper head": lambda: eip_epoch_cost(train, valid, eip_cfg(device, 2), model_config("paper")),
         "plain PaiNN": lambda: plain(0.0), f"MC-dropout p={DROPOUT:g}": lambda: plain(DROPOUT)}
     names = list(runs)
     samples: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
@@ -498,46 +559,82 @@ def model_root(track: str, epochs: int) -> Path:
     return DATA / "models" / (track if epochs == BASE_TRAIN.epochs else f"{track}-{epochs}ep")
 
 
-def eip_dir(track: str, label: str, epochs: int) -> Path:
-    """Where the comparison's eIP lives. The mock track at the base epochs reuses the sweep's
-    run of the chosen loss (same data, schedule, epochs). A longer run starts as a copy of the
-    base-epoch job, which train_model then continues (its resume key ignores the epoch count)."""
-    if track == "mock" and epochs == BASE_TRAIN.epochs:
-        return DATA / "models" / "mock" / "sweep" / label
-    target = model_root(track, epochs) / f"eip-{label}"
-    if epochs != BASE_TRAIN.epochs and not target.exists():
-        shutil.copytree(eip_dir(track, label, BASE_TRAIN.epochs), target)
-    return target
+def model_config(head: str) -> ModelConfig:
+    """MODEL with `head`; novelty off (the "eIP + novelty" method fits it afterwards, on the same model)."""
+    return MODEL.model_copy(update={"head": head, "novelty": False})
+
+
+def shift_response(sets: dict[str, dict[str, Any]], reference: str) -> dict[str, dict[str, float]]:
+    """Mean σ and mean error on each other set relative to `reference`, and σ ratio / error ratio."""
+    ref = sets[reference]
+    out = {}
+    for name, m in sets.items():
+        if name == reference or m.get("sigma_mean") is None:
+            continue
+        sr, er = m["sigma_mean"] / ref["sigma_mean"], m["error_mean"] / ref["error_mean"]
+        out[name] = {"sigma_ratio": sr, "error_ratio": er, "sigma_over_error_ratio": sr / er}
+    return out
+
+
+def novelty_predictor(checkpoint: Path, train: list[Atoms], device: str):
+    """The trained symmetric eIP with its feature novelty fitted on the training frames (what
+    `model.novelty: true` does at the end of training), and the fit's wall seconds."""
+    model, _ = load_checkpoint(checkpoint, device)
+    _, fit_s, _ = timed(lambda: model.fit_novelty(frames_to_graphs(train, model)))
+
+    def run(frames: Sequence[Atoms]) -> tuple[list[Prediction], float, float]:
+        graphs = frames_to_graphs(frames, model)
+        return timed(lambda: predict_graphs(model, graphs, batch_size=8))
+
+    return run, fit_s
+
+
+METHOD_GROUPS = ("eip-symmetric", "eip-paper", "baselines")
 
 
 def compare_track(
     track: str, device: str, train: list[Atoms], valid: list[Atoms], tests: dict[str, list[Atoms]],
-    chosen: dict[str, Any], probe_rounds: int, epochs: int,
+    probe_rounds: int, epochs: int, groups: Sequence[str] = METHOD_GROUPS,
 ) -> dict[str, Any]:
-    """All four methods on one track, trained `epochs` epochs; models cached under bench/data/uq/models/."""
+    """The methods of `groups` on one track, trained `epochs` epochs; models cached under bench/data/uq/models/."""
     root = model_root(track, epochs)
     timing_set = next(iter(tests))
     methods: dict[str, Any] = {}
+    cfg = eip_cfg(device, epochs)
+    label = run_label({"q": EIP_LOSS.q, "lam": EIP_LOSS.lam, "w": EIP_LOSS.w_energy,
+                       "lr": BASE_TRAIN.lr, "batch_size": BASE_TRAIN.batch_size})
+    for head in EIP_HEADS:
+        if f"eip-{head}" not in groups:
+            continue
+        name = "eIP" if head == "symmetric" else "eIP paper head"
+        print(f"[{track}] {name} {label}", flush=True)
+        trained = train_model_for(train, valid, cfg, head, root / f"eip-{head}-{label}")
+        methods[name] = run_method(eip_predictor(trained["checkpoint"], device), tests, timing_set, 1)
+        methods[name]["train"] = train_cost([trained])
+        if head == "symmetric":
+            predictor, fit_s = novelty_predictor(trained["checkpoint"], train, device)
+            methods["eIP + novelty"] = run_method(predictor, tests, timing_set, 1)
+            methods["eIP + novelty"]["train"] = train_cost([trained]) | {"novelty_fit_wall_s": fit_s}
 
-    label = run_label({k: chosen[k] for k in ("q", "lam", "w")} | {"lr": BASE_TRAIN.lr, "batch_size": BASE_TRAIN.batch_size})
-    print(f"[{track}] eIP {label}", flush=True)
-    eip = train_eip(train, valid, eip_cfg(chosen, device, epochs), eip_dir(track, label, epochs))
-    methods["eIP"] = run_method(eip_predictor(eip["checkpoint"], device), tests, timing_set, 1)
-    methods["eIP"]["train"] = train_cost([eip])
-
-    print(f"[{track}] baselines", flush=True)
-    members, logs, dmodel, dlog = train_baselines(root, device, train, valid, epochs)
-    methods["plain PaiNN"] = run_method(
-        _graph_timed(members[0], lambda g: predict_plain(members[0], g)), tests, timing_set, 1)
-    methods["plain PaiNN"]["train"] = train_cost(log_records(logs[:1]))
-    methods[f"ensemble ×{N_MEMBERS}"] = run_method(
-        _graph_timed(members[0], lambda g: predict_ensemble(members, g)), tests, timing_set, N_MEMBERS)
-    methods[f"ensemble ×{N_MEMBERS}"]["train"] = train_cost(log_records(logs))
-    methods[f"MC-dropout p={DROPOUT:g}"] = run_method(
-        _graph_timed(dmodel, lambda g: predict_mc_dropout(dmodel, g, MC_SAMPLES)), tests, timing_set, MC_SAMPLES)
-    methods[f"MC-dropout p={DROPOUT:g}"]["train"] = train_cost(log_records([dlog]))
-    print(f"[{track}] epoch cost probe", flush=True)
-    probe = epoch_cost_probe(device, train, valid, chosen, probe_rounds) if probe_rounds else None
+    if "baselines" in groups:
+        print(f"[{track}] baselines", flush=True)
+        members, logs, dmodel, dlog = train_baselines(root, device, train, valid, epochs)
+        methods["plain PaiNN"] = run_method(
+            _graph_timed(members[0], lambda g: predict_plain(members[0], g)), tests, timing_set, 1)
+        methods["plain PaiNN"]["train"] = train_cost(log_records(logs[:1]))
+        methods[f"ensemble ×{N_MEMBERS}"] = run_method(
+            _graph_timed(members[0], lambda g: predict_ensemble(members, g)), tests, timing_set, N_MEMBERS)
+        methods[f"ensemble ×{N_MEMBERS}"]["train"] = train_cost(log_records(logs))
+        methods[f"MC-dropout p={DROPOUT:g}"] = run_method(
+            _graph_timed(dmodel, lambda g: predict_mc_dropout(dmodel, g, MC_SAMPLES)), tests, timing_set, MC_SAMPLES)
+        methods[f"MC-dropout p={DROPOUT:g}"]["train"] = train_cost(log_records([dlog]))
+    for m in methods.values():
+        if len(m["sets"]) > 1:
+            m["shift_response"] = shift_response(m["sets"], timing_set)
+    probe = None
+    if probe_rounds:
+        print(f"[{track}] epoch cost probe", flush=True)
+        probe = epoch_cost_probe(device, train, valid, probe_rounds)
     return {"n_train": len(train), "n_valid": len(valid), "methods": methods, "epoch_cost_probe": probe}
 
 
@@ -551,6 +648,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--probe-rounds", type=int, default=3, help="rounds of the per-epoch cost probe (0: skip)")
     ap.add_argument("--epochs", type=int, default=BASE_TRAIN.epochs,
                     help="training epochs of the comparison (another value writes uq-<N>ep.json)")
+    ap.add_argument("--methods", nargs="+", choices=METHOD_GROUPS, default=list(METHOD_GROUPS),
+                    help="compare: eip-symmetric (also its + novelty variant), eip-paper, baselines")
+    ap.add_argument("--out", type=Path, default=None, help="compare: result file (default uq.json / uq-<N>ep.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -590,7 +690,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{track}] training baselines", flush=True)
             train_baselines(model_root(track, args.epochs), args.device, train, valid, args.epochs)
     if args.stage in ("all", "compare"):
-        chosen = json.loads(sweep_path.read_text())["chosen"]
         descriptions = {
             "mock": ("Mock q-SPC/Fw water, 32 H2O boxes (96 atoms); trained on 300 K.", set_info),
             "dft": ("Real revPBE0-D3 water (64 H2O, 192 atoms): frames sorted by i-PI step, first 70 train, "
@@ -601,18 +700,21 @@ def main(argv: list[str] | None = None) -> None:
         tracks = {}
         for track in args.tracks:
             train, valid, tests = data[track]
-            tracks[track] = compare_track(track, args.device, train, valid, tests, chosen, args.probe_rounds,
-                                          args.epochs) | {"description": descriptions[track][0],
-                                                          "sets": descriptions[track][1]}
+            tracks[track] = compare_track(track, args.device, train, valid, tests, args.probe_rounds,
+                                          args.epochs, args.methods) | {"description": descriptions[track][0],
+                                                                        "sets": descriptions[track][1]}
         settings = {
             "model": MODEL.model_dump(),
             "train": baseline_cfg(args.device, args.epochs).model_dump(mode="json", exclude={"loss"}),
-            "eip_loss": {k: chosen[k] for k in ("q", "lam", "w")}, "ensemble_members": N_MEMBERS,
+            "eip_loss": {"q": EIP_LOSS.q, "lam": EIP_LOSS.lam, "w_per_atom": EIP_LOSS.w_energy},
+            "eip_heads": "eIP = symmetric head (default), eIP + novelty = the same model with its feature "
+                         "novelty fitted on the train split, eIP paper head = per-component head",
+            "ensemble_members": N_MEMBERS,
             "dropout": DROPOUT, "mc_samples": MC_SAMPLES, "bootstrap": BOOTSTRAP,
             "baseline_loss": "mean_ic (ΔF_ic)² + 1·mean_g (ΔE_g/N_g)² (eV, Å)",
         }
         result = header("uq") | {"settings": settings, "tracks": tracks}
-        path = RESULTS / ("uq.json" if args.epochs == BASE_TRAIN.epochs else f"uq-{args.epochs}ep.json")
+        path = args.out or RESULTS / ("uq.json" if args.epochs == BASE_TRAIN.epochs else f"uq-{args.epochs}ep.json")
         atomic_write_text(path, json.dumps(result, indent=1) + "\n")
         print(f"wrote {path}")
 

@@ -199,18 +199,40 @@ def uq_section(name: str, result: dict[str, Any]) -> str:
             out.append(f"**{set_name}** {('— ' + desc) if desc else ''}\n")
             out.append(table(UQ_COLUMNS, [uq_metric_row(meth, r["sets"][set_name]) for meth, r in methods.items()]))
             out.append("")
-        elem_rows = []
+        elem_rows, authors = [], False
         for set_name in sets:
             for meth, r in methods.items():
                 be = r["sets"][set_name].get("by_element")
                 if be:
-                    elem_rows.append([set_name, meth, *[f"{fmt(v['spearman_atom'])} / {fmt(v['roc_auc_atom'])}"
-                                                        for v in be.values()]])
+                    authors = authors or "roc_auc_atom_authors" in r["sets"][set_name]
+                    cells = [f"{fmt(v['spearman_atom'])} / {fmt(v['roc_auc_atom'])}"
+                             + (f" ({fmt(v.get('roc_auc_atom_authors'))})" if authors else "") for v in be.values()]
+                    if authors:
+                        cells.append(fmt(r["sets"][set_name].get("roc_auc_atom_authors")))
+                    elem_rows.append([set_name, meth, *cells])
                     elements = list(be)
         if elem_rows:
             out.append("Within-element ranking (Spearman / ROC-AUC among atoms of one element; the pooled numbers "
-                       "above also reward knowing which element has the larger errors):\n")
-            out.append(table(["set", "method", *elements], elem_rows))
+                       "above also reward knowing which element has the larger errors"
+                       + ("; in brackets and in the last column the authors' ROC-AUC variant: σ above a threshold "
+                          "is the label, the error the score, best of 19 σ quantiles 5 %…95 %, optimistic by "
+                          "construction" if authors else "") + "):\n")
+            out.append(table(["set", "method", *elements, *(["pooled, authors' AUC"] if authors else [])], elem_rows))
+            out.append("")
+        rot_rows = []
+        for set_name in sets:
+            for meth, r in methods.items():
+                rs = r["sets"][set_name].get("rotation_stability")
+                if rs:
+                    rot_rows.append([set_name, meth, *[" / ".join("—" if x is None else f"{x:.4f}" for x in
+                                                                  (v["spearman_pooled"], v["spearman_frame_median"]))
+                                                       for v in rs.values()]])
+                    rot_elements = list(rs)
+        if rot_rows:
+            out.append("Rotation stability: Spearman of per-atom σ between each frame and a rigidly rotated copy, "
+                       "within each element (pooled over the set / median over frames; 1 = the ranking does not "
+                       "depend on the orientation):\n")
+            out.append(table(["set", "method", *rot_elements], rot_rows))
             out.append("")
         if len(sets) > 1:
             first = sets[0]
@@ -219,10 +241,13 @@ def uq_section(name: str, result: dict[str, Any]) -> str:
                 ref = r["sets"][first]
                 if ref.get("sigma_mean") is None:
                     continue
-                rows.append([meth, *[f"{r['sets'][x]['sigma_mean'] / ref['sigma_mean']:.2f} / "
-                                     f"{r['sets'][x]['error_mean'] / ref['error_mean']:.2f}" for x in sets[1:]]])
+                cells = []
+                for x in sets[1:]:
+                    sr, er = r["sets"][x]["sigma_mean"] / ref["sigma_mean"], r["sets"][x]["error_mean"] / ref["error_mean"]
+                    cells.append(f"{sr:.2f} / {er:.2f} → {sr / er:.2f}")
+                rows.append([meth, *cells])
             out.append(f"Shift response: mean σ and mean error on each set relative to `{first}` (σ ratio / error "
-                       "ratio; a σ that tracks the error shift has similar numbers):\n")
+                       "ratio → their quotient; a σ that tracks the error shift has a quotient near 1):\n")
             out.append(table(["method", *sets[1:]], rows))
             out.append("")
         cost = []
@@ -300,6 +325,46 @@ def uq_headline(result: dict[str, Any]) -> str:
     return table(["test set", *[f"{m} AUC / ρ" for m in methods or []]], rows)
 
 
+TARGET_METHODS = ("eIP", "eIP + novelty")
+ROTATION_TARGET = 0.999
+
+
+def uq_targets(result: dict[str, Any]) -> str:
+    """Issue #24's targets for the symmetric-head eIP rows: within-element and pooled atom
+    ROC-AUC ≥ the ensemble's, within-element rotation rank correlation ≥ 0.999, and
+    σ ratio / error ratio ≥ the ensemble's on the shifted sets; '' without an ensemble."""
+    rows = []
+    for track, tr in result["tracks"].items():
+        methods = tr["methods"]
+        ens = next((m for m in methods if m.startswith("ensemble")), None)
+        if ens is None:
+            continue
+        for meth in (m for m in TARGET_METHODS if m in methods):
+            for set_name, r in methods[meth]["sets"].items():
+                e = methods[ens]["sets"][set_name]
+                cells = [f"{r['roc_auc_atom']:.3f} vs {e['roc_auc_atom']:.3f} "
+                         f"{'met' if r['roc_auc_atom'] >= e['roc_auc_atom'] else 'missed'}"]
+                for el, v in r["by_element"].items():
+                    ev = e["by_element"][el]["roc_auc_atom"]
+                    cells.append(f"{v['roc_auc_atom']:.2f} vs {ev:.2f} {'met' if v['roc_auc_atom'] >= ev else 'missed'}")
+                rot = min(v["spearman_pooled"] for v in r.get("rotation_stability", {}).values()) \
+                    if r.get("rotation_stability") else None
+                cells.append("—" if rot is None else f"{rot:.4f} {'met' if rot >= ROTATION_TARGET else 'missed'}")
+                sr, er = methods[meth].get("shift_response", {}), methods[ens].get("shift_response", {})
+                if set_name in sr and set_name in er:
+                    a, b = sr[set_name]["sigma_over_error_ratio"], er[set_name]["sigma_over_error_ratio"]
+                    cells.append(f"{a:.2f} vs {b:.2f} {'met' if a >= b else 'missed'}")
+                else:
+                    cells.append("—")
+                rows.append([f"{track}: {set_name}", meth, *cells])
+                elements = list(r["by_element"])
+    if not rows:
+        return ""
+    return table(["test set", "method", f"pooled AUC vs {ens}", *[f"{el} AUC vs ensemble" for el in elements],
+                  f"rotation ρ (min over elements, target ≥ {ROTATION_TARGET})", "σ/error shift quotient vs ensemble"],
+                 rows)
+
+
 SECTIONS: dict[str, Callable[[str, dict[str, Any]], str]] = {
     "uq": uq_section,
     "uq_sweep": uq_sweep_section,
@@ -334,16 +399,30 @@ def render(results_dir: Path) -> str:
     files = sorted(results_dir.glob("*.json"))
     if not files:
         parts.append("No results yet.")
+    uq_results = []
     for uq_file in sorted(results_dir.glob("uq*.json")):
         try:
-            result = json.loads(uq_file.read_text())
-            if result.get("benchmark") != "uq":
+            uq_results.append((uq_file, json.loads(uq_file.read_text())))
+        except (OSError, json.JSONDecodeError):
+            continue
+    # results of the current heads first; earlier comparisons (no `eip_heads` setting) after
+    uq_results.sort(key=lambda fr: not isinstance(fr[1], dict) or "eip_heads" not in fr[1].get("settings", {}))
+    for uq_file, result in uq_results:
+        try:
+            if not isinstance(result, dict) or result.get("benchmark") != "uq":
                 continue
             epochs = result.get("settings", {}).get("train", {}).get("epochs", "?")
             parts += [f"## Headline: uncertainty quality, {epochs} epochs (`{uq_file.name}`)", "",
                       "Atom-level ROC-AUC / Spearman as in the paper (§4), and in brackets the ROC-AUC within "
-                      "each element (0.5 = no skill beyond knowing the element).", "", uq_headline(result), "",
-                      "Details, errors, shift response and costs: its section below.", ""]
+                      "each element (0.5 = no skill beyond knowing the element)."
+                      + (f" Methods: {result['settings']['eip_heads']}." if "eip_heads" in result.get("settings", {})
+                         else " eIP here is the paper's per-component head (before the symmetric head)."),
+                      "", uq_headline(result), ""]
+            targets = uq_targets(result) if "eip_heads" in result.get("settings", {}) else ""
+            if targets:
+                parts += ["Targets (issue #24) for the symmetric-head eIP, against the 4-model ensemble:", "",
+                          targets, ""]
+            parts += ["Details, errors, shift response and costs: its section below.", ""]
         except (KeyError, TypeError, StopIteration, AttributeError, json.JSONDecodeError):
             continue
     for path in files:

@@ -87,21 +87,23 @@ class SeedDataConfig(Section):
 
 
 class ModelConfig(Section):
-    """PaiNN backbone + evidential head (docs/eip-method §1)."""
+    """PaiNN backbone + evidential head (docs/eip-method §1; head choice: docs/model.md)."""
 
     n_features: PosInt = 128
     n_interactions: PosInt = 3
     cutoff: PosFloat = 5.0  # Å
     n_rbf: PosInt = 20
     dtype: Literal["float32", "float64"] = "float32"
+    head: Literal["symmetric", "paper"] = "symmetric"  # rotation-invariant σ_i, or the paper's per-component head
+    novelty: bool = True  # symmetric head: feature-space novelty divides ν, fitted after training (docs/model.md)
 
 
 class LossConfig(Section):
     """Evidential loss (docs/eip-method §2). Defaults: see docs/defaults.md."""
 
-    q: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    q: Annotated[float, Field(gt=0, lt=1)] = 0.5  # 0.5 required by the symmetric head (frame-independent centre)
     lam: Annotated[float, Field(ge=0)] = 1.0  # λ, regulariser weight
-    w_energy: Annotated[float, Field(ge=0)] = 1.0  # w, energy L1 weight
+    w_energy: Annotated[float, Field(ge=0)] = 10.0  # w, weight of the per-atom energy L1 (eV/atom)
     k_force: Annotated[float, Field(ge=0)] = 1.0  # k_F
 
 

@@ -35,7 +35,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from eip_al.atomic import atomic_write_bytes, atomic_write_text, sha256_file
 from eip_al.calibrate import CalibrationError, fit_calibration
-from eip_al.config import ALConfig, ModelConfig, TrainConfig
+from eip_al.config import ALConfig, ConfigError, ModelConfig, TrainConfig
 from eip_al.io import FrameError, frame_id
 from eip_al.metrics import atom_force_error
 from eip_al.model.checkpoint import (
@@ -54,6 +54,7 @@ from eip_al.model.evaluation import (
     predict_graphs,
     split_outputs,
 )
+from eip_al.model.head import Evidence, SymmetricHead
 from eip_al.model.loss import total_loss
 from eip_al.model.neighbors import Graph, collate
 from eip_al.rundir import RunDir, RunDirError, load_valid
@@ -134,8 +135,10 @@ def _batch(data: _Data, idx: Sequence[int]) -> tuple[Graph, torch.Tensor, torch.
 def _loss(model: EIPModel, g: Graph, e_ref: torch.Tensor, f_ref: torch.Tensor, cfg: TrainConfig, create_graph: bool):
     out = model.predict(g, create_graph=create_graph)
     lc = cfg.loss
+    evidence = Evidence(out["nu"], out["alpha"], out["beta"], out.get("shape"))
+    n_atoms = torch.bincount(g.batch, minlength=g.n_graphs).to(torch.float64)
     loss, parts = total_loss(
-        f_ref, out["forces"], out["nu"], out["alpha"], out["beta"], e_ref, out["energy"],
+        f_ref, out["forces"], evidence, e_ref, out["energy"], n_atoms,
         q=lc.q, lam=lc.lam, w_energy=lc.w_energy, k_force=lc.k_force,
     )
     return loss, parts, out
@@ -199,6 +202,8 @@ def _new_model(
             raise CheckpointError(
                 f"{init}: cannot warm start: training data has elements {missing} the checkpoint lacks"
             )
+        if isinstance(model.head, SymmetricHead):
+            model.head.novelty.reset()  # refit on the new training split after training
     model.set_element_energies(fit_element_energies(train, model.spec.elements))
     return model.to(device)
 
@@ -255,6 +260,11 @@ def train_model(
     """
     _check_frames(train_frames, "train split")
     _check_frames(valid_frames, "valid split")
+    if model_cfg.head == "symmetric" and train_cfg.loss.q != 0.5:
+        raise ConfigError(
+            f"train.loss.q: the symmetric head needs q = 0.5 (got {train_cfg.loss.q}); its loss has no "
+            "frame-independent direction for the quantile shift. Use model.head: paper for q != 0.5"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path, metrics_path = out_dir / BEST_NAME, out_dir / LAST_NAME, out_dir / METRICS_NAME
@@ -335,6 +345,9 @@ def train_model(
 
     t_final = time.perf_counter()
     best_model, meta = load_checkpoint(best_path, device)  # CheckpointError if it went missing
+    if model_cfg.novelty and isinstance(best_model.head, SymmetricHead) and not best_model.head.novelty.fitted:
+        best_model.fit_novelty(train.graphs)
+        save_checkpoint(best_path, best_model, extra=meta.get("extra", {}))
     final, calibration_path = _calibrate(best_model, meta, valid, train_cfg, best_path)
     return TrainOutcome(
         checkpoint=best_path,

@@ -43,10 +43,12 @@ def water_box(n_molecules: int = 8, box: float = 6.2, seed: int = 0, jitter: flo
     return atoms
 
 
-def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float64, init_std: float | None = 0.3) -> EIPModel:
+def tiny_model(
+    seed: int = 0, dtype: torch.dtype = torch.float64, init_std: float | None = 0.3, head: str = "symmetric"
+) -> EIPModel:
     """A random 16-feature, 2-interaction model with weights large enough to be non-trivial."""
     torch.manual_seed(seed)
-    model = EIPModel(ModelSpec(elements=(1, 8), **TINY))
+    model = EIPModel(ModelSpec(elements=(1, 8), head=head, **TINY))
     if init_std is not None:
         with torch.no_grad():
             for p in model.parameters():

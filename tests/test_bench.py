@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
+from eip_al import metrics
 from eip_al.config import ModelConfig, TrainConfig
 from eip_al.io import attach_labels
 from eip_al.model.evaluation import frames_to_graphs
@@ -122,6 +123,41 @@ def test_element_only_sigma_has_no_within_element_skill() -> None:
     assert m["by_element"]["O"]["n_atoms"] == 300 and m["by_element"]["H"]["n_atoms"] == 600
 
 
+def test_authors_auc_swaps_roles_and_takes_the_best_threshold() -> None:
+    """σ = error: perfect for both variants; the authors' variant labels by σ, scores by error."""
+    rng = np.random.default_rng(3)
+    err = rng.gamma(2.0, 0.1, 500)
+    assert bench_uq.authors_roc_auc(err, err) == pytest.approx(1.0)
+    noisy = err + rng.normal(scale=0.05, size=500)
+    by_hand = max(
+        metrics.roc_auc(err, noisy > np.quantile(noisy, t)) for t in np.linspace(0.05, 0.95, 19)
+    )
+    assert bench_uq.authors_roc_auc(noisy, err) == pytest.approx(by_hand)
+    assert bench_uq.authors_roc_auc(rng.random(500), err) == pytest.approx(0.5, abs=0.1)
+
+
+def test_rotation_stability_and_shift_response_on_constructed_values() -> None:
+    numbers = [np.array([1, 1, 8, 8, 1, 8]), np.array([8, 1, 1, 8, 1, 8])]
+    sigma = [np.array([0.1, 0.3, 0.5, 0.9, 0.2, 0.7]), np.array([0.6, 0.2, 0.1, 0.4, 0.3, 0.8])]
+    same = bench_uq.rotation_stability(numbers, sigma, [s * 2 for s in sigma])  # a monotone change keeps ranks
+    assert all(v["spearman_pooled"] == pytest.approx(1.0) for v in same.values())
+    flipped = bench_uq.rotation_stability(numbers, sigma, [-s for s in sigma])
+    assert all(v["spearman_frame_median"] == pytest.approx(-1.0) for v in flipped.values())
+    sets = {"id": {"sigma_mean": 0.2, "error_mean": 0.1}, "hot": {"sigma_mean": 0.3, "error_mean": 0.2},
+            "none": {"sigma_mean": None, "error_mean": 0.3}}
+    assert bench_uq.shift_response(sets, "id") == {
+        "hot": {"sigma_ratio": pytest.approx(1.5), "error_ratio": pytest.approx(2.0),
+                "sigma_over_error_ratio": pytest.approx(0.75)}}
+
+
+def test_rotated_frames_rotate_positions_cell_and_forces() -> None:
+    frames, _ = constructed(2, 6, seed=1)
+    for a, b in zip(frames, bench_uq.rotated(frames), strict=True):
+        assert np.allclose(np.linalg.norm(b.positions - b.positions[0], axis=1),
+                           np.linalg.norm(a.positions - a.positions[0], axis=1))
+        assert abs(b.cell.volume - a.cell.volume) < 1e-9 and b.get_potential_energy() == a.get_potential_energy()
+
+
 def test_no_sigma_gives_accuracy_only() -> None:
     frames, err = constructed(5, 10, seed=5)
     m = bench_uq.evaluate(frames, preds_with(err, None))
@@ -195,9 +231,8 @@ def test_each_baseline_trains_and_gives_sigma_of_right_shape(tiny_frames, tmp_pa
 
 def test_epoch_cost_probe_runs_every_method(tiny_frames, monkeypatch) -> None:
     monkeypatch.setattr(bench_uq, "MODEL", MODEL)
-    chosen = {"q": 0.6, "lam": 0.1, "w": 0.1}
-    probe = bench_uq.epoch_cost_probe("cpu", tiny_frames[:4], tiny_frames[4:], chosen, rounds=1)
-    assert set(probe["medians"]) == {"eIP", "plain PaiNN", "MC-dropout p=0.1", "ensemble ×4"}
+    probe = bench_uq.epoch_cost_probe("cpu", tiny_frames[:4], tiny_frames[4:], rounds=1)
+    assert set(probe["medians"]) == {"eIP", "eIP paper head", "plain PaiNN", "MC-dropout p=0.1", "ensemble ×4"}
     for cost in probe["medians"].values():
         assert np.isfinite(cost["epoch_wall_s"]) and np.isfinite(cost["epoch_cpu_s"])
     assert probe["medians"]["ensemble ×4"]["epoch_cpu_s"] == pytest.approx(4 * probe["medians"]["plain PaiNN"]["epoch_cpu_s"])
@@ -267,8 +302,11 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
     machine = {"cpu": "Test CPU 9000", "cpu_count": 2, "torch": "2.13.0", "torch_threads": 1,
                "load_average_1_5_15": [1.0, 2.0, 3.0]}
     git = {"commit": "0123456789abcdef", "dirty": True}
-    hot = fake_metrics(0.73) | {"sigma_mean": 0.2, "error_mean": 0.3, "by_element": {
-        "H": {"spearman_atom": 0.05, "roc_auc_atom": 0.52}, "O": {"spearman_atom": -0.01, "roc_auc_atom": 0.5}}}
+    hot = fake_metrics(0.73) | {"sigma_mean": 0.2, "error_mean": 0.3, "roc_auc_atom_authors": 0.81, "by_element": {
+        "H": {"spearman_atom": 0.05, "roc_auc_atom": 0.52, "roc_auc_atom_authors": 0.6},
+        "O": {"spearman_atom": -0.01, "roc_auc_atom": 0.5, "roc_auc_atom_authors": 0.55}},
+        "rotation_stability": {"H": {"spearman_pooled": 1.0, "spearman_frame_median": 0.99994},
+                               "O": {"spearman_pooled": 0.12, "spearman_frame_median": -0.05}}}
     method = {"sets": {"test_id": fake_metrics(0.73), "test_hot": hot},
               "train": {"n_models": 1, "epochs_run": 20, "wall_s_per_epoch": 3.0, "cpu_s_per_epoch": 2.0,
                         "wall_s": 60.0}, "inference": {"wall_s_per_frame": 0.02, "cpu_s_per_frame": 0.01, "passes": 1}}
@@ -293,8 +331,9 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
     assert "0.730 [0.68, 0.78]" in text  # UQ table cell with its bootstrap interval
     assert "| mock: test_id | 0.730 / 0.730 |" in text  # headline: methods with a sigma only
     assert "| mock: test_hot | 0.730 / 0.730 (H 0.52, O 0.50) |" in text
-    assert "| eIP | 2.00 / 1.50 |" in text  # shift response: σ ratio / error ratio vs the first set
-    assert "| test_hot | eIP | 0.05 / 0.52 | -0.01 / 0.5 |" in text  # within-element ranking
+    assert "| eIP | 2.00 / 1.50 → 1.33 |" in text  # shift response: σ ratio / error ratio vs the first set
+    assert "| test_hot | eIP | 0.05 / 0.52 (0.6) | -0.01 / 0.5 (0.55) | 0.81 |" in text  # within element, authors'
+    assert "| test_hot | eIP | 1.0000 / 0.9999 | 0.1200 / -0.0500 |" in text  # rotation stability
     assert "| plain PaiNN | 0.1 | 0.15 | 2.00 | — |" in text
     assert "| plain PaiNN | 1.50 | 0.8 | 0.8 |" in text  # side-by-side epoch cost, CPU relative to eIP
     assert "`steps_per_s.md` | 12.50" in text and "10 values, min 0, max 9" in text

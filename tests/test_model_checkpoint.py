@@ -35,6 +35,29 @@ def test_round_trip_reproduces_predictions(tmp_path) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.parametrize("head", ["symmetric", "paper"])
+def test_head_kind_round_trips_and_old_checkpoints_load_as_paper(tmp_path, head: str) -> None:
+    model = tiny_model(2, head=head)
+    if head == "symmetric":  # the fitted novelty statistics travel as buffers
+        model.head.novelty.reference.fill_(2.0)
+    loaded, meta = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model), "cpu")
+    assert loaded.spec.head == meta["spec"]["head"] == head
+    if head == "symmetric":
+        assert loaded.head.novelty.fitted
+    old = checkpoint_payload(tiny_model(2, head="paper"))
+    del old["spec"]["head"]  # checkpoints written before the symmetric head
+    buf = io.BytesIO()
+    torch.save(old, buf)
+    (tmp_path / "old.pt").write_bytes(buf.getvalue())
+    legacy, _ = load_checkpoint(tmp_path / "old.pt", "cpu")
+    assert legacy.spec.head == "paper" and set(legacy.state_dict()) == set(old["state_dict"])
+    old["spec"]["head"] = "cubist"
+    torch.save(old, buf := io.BytesIO())
+    (tmp_path / "bad.pt").write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="cubist"):
+        load_checkpoint(tmp_path / "bad.pt", "cpu")
+
+
 def test_missing_file(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")

@@ -10,11 +10,12 @@ from ase import Atoms, units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from scipy.spatial.transform import Rotation
+from scipy.stats import spearmanr
 
 import eip_al.train as train_mod
 from eip_al.atomic import sha256_file
 from eip_al.calculator import EIPCalculator
-from eip_al.config import ALConfig, ModelConfig, TrainConfig
+from eip_al.config import ALConfig, ConfigError, ModelConfig, TrainConfig
 from eip_al.io import FrameError, attach_labels, frame_id, write_frames
 from eip_al.model import CheckpointError, fit_element_energies, load_checkpoint
 from eip_al.rundir import RunDir
@@ -226,21 +227,40 @@ def test_nve_conserves_energy_with_trained_model(trained, frames) -> None:
     assert fine < coarse / 2
 
 
-def test_sigma_norm_is_approximately_rotation_invariant(trained, frames) -> None:
-    """The per-component head is not equivariant (§1): components change with the frame,
-    the per-atom norm σ_i less (this tiny model: max 23 %, median ≤ 6 % over 16 random
-    rotations), the configuration σ least (≤ 2.6 %). docs/model.md has water-DFT numbers."""
-    calc = EIPCalculator(trained.checkpoint, device="cpu", dtype="float64")
+def test_sigma_ranking_within_each_element_is_rotation_stable(trained, frames) -> None:
+    """The trained default (symmetric) head: within each element, the per-atom σ ranking of a
+    rigidly rotated frame equals the original's (Spearman ≥ 0.999; it is exact up to float32
+    rounding), and the configuration σ agrees to 1e-5. The paper head reached only
+    −0.09…0.12 on water (BENCHMARKS.md)."""
+    calc = EIPCalculator(trained.checkpoint, device="cpu")
+    assert calc.model.spec.head == "symmetric"
     for k, atoms in enumerate(frames[12:]):
         calc.calculate(atoms)
-        ref = {key: np.copy(calc.results[key]) for key in ("uncertainty", "uncertainty_components", "config_uncertainty")}
+        ref = {key: np.copy(calc.results[key]) for key in ("uncertainty", "config_uncertainty")}
         rot = Rotation.random(random_state=k).as_matrix()
         turned = atoms.copy()
         turned.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
         turned.positions = atoms.positions @ rot.T
         calc.calculate(turned)
-        atom_rel = np.abs(calc.results["uncertainty"] / ref["uncertainty"] - 1)
-        assert atom_rel.max() < 0.4 and np.median(atom_rel) < 0.1
-        assert abs(calc.results["config_uncertainty"] / ref["config_uncertainty"] - 1) < 0.05
-        comp_change = np.abs(calc.results["uncertainty_components"] - ref["uncertainty_components"]).max()
-        assert comp_change > 1e-3 * ref["uncertainty_components"].mean()  # frame-dependent, as documented
+        for z in (1, 8):
+            mask = atoms.numbers == z
+            rho = spearmanr(ref["uncertainty"][mask], calc.results["uncertainty"][mask]).statistic
+            assert rho >= 0.999
+        assert calc.results["config_uncertainty"] == pytest.approx(ref["config_uncertainty"], rel=1e-5)
+
+
+def test_novelty_is_fitted_after_training_and_q_must_be_half(tmp_path, frames) -> None:
+    """model.novelty fits the feature statistics on the training split into model.pt; a warm
+    start forgets them until its own training ends; q ≠ 0.5 with the symmetric head is refused."""
+    cfg = MODEL.model_copy(update={"novelty": True})
+    out = train_model(frames[:12], frames[12:], cfg, fast_cfg(epochs=1), tmp_path / "a", progress=False)
+    model, _ = load_checkpoint(out.checkpoint, "cpu")
+    assert model.head.novelty.fitted
+    warm = train_mod._new_model(frames[:12], cfg, out.checkpoint, torch.device("cpu"))
+    assert not warm.head.novelty.fitted
+    with pytest.raises(ConfigError, match="q = 0.5"):
+        train_model(frames[:12], frames[12:], MODEL, fast_cfg(loss={"q": 0.6}), tmp_path / "b", progress=False)
+    paper = MODEL.model_copy(update={"head": "paper"})
+    out = train_model(frames[:12], frames[12:], paper, fast_cfg(epochs=1, loss={"q": 0.6}), tmp_path / "c",
+                      progress=False)
+    assert load_checkpoint(out.checkpoint, "cpu")[0].spec.head == "paper"

@@ -4,7 +4,8 @@ Energy E = Σ_i scale·MLP(s_i) + Σ_i e_ref(Z_i). The reference energies e_ref 
 least squares on the training split (`fit_element_energies`) and added in float64 outside
 the network, so absolute DFT energies (tens of keV) lose no precision in float32 models.
 Forces F = −∂E/∂R by autograd through edge vectors built from positions and integer cell
-shifts. Per atom and component the head gives (ν, α, β); γ is the force itself.
+shifts. The evidential head (`model.head`: symmetric or paper, eip_al/model/head.py) gives
+(ν, α, β) and the directional shape; γ is the force itself.
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from eip_al.config import ModelConfig
-from eip_al.model.head import EvidentialHead
-from eip_al.model.neighbors import Graph
+from eip_al.model.head import HEAD_KINDS, Evidence, SymmetricHead, invariant_features, make_head
+from eip_al.model.neighbors import Graph, collate
 from eip_al.model.painn import PaiNN
-from eip_al.model.uncertainty import aleatoric_sigma, atom_sigma, component_sigma, config_sigma
+from eip_al.model.uncertainty import (
+    aleatoric_covariance,
+    config_sigma,
+    covariance_atom_sigma,
+    covariance_components,
+    epistemic_covariance,
+)
 
 BiasFn = Callable[[torch.Tensor, int], torch.Tensor]
 """UDD bias: (differentiable configuration σ, number of atoms) → E_bias (scalar tensor, eV)."""
@@ -37,6 +44,11 @@ class ModelSpec:
     cutoff: float
     n_rbf: int
     elements: tuple[int, ...]  # atomic numbers, in embedding order
+    head: str = "symmetric"  # evidential head kind (HEAD_KINDS)
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_KINDS:
+            raise ValueError(f"unknown evidential head {self.head!r} (expected one of {', '.join(HEAD_KINDS)})")
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, elements: Sequence[int]) -> ModelSpec:
@@ -46,6 +58,7 @@ class ModelSpec:
             cutoff=float(cfg.cutoff),
             n_rbf=cfg.n_rbf,
             elements=tuple(sorted({int(z) for z in elements})),
+            head=cfg.head,
         )
 
     def to_dict(self) -> dict:
@@ -55,12 +68,14 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
+        """Inverse of `to_dict`; a spec without `head` (checkpoints before the symmetric head) is 'paper'."""
         return cls(
             n_features=int(d["n_features"]),
             n_interactions=int(d["n_interactions"]),
             cutoff=float(d["cutoff"]),
             n_rbf=int(d["n_rbf"]),
             elements=tuple(int(z) for z in d["elements"]),
+            head=str(d.get("head", "paper")),
         )
 
     @property
@@ -95,7 +110,7 @@ class EIPModel(nn.Module):
         n_el, nf = len(spec.elements), spec.n_features
         self.backbone = PaiNN(n_el, nf, spec.n_interactions, spec.cutoff, spec.n_rbf)
         self.readout = nn.Sequential(nn.Linear(nf, max(nf // 2, 1)), nn.SiLU(), nn.Linear(max(nf // 2, 1), 1))
-        self.head = EvidentialHead(nf)
+        self.head = make_head(spec.head, nf, n_el)
         self.register_buffer("energy_scale", torch.ones(()))
         ee = np.zeros(n_el) if element_energies is None else np.asarray(element_energies, dtype=np.float64)
         if ee.shape != (n_el,):
@@ -140,11 +155,24 @@ class EIPModel(nn.Module):
         atomic = self.readout(s).squeeze(-1) * self.energy_scale
         return atomic.new_zeros(g.n_graphs).index_add(0, g.batch, atomic), s, v
 
-    def forward(self, g: Graph, positions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Network energy per graph (without reference energies), (ν, α, β), final scalars."""
+    def forward(self, g: Graph, positions: torch.Tensor) -> tuple[torch.Tensor, Evidence, torch.Tensor]:
+        """Network energy per graph (without reference energies), evidence, final scalars."""
         energy, s, v = self.energy_and_features(g, positions)
-        nu, alpha, beta = self.head(v)
-        return {"energy_net": energy, "nu": nu, "alpha": alpha, "beta": beta, "scalars": s}
+        return energy, self.head(s, v, g.species), s
+
+    @torch.no_grad()
+    def fit_novelty(self, graphs: Sequence[Graph], batch_size: int = 8) -> None:
+        """Fit the symmetric head's feature novelty (eip_al/model/novelty.py) on `graphs`
+        (the training frames); a no-op for the paper head."""
+        if not isinstance(self.head, SymmetricHead):
+            return
+        feats, species = [], []
+        for start in range(0, len(graphs), batch_size):
+            g = collate([x.to(self.device, self.dtype) for x in graphs[start:start + batch_size]])
+            _, s, v = self.energy_and_features(g, g.positions)
+            feats.append(invariant_features(s, v))
+            species.append(g.species)
+        self.head.novelty.fit(torch.cat(feats), torch.cat(species))
 
     def predict(
         self,
@@ -158,33 +186,37 @@ class EIPModel(nn.Module):
         `create_graph=True` keeps the force graph for training (forces enter the loss).
         With `bias`, E_bias(σ_config, N) is evaluated per graph and its forces come from
         the same forward pass (no second model evaluation).
-        Output keys: energy (G, float64), forces (N,3), nu/alpha/beta (N,3),
-        sigma_components (N,3), sigma_atom (N,), sigma_config (G,),
+        Output keys: energy (G, float64), forces (N,3), nu/alpha/beta ((N,3) paper head,
+        (N,) symmetric head), shape (N,3,3; symmetric head only), covariance (N,3,3,
+        epistemic Σ_i), sigma_components (N,3), sigma_atom (N,), sigma_config (G,),
         aleatoric_components (N,3), descriptor (G,F); with bias also energy_bias (G,),
         forces_bias (N,3).
         """
         positions = g.positions.detach().requires_grad_(True)
-        out = self.forward(g, positions)
-        sig_c = component_sigma(out["nu"], out["alpha"], out["beta"])
-        sig_a = atom_sigma(sig_c)
+        energy_net, ev, scalars = self.forward(g, positions)
+        cov = epistemic_covariance(ev)
+        sig_a = covariance_atom_sigma(cov)
         sig_g = config_sigma(sig_a, g.batch, g.n_graphs)
         counts = sig_a.new_zeros(g.n_graphs).index_add(0, g.batch, torch.ones_like(sig_a))
-        descriptor = out["scalars"].new_zeros((g.n_graphs, out["scalars"].shape[1])).index_add(
-            0, g.batch, out["scalars"]
+        descriptor = scalars.new_zeros((g.n_graphs, scalars.shape[1])).index_add(
+            0, g.batch, scalars
         ) / counts.unsqueeze(-1)
         result = {
-            "energy": out["energy_net"].to(torch.float64) + self.reference_energy(g),
-            "nu": out["nu"],
-            "alpha": out["alpha"],
-            "beta": out["beta"],
-            "sigma_components": sig_c,
+            "energy": energy_net.to(torch.float64) + self.reference_energy(g),
+            "nu": ev.nu,
+            "alpha": ev.alpha,
+            "beta": ev.beta,
+            "covariance": cov,
+            "sigma_components": covariance_components(cov),
             "sigma_atom": sig_a,
             "sigma_config": sig_g,
-            "aleatoric_components": aleatoric_sigma(out["alpha"], out["beta"]),
+            "aleatoric_components": covariance_components(aleatoric_covariance(ev)),
             "descriptor": descriptor,
         }
+        if ev.shape is not None:
+            result["shape"] = ev.shape
         if bias is None:
-            (grad,) = torch.autograd.grad(out["energy_net"].sum(), positions, create_graph=create_graph)
+            (grad,) = torch.autograd.grad(energy_net.sum(), positions, create_graph=create_graph)
             result["forces"] = -grad
             return result
         n_atoms = counts.to(torch.long).tolist()
@@ -192,7 +224,7 @@ class EIPModel(nn.Module):
         # Two vector-Jacobian products over the same graph (retain_graph): measured faster
         # on CPU than one vmap-batched backward (is_grads_batched), same result.
         (grad,) = torch.autograd.grad(
-            out["energy_net"].sum(), positions, retain_graph=True, create_graph=create_graph
+            energy_net.sum(), positions, retain_graph=True, create_graph=create_graph
         )
         (grad_bias,) = torch.autograd.grad(e_bias.sum(), positions, create_graph=create_graph)
         result["forces"] = -grad
