@@ -107,7 +107,11 @@ class PairChecker:
         if short[k] >= 1.0:
             return None
         name = pair_name(self.numbers[i[k]], self.numbers[j[k]])
-        return f"{name} {d[k]:.3f} Å < {limit[k]:.3f} Å (atoms {int(i[k])} and {int(j[k])})"
+        digits = 3  # enough decimals that the two numbers differ (2.2106 < 2.2108, not 2.211 < 2.211)
+        while digits < 6 and f"{d[k]:.{digits}f}" == f"{limit[k]:.{digits}f}":
+            digits += 1
+        return (f"{name} {d[k]:.{digits}f} Å < {limit[k]:.{digits}f} Å "
+                f"(atoms {int(i[k])} and {int(j[k])})")
 
 
 def build_screen(

@@ -98,3 +98,11 @@ def test_walker_detector_and_selection_use_the_same_rule():
 def test_config_refuses_unknown_pair():
     with pytest.raises(ValueError, match="not a pair of element symbols"):
         CollapseConfig(min_pair_distance={"Qq-O": 1.0})
+
+
+def test_a_contact_just_below_the_limit_reads_as_one():
+    """2.2106 < 2.2108 must not print as '2.211 Å < 2.211 Å'."""
+    screen = build_screen(CollapseConfig(min_pair_distance={"O-O": 2.2108}), [8], None)
+    atoms = Atoms("O2", positions=[[0, 0, 0], [2.2106, 0, 0]], cell=[20, 20, 20], pbc=True)
+    why = screen.check(atoms)
+    assert why is not None and why.startswith("O-O 2.2106 Å < 2.2108 Å"), why
