@@ -57,6 +57,7 @@ from eip_al.model.evaluation import (
 from eip_al.model.head import Evidence, SymmetricHead
 from eip_al.model.loss import total_loss
 from eip_al.model.neighbors import Graph, collate
+from eip_al.progress import PROGRESS_EVERY_S, say
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import TrainingResult, ValidationMetrics
 
@@ -87,7 +88,6 @@ METRIC_COLUMNS = (
 )
 
 console = Console(stderr=True)
-PROGRESS_EVERY_S = 10.0  # seconds between plain progress lines when stderr is not a terminal
 
 
 @dataclass
@@ -340,8 +340,8 @@ def train_model(
                        info=f"valid F-MAE {metrics.force_mae:.4f} eV/Å  σ {metrics.sigma_mean:.3f} eV/Å")
             if progress and not console.is_terminal and time.perf_counter() - last_line >= PROGRESS_EVERY_S:
                 last_line = time.perf_counter()  # plain lines where no live bar shows (logs, Prefect)
-                console.print(f"[train] epoch {epoch}/{max_epochs}: valid F-MAE {metrics.force_mae:.4f} eV/Å, "
-                              f"{row['wall_s']:.1f} s/epoch", markup=False, highlight=False)
+                say("train", f"epoch {epoch}/{max_epochs}: valid F-MAE {metrics.force_mae:.4f} eV/Å, "
+                             f"{row['wall_s']:.1f} s/epoch")
 
     t_final = time.perf_counter()
     best_model, meta = load_checkpoint(best_path, device)  # CheckpointError if it went missing

@@ -7,17 +7,23 @@ The on-disk artifacts are the source of truth for resume (every step skips itsel
 artifact is valid), so tasks use no Prefect result cache (`cache_policy=NONE`).
 """
 
+import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
+from prefect.futures import as_completed
+from prefect.logging.handlers import APILogHandler
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from eip_al import pipeline
 from eip_al.config import ALConfig, config_from_mapping, load_config
+from eip_al.progress import LOGGER as PROGRESS
+from eip_al.progress import Throttle
 from eip_al.rundir import RunDir
 from eip_al.serving import ServePolicy, resolve_served_run
 
@@ -30,6 +36,47 @@ def _remember_flow_run() -> None:
 
     if flow_run.id:
         FLOW_RUN_IDS.append(str(flow_run.id))
+
+
+class _RootRelay(logging.Handler):
+    """Sends `eip_al.progress` lines (training, walkers, labeling, the generation's summary
+    lines), from any thread of this process, to the ROOT flow run's logs: `prefect
+    deployment run ... --watch` users and the UI see every generation's progress in one
+    place instead of inside nested subflow and task runs. API only: the console already
+    shows these lines once (printed by the step, or logged by the generation flow)."""
+
+    def __init__(self, flow_run_id: str) -> None:
+        super().__init__(logging.INFO)
+        self.flow_run_id = flow_run_id
+        self.api = APILogHandler()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.flow_run_id = self.flow_run_id
+        record.task_run_id = None
+        self.api.handle(record)
+
+
+@contextmanager
+def _relay_progress_to_root():
+    from prefect.runtime import flow_run
+
+    handler = _RootRelay(str(flow_run.id))
+    level, propagate = PROGRESS.level, PROGRESS.propagate
+    PROGRESS.addHandler(handler)
+    PROGRESS.setLevel(logging.INFO)
+    PROGRESS.propagate = False  # the console shows these lines already
+    try:
+        yield
+    finally:
+        PROGRESS.removeHandler(handler)
+        PROGRESS.setLevel(level)
+        PROGRESS.propagate = propagate
+
+
+def _tell(level: int, message: str, *args: Any) -> None:
+    """A generation-level line: in this (generation) flow run's log and the root's."""
+    get_run_logger().log(level, message, *args)
+    PROGRESS.log(level, message, *args)
 
 
 def _resolve(config: Union[str, dict[str, Any], ALConfig], run_dir: Optional[str]) -> tuple[ALConfig, RunDir]:
@@ -116,10 +163,11 @@ def report_task(cfg: ALConfig, run_dir: str, gen: int):
 
 
 def _publish(cfg: ALConfig, run: RunDir, gen: int, report) -> None:
-    """Prefect artifacts for the generation: a table and a markdown summary."""
+    """Prefect artifacts for the generation: a table of every number, and a markdown with the
+    headline numbers, the key figures (embedded) and the absolute report path."""
     from eip_al.report import prefect_summary
 
-    rows, markdown = prefect_summary(report)
+    rows, markdown = prefect_summary(report, run.root)
     key = f"{cfg.name}-gen-{gen:03d}".lower().replace("_", "-").replace(".", "-")
     create_table_artifact(key=f"{key}-table", table=rows, description=f"{cfg.name} generation {gen}")
     create_markdown_artifact(key=f"{key}-summary", markdown=markdown, description=f"run dir {run.root}")
@@ -127,7 +175,6 @@ def _publish(cfg: ALConfig, run: RunDir, gen: int, report) -> None:
 
 def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
     """train → explore (walkers in parallel) → select → label (jobs in parallel) → merge → report."""
-    logger = get_run_logger()
     run = RunDir(run_dir)
     t0 = time.perf_counter()
     train_task(cfg, run_dir, gen)
@@ -136,13 +183,12 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
     results = [w.result() for w in walkers]
     for r in results:
         if r.collapsed:
-            logger.warning("gen %d: walker %s collapsed at %.0f fs: %s", gen, r.walker,
-                           r.collapse_time_fs or 0.0, r.collapse_reason)
+            _tell(logging.WARNING, "gen %d: walker %s collapsed at %.0f fs: %s", gen, r.walker,
+                  r.collapse_time_fs or 0.0, r.collapse_reason)
     explore_summary_task(cfg, run_dir, gen, results)
     sel = select_task(cfg, run_dir, gen)
-    logger.info("gen %d: selected %d of %d candidates (accurate %.2f, candidate %.2f, failed %.2f)",
-                gen, sel.n_selected, sel.n_candidate, sel.overall.accurate,
-                sel.overall.candidate, sel.overall.failed)
+    _tell(logging.INFO, "gen %d: selected %d of %d candidates (accurate %.2f, candidate %.2f, failed %.2f)",
+          gen, sel.n_selected, sel.n_candidate, sel.overall.accurate, sel.overall.candidate, sel.overall.failed)
     jobs = label_prepare_task(cfg, run_dir, gen)
     if cfg.labeler.backend == "local":  # one task per job, run in parallel by the task runner
         delay = cfg.flow.retry_delay_s
@@ -151,18 +197,21 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
             retry_delay_seconds=[delay * 2**i for i in range(cfg.flow.label_retries)] or 0,
         )
         futures = [job_task.submit(cfg, run_dir, gen, j.job_id) for j in jobs.jobs]
-        outcomes = [f.result() for f in futures]  # a task that raised fails the generation here
-        n_failed = sum(o.status == "failed" for o in outcomes)
+        throttle, n_failed = Throttle(), 0
+        for done, fut in enumerate(as_completed(futures), start=1):
+            n_failed += fut.result().status == "failed"  # a task that raised fails the generation
+            if throttle.due() or done == len(futures):
+                PROGRESS.info("[label] gen %d: %d/%d jobs done, %d failed", gen, done, len(futures), n_failed)
         if n_failed:
-            logger.warning("gen %d: %d of %d labeling jobs failed", gen, n_failed, len(outcomes))
+            _tell(logging.WARNING, "gen %d: %d of %d labeling jobs failed", gen, n_failed, len(futures))
     else:  # slurm: one job array for the generation; export: the user runs the jobs
         label_all_task(cfg, run_dir, gen)
     label_collect_task(cfg, run_dir, gen)
     merged = merge_task(cfg, run_dir, gen)
     report = report_task(cfg, run_dir, gen)
     _publish(cfg, run, gen, report)
-    logger.info("gen %d done in %.0f s: dataset %d frames; report %s", gen,
-                time.perf_counter() - t0, merged.n_frames, run.abs(report.report_html))
+    _tell(logging.INFO, "gen %d done in %.0f s: dataset %d frames; report %s", gen,
+          time.perf_counter() - t0, merged.n_frames, run.abs(report.report_html))
     return pipeline.stop_reason(cfg, run, gen)
 
 
@@ -174,6 +223,11 @@ def generation_flow(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
 
 def _run_all(cfg: ALConfig, run: RunDir, fork: bool) -> dict[str, Any]:
     """Seed, then generations until done or converged; the run summary at the end."""
+    with _relay_progress_to_root():
+        return _run_generations(cfg, run, fork)
+
+
+def _run_generations(cfg: ALConfig, run: RunDir, fork: bool) -> dict[str, Any]:
     logger = get_run_logger()
     _remember_flow_run()
     run.init(cfg, fork=fork)

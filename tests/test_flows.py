@@ -88,9 +88,26 @@ def harness():
         yield
 
 
+def _flow_run_log(flow_run_id: str) -> str:
+    """Every log message of one flow run itself (not of its tasks or subflows), joined."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    this_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]))
+    messages: list[str] = []
+    with get_client(sync_client=True) as client:
+        while batch := client.read_logs(log_filter=this_run, limit=200, offset=len(messages)):
+            messages += [log.message if log.task_run_id is None else "" for log in batch]
+    return "\n".join(messages)
+
+
 def test_flow_two_generations_then_resume_after_label_failure(harness, tmp_path, monkeypatch):
     from eip_al import pipeline
-    from flows.al import active_learning
+    from flows.al import FLOW_RUN_IDS, active_learning
 
     run_dir = tmp_path / "run"
     # First attempt: the label step of generation 1 dies mid-way (after 2 jobs).
@@ -105,8 +122,15 @@ def test_flow_two_generations_then_resume_after_label_failure(harness, tmp_path,
         return real(cfg, run, gen, job_id)
 
     monkeypatch.setattr(pipeline, "label_job_step", flaky)
+    first = len(FLOW_RUN_IDS)
     with pytest.raises(BaseException):  # noqa: B017 (Prefect may wrap the crash)
         active_learning(config=tiny_config(), run_dir=str(run_dir))
+    # walker progress (printed in task threads of nested generation subflows) is in the
+    # ROOT flow run's log, beside the generation's summary lines
+    root_log = _flow_run_log(FLOW_RUN_IDS[first])
+    assert "[explore] gen 0 md-300K-0: started" in root_log
+    assert "[explore] gen 0 udd-300K-0: finished after" in root_log or "udd-300K-0: collapsed" in root_log
+    assert "gen 0: selected" in root_log and "gen 0 done in" in root_log
     run = RunDir(run_dir)
     seed = DatasetManifest.load(run.seed_dir / "artifact.json")
     n0 = assert_generation_complete(run, 0, seed.n_frames)
@@ -118,7 +142,11 @@ def test_flow_two_generations_then_resume_after_label_failure(harness, tmp_path,
 
     # Resume: finished steps and finished labels are not redone.
     monkeypatch.setattr(pipeline, "label_job_step", real)
+    second = len(FLOW_RUN_IDS)
     out = active_learning(config=tiny_config(), run_dir=str(run_dir))
+    root_log = _flow_run_log(FLOW_RUN_IDS[second])
+    assert "[label] gen 1: " in root_log and "jobs done, 0 failed" in root_log
+    assert "gen 1 done in" in root_log
     assert out["generations_done"] == 2
     assert run.artifact_path(1, "train").stat().st_mtime_ns == train1
     for p, stamp in stamps.items():

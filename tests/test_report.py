@@ -27,6 +27,7 @@ from eip_al.report import (
     run_summary,
     water_order_parameters,
 )
+from eip_al.report.summary import PREFECT_FIGURES
 from eip_al.rundir import RunDir, RunDirError
 from eip_al.schemas import GenerationReport
 
@@ -289,10 +290,25 @@ def test_summary_rows_are_the_generation_numbers(built):
 
 
 def test_prefect_summary_gives_rows_and_markdown(built):
-    _, reports = built
-    rows, md = prefect_summary(reports[0])
+    import base64
+    import io
+    import re
+
+    from matplotlib import image
+
+    s, reports = built
+    rows, md = prefect_summary(reports[0], s.run.root)
     assert {r["metric"]: r["value"] for r in rows} == reports[0].numbers
-    assert "generation 0" in md and "audit Spearman" in md and reports[0].report_html in md
+    assert "generation 0" in md and "audit Spearman" in md
+    html = (s.run.root / reports[0].report_html).resolve()
+    assert f"]({html.as_uri()})" in md  # absolute, clickable
+    # the key figures embedded as PNG thumbnails that decode to half the report's size
+    uris = re.findall(r"!\[([^]]+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
+    assert [c for c, _ in uris] == [c for _, c in PREFECT_FIGURES]
+    for (name, _), (_, b64) in zip(PREFECT_FIGURES, uris, strict=True):
+        thumb = image.imread(io.BytesIO(base64.b64decode(b64)))
+        full = image.imread(s.run.root / f"gen-000/report/{name}")
+        assert thumb.shape[0] == pytest.approx(full.shape[0] / 2, abs=2)
 
 
 # ============================================================================ missing / bad input

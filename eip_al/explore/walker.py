@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,19 +47,19 @@ from eip_al.config import ALConfig, CollapseConfig, WalkerConfig
 from eip_al.explore.collapse import CollapseDetector
 from eip_al.explore.udd import UDDCalculator, scale_amplitude
 from eip_al.io import frame_id, read_frames
+from eip_al.progress import PROGRESS_EVERY_S, say
 from eip_al.rundir import RunDir, RunDirError, load_valid, run_step
 from eip_al.schemas import ExplorationResult, ExplorationSummary, TrainingResult
 from eip_al.screening import PairScreen, screen_for_run
 
 LOG_COLUMNS = ("step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio",
                "bias_ratio_median", "bias_ratio_max")
-PROGRESS_EVERY_S = 10.0  # seconds between progress lines
 
 
 def _say(label: str, message: str) -> None:
-    """One progress line on stderr. Plain lines, not a rich live display: walkers may run in
-    parallel threads (one live display at a time), and Prefect's log_prints captures them."""
-    print(f"[explore] {label}: {message}", file=sys.stderr, flush=True)
+    """One progress line (eip_al/progress.py). Plain lines, not a rich live display: walkers
+    may run in parallel threads (one live display at a time)."""
+    say("explore", f"{label}: {message}")
 
 
 # ----------------------------------------------------------------------------- naming

@@ -51,6 +51,7 @@ from eip_al.io import (
 )
 from eip_al.label.backends import Cancelled, SlurmBackend, cancel_local, reset_cancel
 from eip_al.label.base import JobResult, Labeler
+from eip_al.progress import Throttle, say
 from eip_al.schemas import JobOutcome, LabelingJob, LabelingJobSet, LabelingResult, Strict
 
 log = logging.getLogger(__name__)
@@ -405,13 +406,17 @@ def run_all(batch: LabelBatch) -> None:
             f"labeling ({batch.cfg.kind}, {batch.cfg.n_parallel} at once)", total=len(todo)
         )
         futures = [pool.submit(label_job, batch, j, batch.labeler.execute, key) for j in todo]
+        throttle, done, failed = Throttle(), 0, 0
         try:
             for fut in as_completed(futures):
                 try:
-                    fut.result()
+                    failed += fut.result().status == "failed"
                 except Cancelled:
                     pass
                 progress.advance(task)
+                done += 1
+                if throttle.due() or done == len(todo):
+                    say("label", f"gen {batch.generation}: {done}/{len(todo)} jobs done, {failed} failed")
         except KeyboardInterrupt:
             cancel_local()
             for fut in futures:
@@ -428,8 +433,12 @@ def _run_slurm(batch: LabelBatch, todo: list[LabelingJob], key: str) -> None:
     with _progress(True) as progress:
         task = progress.add_task("Slurm tasks done", total=len(dirs))
 
+        throttle = Throttle()
+
         def show(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
+            if throttle.due() or done == total:
+                say("label", f"gen {batch.generation}: Slurm {done}/{total} tasks ended")
 
         backend.run([labeler.run_script(d) for d in dirs], show)
         retry_dirs = []

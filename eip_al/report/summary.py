@@ -7,7 +7,10 @@ the per-generation reports so the summary is current.
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -158,8 +161,27 @@ def report_run(
     return reports
 
 
-def prefect_summary(report: GenerationReport) -> tuple[list[dict[str, Any]], str]:
-    """Table rows (every number) and markdown (headline numbers) for Prefect artifacts."""
+# figures embedded (as thumbnails) in the Prefect markdown artifact, in this order
+PREFECT_FIGURES: tuple[tuple[str, str], ...] = (
+    ("energy_sigma.png", "energy and σ vs time (MD left, UDD right; × collapse)"),
+    ("training_curves.png", "training curves (train and validation)"),
+    ("error_vs_sigma.png", "force error vs σ"),
+)
+THUMBNAIL_SCALE = 0.5  # of the report's figure size: ~4× fewer bytes in the Prefect database
+
+
+def _thumbnail_uri(png: Path) -> str:
+    """A PNG as a base64 data URI, scaled down (the Prefect UI renders data URIs in markdown)."""
+    from matplotlib import image
+
+    buf = io.BytesIO()
+    image.thumbnail(str(png), buf, scale=THUMBNAIL_SCALE)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def prefect_summary(report: GenerationReport, root: Path) -> tuple[list[dict[str, Any]], str]:
+    """Table rows (every number) and markdown (headline numbers, the key figures, the
+    absolute report path) for the Prefect artifacts of one generation; `root` is the run dir."""
     rows = [{"metric": k, "value": v} for k, v in report.numbers.items()]
     lines = [f"### eip-al generation {report.generation}", "", "| quantity | value |", "| --- | --- |"]
     for key, label in HEADLINE:
@@ -168,5 +190,12 @@ def prefect_summary(report: GenerationReport) -> tuple[list[dict[str, Any]], str
     missing = report.numbers.get("missing_steps")
     if missing:
         lines += ["", f"**Steps not done:** {missing}"]
-    lines += ["", f"Full report: `{report.report_html}` (self-contained HTML), `{report.report_md}`."]
+    html = (root / report.report_html).resolve()
+    lines += ["", f"Full report (self-contained HTML): [{html}]({html.as_uri()}) — "
+              f"Markdown: `{(root / report.report_md).resolve()}`"]
+    by_name = {Path(f).name: root / f for f in report.figures}
+    for name, caption in PREFECT_FIGURES:
+        png = by_name.get(name)
+        if png is not None and png.is_file():
+            lines += ["", f"**{caption}**", "", f"![{caption}]({_thumbnail_uri(png)})"]
     return rows, "\n".join(lines) + "\n"
