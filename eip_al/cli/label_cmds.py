@@ -11,15 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from eip_al.cli.app import app, user_errors
-from eip_al.config import ALConfig, load_config
+from eip_al.config import LABELERS, ALConfig, load_config
 from eip_al.schemas import LabelingResult
 
 out = Console()
 
 
-class LabelerKind(StrEnum):
-    mock = "mock"
-    cp2k = "cp2k"
+LabelerKind = StrEnum("LabelerKind", {kind: kind for kind in LABELERS})  # the registry's kinds
 
 
 class Backend(StrEnum):
@@ -62,7 +60,7 @@ def label(
         int | None, typer.Option(min=1, help="Overrides labeler.n_parallel.")
     ] = None,
 ) -> None:
-    """Label frames with the mock or CP2K; failed frames are left out and listed in OUT_STEM.failures.csv."""
+    """Label frames with any registered labeler (mock, CP2K, xTB, an ASE calculator); failed frames are left out and listed in OUT_STEM.failures.csv."""
     from eip_al.label import default_work_dir, label_file
 
     cfg = load_config(config) if config is not None else ALConfig()
