@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eip_al.cli.app import app, user_errors
-from eip_al.config import LABELERS, ALConfig, load_config
+from eip_al.config import LABELERS, ALConfig, config_from_mapping, load_config
 from eip_al.schemas import LabelingResult
 
 out = Console()
@@ -74,7 +74,9 @@ def label(
         )
         if v is not None
     }
-    lab = lab.model_validate({**lab.model_dump(), **updates})
+    source = f"{config or 'the default config'} with --labeler/--backend/--n-parallel"
+    data = {**cfg.model_dump(mode="json"), "labeler": {**lab.model_dump(mode="json"), **updates}}
+    lab = config_from_mapping(data, source).labeler  # a bad combination: one line naming the field
     work = work_dir or default_work_dir(out_file)
     result = label_file(in_file, out_file, lab, work)
     _summary(result, f"labels: {out_file}")

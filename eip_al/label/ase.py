@@ -48,9 +48,11 @@ class ASELabeler(JobFileLabeler):
         self._cls = import_object(path, f"{field}.calculator")
         try:
             json.dumps(kwargs)
-            self.make_calculator()
+            calc = self.make_calculator()
         except Exception as exc:  # any constructor error is a settings problem of this labeler
             raise ConfigError(f"{field}.kwargs: {path}({_show(kwargs)}) failed: {type(exc).__name__}: {exc}") from None
+        if not callable(getattr(calc, "get_forces", None)):
+            raise ConfigError(f"{field}.calculator: {path} is not an ASE calculator (it has no get_forces)")
 
     def make_calculator(self) -> Any:
         """A fresh calculator for one job."""
