@@ -279,7 +279,7 @@ class SlurmConfig(Section):
     extra_sbatch: list[SafeStr] = Field(default_factory=list)
 
 
-_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class ASELabelerConfig(Section):
@@ -293,7 +293,7 @@ class ASELabelerConfig(Section):
     @field_validator("calculator")
     @classmethod
     def _import_path(cls, value: str | None) -> str | None:
-        if value is not None and not _IMPORT_PATH.match(value):
+        if value is not None and not _IMPORT_PATH.fullmatch(value):
             raise ValueError('must be an import path "module:Class", e.g. "ase.calculators.emt:EMT"')
         return value
 
