@@ -4,8 +4,9 @@
 run, where) and every problem found: missing seed, structure, template or user-deck files,
 executables not on PATH (CP2K for local CP2K labeling, sbatch/squeue for Slurm), a CP2K
 input that cp2k-input-tools cannot validate, a deck without a &KIND for an element of the
-system, an ASE calculator that cannot be imported or built, tblite missing for xtb, a changed config under an existing run dir without --fork, a run dir that cannot
-be created, a missing Dask extra or GPU. `eip-al check` prints both; `eip-al run` refuses
+system, an ASE calculator that cannot be imported or built, tblite missing for xtb, a
+changed config under an existing run dir without --fork, a run dir that cannot be
+created, a missing Dask extra or GPU. `eip-al check` prints both; `eip-al run` refuses
 to start (and writes nothing) while there are problems. Nothing here writes files, except
 that validating a CP2K deck caches the installed CP2K's input schema (`cp2k --xml`).
 """

@@ -72,7 +72,7 @@ def test_ase_labels_are_the_calculators(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("calculator", "expect"),
     [
-        ("no_such_module_xyz:Calc", "labeler.ase.calculator: cannot import 'no_such_module_xyz:Calc': No module named"),
+        ("no_such_module_xyz:Calc", "labeler.ase.calculator: cannot import 'no_such_module_xyz:Calc': ModuleNotFoundError: No module named"),
         ("ase.calculators.emt:NoSuchCalc", "labeler.ase.calculator: cannot import 'ase.calculators.emt:NoSuchCalc': "
                                            "module 'ase.calculators.emt' has no 'NoSuchCalc'"),
     ],

@@ -60,7 +60,7 @@ def label(
         int | None, typer.Option(min=1, help="Overrides labeler.n_parallel.")
     ] = None,
 ) -> None:
-    """Label frames with any registered labeler (mock, CP2K, xTB, an ASE calculator); failed frames are left out and listed in OUT_STEM.failures.csv."""
+    """Label frames with mock, CP2K, xTB or any ASE calculator; failed frames are left out and listed in OUT_STEM.failures.csv."""
     from eip_al.label import default_work_dir, label_file
 
     cfg = load_config(config) if config is not None else ALConfig()

@@ -25,10 +25,11 @@ def import_object(path: str, field: str) -> Any:
     module, _, qualname = path.partition(":")
     try:
         found: Any = importlib.import_module(module)
+    except Exception as exc:  # a missing module, or one that fails while importing
+        raise ConfigError(f"{field}: cannot import {path!r}: {type(exc).__name__}: {exc}") from None
+    try:
         for part in qualname.split("."):
             found = getattr(found, part)
-    except ImportError as exc:
-        raise ConfigError(f"{field}: cannot import {path!r}: {exc}") from None
     except AttributeError:
         raise ConfigError(f"{field}: cannot import {path!r}: module {module!r} has no {qualname!r}") from None
     return found
