@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from ase import Atoms
+from ase.calculators.calculator import CalculationFailed, Calculator, SCFError
 from ase.calculators.emt import EMT
 from typer.testing import CliRunner
 
@@ -119,26 +120,34 @@ def test_calculator_that_raises_is_a_failure_and_the_run_continues(tmp_path: Pat
     assert "crashed" in (tmp_path / "out.failures.csv").read_text()
 
 
-def test_scf_error_classes() -> None:
-    from ase.calculators.calculator import CalculationFailed, SCFError
+class Raises(Calculator):
+    """A calculator that fails the way `error` says (importable as tests' `module:Raises`)."""
 
-    from eip_al.label.ase import ASELabeler
+    implemented_properties = ["energy", "forces"]
+    ERRORS = {
+        "scf": lambda: SCFError("no convergence after 50 steps"),
+        "tblite": lambda: CalculationFailed("SCF not converged in 2 cycles"),
+        "failed": lambda: CalculationFailed("bad geometry"),
+        "runtime": lambda: RuntimeError("segfault-ish"),
+    }
 
-    class Raises(EMT):
-        error: Exception = SCFError("no convergence")
+    def __init__(self, error: str = "scf", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.error = error
 
-        def calculate(self, *args, **kwargs):
-            raise self.error
+    def calculate(self, *args, **kwargs) -> None:
+        raise self.ERRORS[self.error]()
 
-    lab = get_labeler(LabelerConfig(**EMT_CFG))
-    assert isinstance(lab, ASELabeler)
-    for error, cls in [(SCFError("x"), "scf_not_converged"),
-                       (CalculationFailed("SCF not converged in 2 cycles"), "scf_not_converged"),
-                       (CalculationFailed("bad geometry"), "crashed"), (RuntimeError("boom"), "crashed")]:
-        Raises.error = error
-        lab2 = ASELabeler.__new__(ASELabeler)
-        lab2.__dict__.update(lab.__dict__, _cls=Raises)
-        assert lab2.compute(molecule_frames()[0], "00")["failure_class"] == cls, error
+
+@pytest.mark.parametrize(("error", "failure_class"), [
+    ("scf", "scf_not_converged"), ("tblite", "scf_not_converged"), ("failed", "crashed"), ("runtime", "crashed")])
+def test_calculator_errors_map_to_failure_classes(tmp_path: Path, error: str, failure_class: str) -> None:
+    write_frames(tmp_path / "in.extxyz", molecule_frames()[:1])
+    cfg = LabelerConfig(kind="ase", max_failure_fraction=1.0,
+                        ase={"calculator": f"{__name__}:Raises", "kwargs": {"error": error}})
+    res = label_file(tmp_path / "in.extxyz", tmp_path / "out.extxyz", cfg)
+    assert res.failures_by_class == {failure_class: 1}
+    assert res.outcomes[0].message.startswith(f"{__name__}:Raises: ")
 
 
 def test_exported_ase_jobs_run_by_their_script_give_the_in_process_labels(tmp_path: Path) -> None:
@@ -191,6 +200,12 @@ def test_a_new_labeler_plugs_in_by_one_registry_line(monkeypatch) -> None:
     monkeypatch.setitem(config_mod.LABELERS, "dummy", LabelerEntry(f"{__name__}:DummyLabeler", None))
     cfg = config_from_mapping({"labeler": {"kind": "dummy"}}).labeler
     assert type(get_labeler(cfg)).__name__ == "DummyLabeler"
+
+
+def test_cli_labeler_choices_are_the_registry() -> None:
+    from eip_al.cli.label_cmds import LabelerKind
+
+    assert [k.value for k in LabelerKind] == list(config_mod.LABELERS) == ["mock", "cp2k", "ase", "xtb"]
 
 
 def test_a_served_deployment_cannot_set_the_calculator() -> None:

@@ -1,10 +1,13 @@
 """Real GFN-xTB labels (tblite, extra `xtb`) on small systems: the xtb labeler against
 tblite's ASE calculator called directly, GFN1 and GFN2, a molecule and an 8-water periodic
 box; forces = −dE/dx by central differences through the generic ase labeler; an SCF that
-cannot converge is scf_not_converged; `eip-al label --labeler xtb` end to end."""
+cannot converge is scf_not_converged; `eip-al label --labeler xtb` end to end; an exported
+job run by its run.sh gives the in-process label."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +18,11 @@ from typer.testing import CliRunner
 from eip_al.cli import app
 from eip_al.config import LabelerConfig
 from eip_al.io import read_frames, write_frames
-from eip_al.label import label_file
+from eip_al.label import ingest_path, label_file
 from eip_al.systems import build_water_box
 
 tblite_ase = pytest.importorskip("tblite.ase")
+ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
@@ -91,3 +95,19 @@ def test_eip_al_label_with_xtb_end_to_end(tmp_path: Path) -> None:
     assert [a.info["labeler"] for a in frames] == ["xtb", "xtb"]
     e, _ = direct(frames[1], "GFN2-xTB")
     assert frames[1].get_potential_energy() == pytest.approx(e, abs=1e-6)
+
+
+def test_exported_xtb_job_run_by_its_script_gives_the_in_process_label(tmp_path: Path) -> None:
+    write_frames(tmp_path / "in.extxyz", [build_water_box(8, seed=3)])
+    local = label_file(tmp_path / "in.extxyz", tmp_path / "local.extxyz", LabelerConfig(kind="xtb"))
+    label_file(tmp_path / "in.extxyz", tmp_path / "exp.extxyz",
+               LabelerConfig(kind="xtb", backend="export", xtb={"omp_num_threads": 1}), tmp_path / "work")
+    jobs = tmp_path / "work" / "jobs"
+    (rel,) = (jobs / "tasks.txt").read_text().split()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the job's Python imports this checkout
+    subprocess.run(["bash", str(jobs / rel)], check=True, timeout=120, env=env)
+    res = ingest_path(tmp_path / "work")
+    assert res.n_ok == 1 and res.theory == local.theory
+    (a,), (b,) = read_frames(tmp_path / "exp.extxyz"), read_frames(tmp_path / "local.extxyz")
+    assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-9)
+    np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=0, atol=1e-8)
