@@ -60,7 +60,8 @@ class JobFileLabeler(Labeler):
     def job_record(self, fid: str) -> dict[str, Any]:
         """job.json: the frame id, the kind and its settings (`eip_al.label.job` rebuilds the labeler)."""
         section = LABELERS[self.kind].section
-        return {"frame_id": fid, "kind": self.kind, section: self.config.model_dump(mode="json")}
+        settings = {section: self.config.model_dump(mode="json")} if section else {}
+        return {"frame_id": fid, "kind": self.kind, **settings}
 
     def prepare(self, atoms: Atoms, job_dir: Path) -> None:
         """Write the frame (without any attached labels), job.json and run.sh into `job_dir`."""

@@ -216,6 +216,7 @@ class MockLabeler(JobFileLabeler):
             raise FrameError(f"{where}: the mock labeler models water only: {exc}") from None
 
     def job_record(self, fid: str) -> dict[str, Any]:
+        """job.json without `kind` (`eip_al.label.mock_job` knows it): existing mock jobs keep their hash."""
         return {"frame_id": fid, "mock": self.config.model_dump(mode="json")}
 
     def script_title(self) -> str:
