@@ -2,7 +2,7 @@
 tblite's ASE calculator called directly, GFN1 and GFN2, a molecule and an 8-water periodic
 box; forces = −dE/dx by central differences through the generic ase labeler; an SCF that
 cannot converge is scf_not_converged; `eip-al label --labeler xtb` end to end; an exported
-job run by its run.sh gives the in-process label."""
+job run by its run.sh gives the in-process label; one generation of the loop labelled by xTB."""
 
 from __future__ import annotations
 
@@ -111,3 +111,37 @@ def test_exported_xtb_job_run_by_its_script_gives_the_in_process_label(tmp_path:
     (a,), (b,) = read_frames(tmp_path / "exp.extxyz"), read_frames(tmp_path / "local.extxyz")
     assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-9)
     np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=0, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_one_generation_labelled_by_xtb(tmp_path: Path) -> None:
+    """Seed and generation 0 of a 2-water run labelled by GFN2-xTB through the real pipeline:
+    every label an xTB label, the theory check passing at merge."""
+    from test_flows import assert_generation_complete, tiny_config
+
+    from eip_al import pipeline
+    from eip_al.config import config_from_mapping
+    from eip_al.rundir import RunDir
+    from eip_al.schemas import DatasetManifest
+
+    data = tiny_config(generations=1)
+    data["system"] = {"kind": "water", "n_molecules": 2, "density_g_cm3": 0.5}
+    data["seed_data"] = {"n_frames": 6, "equilibration_steps": 40, "stride": 20}
+    data["selection"]["n_select"] = 2
+    data["merge"] = {"valid_fraction": 0.2, "test_fraction": 0.2}
+    data["labeler"] = {"kind": "xtb", "outlier_force_factor": None, "xtb": {"omp_num_threads": 1}}
+    cfg = config_from_mapping(data)
+    run = RunDir(tmp_path / "run")
+    run.init(cfg)
+    seed = pipeline.seed_step(cfg, run)
+    assert seed.n_frames == 6 and seed.theory.code == "tblite" and seed.theory.method == "GFN2-xTB"
+    pipeline.run_generation(cfg, run, 0)
+    n = assert_generation_complete(run, 0, seed.n_frames)
+    man = DatasetManifest.load(run.artifact_path(0, "merge"))
+    assert man.theory.key() == seed.theory.key() and n > seed.n_frames
+    frames = read_frames(run.abs(man.dataset_extxyz))
+    assert {a.info["theory"] for a in frames} == {seed.theory.key()}
+    for a in frames:  # two GFN2 waters: about 2 × -138 eV
+        assert -290.0 < a.get_potential_energy() < -260.0
+        e, f = direct(a, "GFN2-xTB")
+        assert a.get_potential_energy() == pytest.approx(e, abs=1e-6)
