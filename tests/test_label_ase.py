@@ -25,9 +25,10 @@ from eip_al.cli import app
 from eip_al.config import ConfigError, LabelerConfig, LabelerEntry, config_from_mapping
 from eip_al.io import read_frames, write_frames
 from eip_al.label import ingest_path, label_file
-from eip_al.label.base import Labeler
+from eip_al.label.base import JobResult, Labeler
 from eip_al.label.jobs import get_labeler
 from eip_al.preflight import preflight
+from eip_al.schemas import TheoryFingerprint
 from eip_al.serving import ParameterError, apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,19 +188,33 @@ def test_job_module_refuses_a_bad_job_file(tmp_path: Path, capsys) -> None:
 
 
 class DummyLabeler(Labeler):
-    """A labeler registered by a test only: proves one registry line plugs a kind in."""
+    """A labeler registered by a test only (zero energy and forces): one registry line plugs it in."""
 
     kind = "dummy"
-    theory = prepare = execute = parse = run_script = None  # type: ignore[assignment]
+
+    def theory(self) -> TheoryFingerprint:
+        return TheoryFingerprint(code="dummy", method="zero")
+
+    def prepare(self, atoms: Atoms, job_dir: Path) -> None:
+        (Path(job_dir) / "input.txt").write_text(f"{len(atoms)}\n")
+
+    def execute(self, job_dirs: list[Path]) -> None:
+        return None
+
+    def parse(self, job_dir: Path, atoms: Atoms) -> JobResult:
+        return JobResult(Path(job_dir).name, ok=True, energy=0.0, forces=np.zeros((len(atoms), 3)))
+
+    def run_script(self, job_dir: Path) -> Path:
+        return Path(job_dir) / "input.txt"
 
 
-DummyLabeler.__abstractmethods__ = frozenset()
-
-
-def test_a_new_labeler_plugs_in_by_one_registry_line(monkeypatch) -> None:
+def test_a_new_labeler_plugs_in_by_one_registry_line(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(config_mod.LABELERS, "dummy", LabelerEntry(f"{__name__}:DummyLabeler", None))
     cfg = config_from_mapping({"labeler": {"kind": "dummy"}}).labeler
-    assert type(get_labeler(cfg)).__name__ == "DummyLabeler"
+    write_frames(tmp_path / "in.extxyz", molecule_frames()[:2])
+    res = label_file(tmp_path / "in.extxyz", tmp_path / "out.extxyz", cfg)
+    assert res.n_ok == 2 and res.labeler == "dummy" and res.theory.code == "dummy"
+    assert [a.get_potential_energy() for a in read_frames(tmp_path / "out.extxyz", require_cell=False)] == [0, 0]
 
 
 def test_cli_labeler_choices_are_the_registry() -> None:
