@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from ase.data import chemical_symbols
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -271,8 +279,54 @@ class SlurmConfig(Section):
     extra_sbatch: list[SafeStr] = Field(default_factory=list)
 
 
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+class ASELabelerConfig(Section):
+    """Any ASE calculator as the labeler (eip_al/label/ase.py), constructed as
+    `Class(**kwargs)` per job. Only a config file sets it: a served deployment cannot."""
+
+    calculator: str | None = None  # "module:Class", e.g. "ase.calculators.emt:EMT"
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # JSON values (they go into job.json)
+    omp_num_threads: PosInt | None = None  # OMP_NUM_THREADS in each job's run script (None: inherit)
+
+    @field_validator("calculator")
+    @classmethod
+    def _import_path(cls, value: str | None) -> str | None:
+        if value is not None and not _IMPORT_PATH.fullmatch(value):
+            raise ValueError('must be an import path "module:Class", e.g. "ase.calculators.emt:EMT"')
+        return value
+
+
+class XTBConfig(Section):
+    """GFN-xTB through tblite's ASE calculator (eip_al/label/xtb.py; extra `xtb`)."""
+
+    method: Literal["GFN2-xTB", "GFN1-xTB"] = "GFN2-xTB"
+    accuracy: PosFloat = 1.0  # tblite's numerical accuracy (smaller: tighter SCF)
+    electronic_temperature_K: PosFloat = 300.0  # Fermi smearing
+    max_iterations: PosInt = 250  # SCF cycles; more is scf_not_converged
+    charge: int = 0  # total charge of every frame
+    omp_num_threads: PosInt | None = None  # OMP_NUM_THREADS in each job's run script (None: inherit)
+
+
+class LabelerEntry(NamedTuple):
+    """One labeler kind: its `Labeler` class and the `LabelerConfig` field holding its settings."""
+
+    target: str  # "module:Class", imported only when the labeler is used
+    section: str | None  # None: the labeler takes no settings
+
+
+# adding a labeler = its module + one line here (+ its settings section below): docs/labeling.md
+LABELERS: dict[str, LabelerEntry] = {
+    "mock": LabelerEntry("eip_al.label.mock:MockLabeler", "mock"),
+    "cp2k": LabelerEntry("eip_al.label.cp2k:CP2KLabeler", "cp2k"),
+    "ase": LabelerEntry("eip_al.label.ase:ASELabeler", "ase"),
+    "xtb": LabelerEntry("eip_al.label.xtb:XTBLabeler", "xtb"),
+}
+
+
 class LabelerConfig(Section):
-    kind: Literal["mock", "cp2k"] = "mock"
+    kind: str = "mock"  # a key of LABELERS
     backend: Literal["local", "slurm", "export"] = "local"
     n_parallel: PosInt = 1  # local jobs at once
     max_failure_fraction: Fraction = 0.2
@@ -284,7 +338,22 @@ class LabelerConfig(Section):
     outlier_percentile: Annotated[float, Field(gt=0, le=100)] = 99.9
     mock: MockLabelerConfig = MockLabelerConfig()
     cp2k: CP2KConfig = CP2KConfig()
+    ase: ASELabelerConfig = ASELabelerConfig()
+    xtb: XTBConfig = XTBConfig()
     slurm: SlurmConfig = SlurmConfig()
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in LABELERS:
+            raise ValueError(f"must be one of {', '.join(LABELERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _ase_needs_calculator(self) -> LabelerConfig:
+        if self.kind == "ase" and self.ase.calculator is None:
+            raise ValueError('ase.calculator ("module:Class") is required when kind is \'ase\'')
+        return self
 
 
 class MergeConfig(Section):

@@ -4,8 +4,9 @@
 run, where) and every problem found: missing seed, structure, template or user-deck files,
 executables not on PATH (CP2K for local CP2K labeling, sbatch/squeue for Slurm), a CP2K
 input that cp2k-input-tools cannot validate, a deck without a &KIND for an element of the
-system, a changed config under an existing run dir without --fork, a run dir that cannot
-be created, a missing Dask extra or GPU. `eip-al check` prints both; `eip-al run` refuses
+system, an ASE calculator that cannot be imported or built, tblite missing for xtb, a
+changed config under an existing run dir without --fork, a run dir that cannot be
+created, a missing Dask extra or GPU. `eip-al check` prints both; `eip-al run` refuses
 to start (and writes nothing) while there are problems. Nothing here writes files, except
 that validating a CP2K deck caches the installed CP2K's input schema (`cp2k --xml`).
 """
@@ -45,7 +46,11 @@ def plan_lines(cfg: ALConfig, run_dir: Path) -> list[str]:
         f"{w.replicas} x {w.kind} ({w.steps} steps, {w.temperature_K:g} K)" for w in cfg.explore.walkers
     )
     lab = cfg.labeler
-    what = lab.kind if lab.kind == "mock" else f"cp2k ({lab.cp2k.executable}, {_deck_name(cfg)})"
+    what = {
+        "cp2k": f"cp2k ({lab.cp2k.executable}, {_deck_name(cfg)})",
+        "ase": f"ase ({lab.ase.calculator})",
+        "xtb": f"xtb ({lab.xtb.method}, tblite)",
+    }.get(lab.kind, lab.kind)
     seed = f"{cfg.seed_data.n_frames} frames of mock-force-field MD" if cfg.seed_data.source == "md" else str(cfg.seed_data.file)
     return [
         f"run: {cfg.name}, up to {cfg.generations} generation(s)",
@@ -122,6 +127,20 @@ def _cp2k_problems(cfg: ALConfig, elements: frozenset[str] | None) -> list[str]:
     return []
 
 
+def _labeler_problems(cfg: ALConfig) -> list[str]:
+    """The labeler can be built here: its calculator imports and accepts its kwargs, tblite
+    is installed for xtb (CP2K has its own checks above)."""
+    if cfg.labeler.kind == "cp2k":
+        return []
+    from eip_al.label.jobs import get_labeler
+
+    try:
+        get_labeler(cfg.labeler).check_backend(cfg.labeler.backend)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
 def _run_dir_problems(cfg: ALConfig, run_dir: Path, fork: bool) -> list[str]:
     from eip_al.rundir import RunDir
 
@@ -169,5 +188,6 @@ def preflight(config_path: Path | str, run_dir: Path | str | None = None, fork: 
     root = Path(run_dir) if run_dir is not None else cfg.resolved_run_dir()
     elements, problems = _system_elements(cfg)
     problems += _file_problems(cfg) + _executable_problems(cfg) + _cp2k_problems(cfg, elements)
+    problems += _labeler_problems(cfg)
     problems += _runtime_problems(cfg) + _run_dir_problems(cfg, root, fork)
     return Preflight(cfg=cfg, run_dir=root, plan=plan_lines(cfg, root), problems=problems)

@@ -288,7 +288,7 @@ class LabelingJob(Strict):
 class LabelingJobSet(Artifact):
     artifact: ClassVar[str] = "labeling-jobs"
     generation: int
-    labeler: Literal["mock", "cp2k"]
+    labeler: str  # a key of eip_al.config.LABELERS
     backend: Literal["local", "slurm", "export"]
     theory: TheoryFingerprint
     jobs: list[LabelingJob]
@@ -309,7 +309,7 @@ class LabelingResult(Artifact):
     artifact: ClassVar[str] = "labeling"
     payload_fields: ClassVar[tuple[str, ...]] = ("labeled_extxyz",)
     generation: int
-    labeler: Literal["mock", "cp2k"]
+    labeler: str  # a key of eip_al.config.LABELERS
     backend: Literal["local", "slurm", "export"]
     theory: TheoryFingerprint
     outcomes: list[JobOutcome]

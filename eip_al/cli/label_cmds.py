@@ -11,15 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from eip_al.cli.app import app, user_errors
-from eip_al.config import ALConfig, load_config
+from eip_al.config import LABELERS, ALConfig, config_from_mapping, load_config
 from eip_al.schemas import LabelingResult
 
 out = Console()
 
 
-class LabelerKind(StrEnum):
-    mock = "mock"
-    cp2k = "cp2k"
+LabelerKind = StrEnum("LabelerKind", {kind: kind for kind in LABELERS})  # the registry's kinds
 
 
 class Backend(StrEnum):
@@ -62,7 +60,7 @@ def label(
         int | None, typer.Option(min=1, help="Overrides labeler.n_parallel.")
     ] = None,
 ) -> None:
-    """Label frames with the mock or CP2K; failed frames are left out and listed in OUT_STEM.failures.csv."""
+    """Label frames with mock, CP2K, xTB or any ASE calculator; failed frames are left out and listed in OUT_STEM.failures.csv."""
     from eip_al.label import default_work_dir, label_file
 
     cfg = load_config(config) if config is not None else ALConfig()
@@ -76,7 +74,9 @@ def label(
         )
         if v is not None
     }
-    lab = lab.model_validate({**lab.model_dump(), **updates})
+    source = f"{config or 'the default config'} with --labeler/--backend/--n-parallel"
+    data = {**cfg.model_dump(mode="json"), "labeler": {**lab.model_dump(mode="json"), **updates}}
+    lab = config_from_mapping(data, source).labeler  # a bad combination: one line naming the field
     work = work_dir or default_work_dir(out_file)
     result = label_file(in_file, out_file, lab, work)
     _summary(result, f"labels: {out_file}")

@@ -1,20 +1,38 @@
 """The labeler interface: generate jobs → execute → parse.
 
-Every labeler kind (`mock`, `cp2k`) implements `Labeler`; the generation step
-(`eip_al.label.label_generation`) and `eip-al label` only talk to this interface, so CI
-swaps CP2K for the mock by one config line (`labeler.kind: mock`).
+Every labeler kind (`eip_al.config.LABELERS`: mock, cp2k, ase, xtb) implements `Labeler`;
+the generation step (`eip_al.label.label_generation`) and `eip-al label` only talk to this
+interface, so CI swaps CP2K for the mock by one config line (`labeler.kind: mock`).
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
 
+from eip_al.config import ConfigError
 from eip_al.schemas import FailureClass, TheoryFingerprint
+
+
+def import_object(path: str, field: str) -> Any:
+    """The object "module:Qualname" names; ConfigError naming config `field` if it cannot be imported."""
+    module, _, qualname = path.partition(":")
+    try:
+        found: Any = importlib.import_module(module)
+    except Exception as exc:  # a missing module, or one that fails while importing
+        raise ConfigError(f"{field}: cannot import {path!r}: {type(exc).__name__}: {exc}") from None
+    try:
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except AttributeError:
+        raise ConfigError(f"{field}: cannot import {path!r}: module {module!r} has no {qualname!r}") from None
+    return found
 
 
 @dataclass
@@ -57,6 +75,10 @@ class Labeler(ABC):
 
         Called for every frame before any job is written; the default accepts all.
         """
+        return None
+
+    def check_backend(self, backend: str) -> None:
+        """Raise ConfigError if this labeler cannot run on `backend` here; the default accepts all."""
         return None
 
     @abstractmethod

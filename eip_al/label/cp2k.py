@@ -485,6 +485,14 @@ class CP2KLabeler(Labeler):
     def theory(self) -> TheoryFingerprint:
         return self.deck.theory
 
+    def check_backend(self, backend: str) -> None:
+        """`local` runs CP2K here: its executable must be on PATH."""
+        if backend == "local" and shutil.which(self.cfg.executable) is None:
+            raise ConfigError(
+                f"labeler.cp2k.executable: '{self.cfg.executable}' not found on PATH "
+                "(backend 'local' runs CP2K here; use 'export' or 'slurm' to run it elsewhere)"
+            )
+
     def check_frame(self, atoms: Atoms, where: str) -> None:
         """Raise FrameError if CP2K cannot label this frame with this deck."""
         if not atoms.pbc.all() or abs(atoms.cell.volume) < 1e-6:

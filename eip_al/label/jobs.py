@@ -40,7 +40,7 @@ from ase.io import write as ase_write
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eip_al.atomic import atomic_write_text
-from eip_al.config import ConfigError, LabelerConfig
+from eip_al.config import LABELERS, LabelerConfig
 from eip_al.io import (
     attach_labels,
     extxyz_safe_string,
@@ -50,7 +50,7 @@ from eip_al.io import (
     write_frames,
 )
 from eip_al.label.backends import Cancelled, SlurmBackend, cancel_local, reset_cancel
-from eip_al.label.base import JobResult, Labeler
+from eip_al.label.base import JobResult, Labeler, import_object
 from eip_al.progress import Throttle, say
 from eip_al.schemas import JobOutcome, LabelingJob, LabelingJobSet, LabelingResult, Strict
 
@@ -80,20 +80,22 @@ _LABELERS: dict[str, Labeler] = {}
 _LABELERS_LOCK = threading.Lock()
 
 
+def labeler_class(kind: str) -> type[Labeler]:
+    """The `Labeler` class registered for `kind` in eip_al.config.LABELERS."""
+    return import_object(LABELERS[kind].target, f"labeler.kind {kind}")
+
+
 def get_labeler(labeler_cfg: LabelerConfig) -> Labeler:
-    """The labeler `labeler_cfg.kind` describes (one instance per distinct config)."""
+    """The labeler `labeler_cfg.kind` describes, built from its settings section (one
+    instance per distinct config). ConfigError if it cannot be built (e.g. an unimportable
+    calculator)."""
     key = labeler_cfg.model_dump_json()
     with _LABELERS_LOCK:
         found = _LABELERS.get(key)
         if found is None:
-            if labeler_cfg.kind == "mock":
-                from eip_al.label.mock import MockLabeler
-
-                found = MockLabeler(labeler_cfg.mock)
-            else:
-                from eip_al.label.cp2k import CP2KLabeler
-
-                found = CP2KLabeler(labeler_cfg.cp2k)
+            section = LABELERS[labeler_cfg.kind].section
+            cls = labeler_class(labeler_cfg.kind)
+            found = cls(getattr(labeler_cfg, section)) if section else cls()
             _LABELERS[key] = found
     return found
 
@@ -133,15 +135,7 @@ class LabelBatch:
 
     def check_backend(self) -> None:
         """Refuse a backend this labeler cannot use, before anything is written."""
-        if (
-            self.cfg.backend == "local"
-            and self.cfg.kind == "cp2k"
-            and shutil.which(self.cfg.cp2k.executable) is None
-        ):
-            raise ConfigError(
-                f"labeler.cp2k.executable: '{self.cfg.cp2k.executable}' not found on PATH "
-                "(backend 'local' runs CP2K here; use 'export' or 'slurm' to run it elsewhere)"
-            )
+        self.labeler.check_backend(self.cfg.backend)
 
 
 # ------------------------------------------------------------------------- prepare

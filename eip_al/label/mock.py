@@ -15,11 +15,7 @@ aleatoric channel) and injected failures (to exercise failure handling).
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,22 +23,12 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.geometry import find_mic
 from ase.units import Bohr, Hartree, kcal, mol
-from rich.progress import track
 from scipy.special import erfc
 from vesin import NeighborList
 
-from eip_al.atomic import atomic_write_text
 from eip_al.config import MockLabelerConfig
-from eip_al.io import FrameError, frame_id, read_frames, write_frames
-from eip_al.label.backends import job_script_text
-from eip_al.label.base import JobResult, Labeler
-from eip_al.label.parse import (
-    STATUS_NAME,
-    STDERR_NAME,
-    read_status,
-    stopped_by_time_limit,
-    tail_lines,
-)
+from eip_al.io import FrameError
+from eip_al.label.jobfile import JobFileLabeler
 from eip_al.schemas import TheoryFingerprint
 from eip_al.systems import water_topology
 
@@ -195,30 +181,21 @@ class MockWaterCalculator(Calculator):
 
 
 # ------------------------------------------------------------------------- labeler
-STRUCTURE_FILE = "structure.extxyz"
-JOB_FILE = "job.json"
-RESULT_FILE = "result.json"
-SCRIPT_NAME = "run.sh"
-
-
 def _rng(seed: int, fid: str, stream: int) -> np.random.Generator:
     """A generator fixed by (config seed, frame id, stream): reruns give identical labels."""
     return np.random.default_rng(np.random.SeedSequence([seed % 2**64, int(fid, 16), stream]))
 
 
-class MockLabeler(Labeler):
-    """Labels water frames with `MockWaterCalculator`, plus optional noise and failures.
+class MockLabeler(JobFileLabeler):
+    """Labels water frames with the q-SPC/Fw force field, plus optional noise and failures.
 
-    Job directory: `prepare` writes `structure.extxyz`, `job.json` (frame id and this
-    labeler's config) and `run.sh`; `execute` writes `result.json` atomically (skipped
-    when already there, so a killed run redoes nothing finished); `parse` reads it back.
-    `local` labels in-process; `slurm` and `export` run `run.sh`, which labels the job with
-    `python -m eip_al.label.mock_job` (same Python as the one that prepared it) and leaves
-    `run.status`. Noise and failures are drawn from generators seeded by (config seed,
-    frame id), so they depend neither on job order nor on where the job ran.
+    Job files and backends: `eip_al.label.jobfile` (run.sh runs `eip_al.label.mock_job`).
+    Noise and failures are drawn from generators seeded by (config seed, frame id), so they
+    depend neither on job order nor on where the job ran.
     """
 
     kind = "mock"
+    job_module = "eip_al.label.mock_job"
 
     def __init__(self, config: MockLabelerConfig | None = None, ff: WaterFF = WaterFF()) -> None:
         self.config = config if config is not None else MockLabelerConfig()
@@ -238,116 +215,27 @@ class MockLabeler(Labeler):
         except ValueError as exc:
             raise FrameError(f"{where}: the mock labeler models water only: {exc}") from None
 
-    def prepare(self, atoms: Atoms, job_dir: Path) -> None:
-        """Write the frame (without any attached labels) and its frame id into `job_dir`."""
-        job_dir = Path(job_dir)
-        frame = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        write_frames(job_dir / STRUCTURE_FILE, [frame])
-        job = {"frame_id": frame_id(atoms), "mock": self.config.model_dump(mode="json")}
-        atomic_write_text(job_dir / JOB_FILE, json.dumps(job) + "\n")
-        atomic_write_text(job_dir / SCRIPT_NAME, self._script)
+    def job_record(self, fid: str) -> dict[str, Any]:
+        """job.json without `kind` (`eip_al.label.mock_job` knows it): existing mock jobs keep their hash."""
+        return {"frame_id": fid, "mock": self.config.model_dump(mode="json")}
 
-    @property
-    def _script(self) -> str:
-        argv = [sys.executable, "-m", "eip_al.label.mock_job"]
-        return job_script_text(argv, "eip-al mock label (q-SPC/Fw)", [RESULT_FILE], what="the labeler")
+    def script_title(self) -> str:
+        return "eip-al mock label (q-SPC/Fw)"
 
-    def run_script(self, job_dir: Path) -> Path:
-        """run.sh: labels this job outside this process (Slurm, export)."""
-        return Path(job_dir) / SCRIPT_NAME
-
-    def execute(self, job_dirs: list[Path]) -> None:
-        """Label every prepared job that has no result yet (idempotent)."""
-        todo = [Path(d) for d in job_dirs if not _valid_result(Path(d) / RESULT_FILE)]
-        for job_dir in track(
-            todo, description="mock labels", disable=len(todo) < 50, transient=True
-        ):
-            if (job_dir / STRUCTURE_FILE).exists() and (job_dir / JOB_FILE).exists():
-                result = self._label(job_dir)
-                atomic_write_text(job_dir / RESULT_FILE, json.dumps(result) + "\n")
-
-    def _label(self, job_dir: Path) -> dict[str, Any]:
-        """The result record of one job (a failure record for injected or FF failures)."""
-        start = time.perf_counter()
-        fid = json.loads((job_dir / JOB_FILE).read_text())["frame_id"]
-        record: dict[str, Any] = {"frame_id": fid, "ok": False}
+    def compute(self, atoms: Atoms, fid: str) -> dict[str, Any]:
+        """Force-field labels plus seeded noise, or an injected / force-field failure."""
         cfg = self.config
         u = float(_rng(cfg.seed, fid, 0).random())
         if u < cfg.failure_rate:
-            record.update(
-                failure_class="injected",
-                message=f"injected failure (labeler.mock.failure_rate={cfg.failure_rate:g}, draw {u:.4f})",
-            )
-        else:
-            atoms = read_frames(job_dir / STRUCTURE_FILE, require_labels=False, require_cell=False)[
-                0
-            ]
-            try:
-                energy, forces = water_energy_forces(atoms, self.ff)
-            except ValueError as exc:
-                record.update(failure_class="crashed", message=f"mock force field: {exc}")
-            else:
-                noise = _rng(cfg.seed, fid, 1)
-                energy += cfg.energy_noise_eV * float(noise.standard_normal())
-                forces = forces + cfg.force_noise_eV_A * noise.standard_normal(forces.shape)
-                record.update(ok=True, energy=energy, forces=forces.tolist())
-        record["runtime_s"] = time.perf_counter() - start
-        return record
-
-    def parse(self, job_dir: Path, atoms: Atoms) -> JobResult:
-        """Read `result.json`; a missing, truncated or mismatched result is a failure."""
-        job_dir = Path(job_dir)
-        job_id = job_dir.name
-        path = job_dir / RESULT_FILE
-        if not path.exists():
-            status = read_status(job_dir / STATUS_NAME)
-            if status is None or status.signal == "INT":
-                return JobResult(job_id, ok=False, failure_class="not_run", message=f"{path}: no result")
-            stopped = stopped_by_time_limit(status)
-            how = f"signal {status.signal}" if status.signal else f"exit code {status.exit_code}"
-            tail = tail_lines(job_dir / STDERR_NAME)
-            return JobResult(
-                job_id, ok=False, failure_class="walltime" if stopped else "crashed", runtime_s=status.runtime_s,
-                message=f"{path}: no result; run.sh ended with {how}" + (f": {tail}" if tail else ""),
-            )
+            return {
+                "failure_class": "injected",
+                "message": f"injected failure (labeler.mock.failure_rate={cfg.failure_rate:g}, draw {u:.4f})",
+            }
         try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            return JobResult(job_id, ok=False, failure_class="truncated", message=f"{path}: {exc}")
-        runtime = record.get("runtime_s")
-        if record.get("frame_id") != frame_id(atoms):
-            return JobResult(
-                job_id,
-                ok=False,
-                failure_class="inconsistent",
-                runtime_s=runtime,
-                message=f"{path}: result is for frame {record.get('frame_id')}, not {frame_id(atoms)}",
-            )
-        if not record.get("ok"):
-            return JobResult(
-                job_id,
-                ok=False,
-                failure_class=record.get("failure_class", "crashed"),
-                message=record.get("message"),
-                runtime_s=runtime,
-            )
-        forces = np.asarray(record["forces"], dtype=float)
-        if forces.shape != (len(atoms), 3):
-            return JobResult(
-                job_id,
-                ok=False,
-                failure_class="inconsistent",
-                runtime_s=runtime,
-                message=f"{path}: forces have shape {forces.shape}, frame has {len(atoms)} atoms",
-            )
-        return JobResult(
-            job_id, ok=True, energy=float(record["energy"]), forces=forces, runtime_s=runtime
-        )
-
-
-def _valid_result(path: Path) -> bool:
-    """True if `path` holds a complete result record (atomic writes make this the norm)."""
-    try:
-        return "ok" in json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
+            energy, forces = water_energy_forces(atoms, self.ff)
+        except ValueError as exc:
+            return {"failure_class": "crashed", "message": f"mock force field: {exc}"}
+        noise = _rng(cfg.seed, fid, 1)
+        energy += cfg.energy_noise_eV * float(noise.standard_normal())
+        forces = forces + cfg.force_noise_eV_A * noise.standard_normal(forces.shape)
+        return {"ok": True, "energy": energy, "forces": forces.tolist()}
