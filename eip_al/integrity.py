@@ -1,7 +1,7 @@
 """Payload integrity: every artifact records its files' size and sha256; steps check them.
 
 * `seal` fills `Artifact.files` (run-relative path → size, sha256) from the files on disk,
-  just before the artifact is written (`rundir.run_step` does it for every step).
+  just before the artifact is written (`run_step` does it for every step).
 * `verify` compares them with the files now on disk and raises `IntegrityError`: one line
   naming the file, the step that wrote it and the command that redoes that step. A step
   checks its inputs (`verify_inputs`) before it starts and a skipped step checks its own
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -152,6 +153,29 @@ def verify_inputs(run: RunDir, gen: int, step: StepName, warm_start: bool = Fals
         found = load_valid(path, cls)
         if found is not None:
             verify(run, found, path)
+
+
+def run_step(
+    path: Path, cls: type[A], produce: Callable[[], A], run: RunDir | None = None
+) -> tuple[A, bool]:
+    """Return the valid artifact at `path`, or call `produce()`, write its result, return it.
+
+    The second element is True when the step was skipped (artifact already there). With
+    `run`, a found artifact's payload files are verified (`IntegrityError`
+    on a mismatch) and a produced one records theirs (unless its producer already did).
+    """
+    found = load_valid(path, cls)
+    if found is not None:
+        if run is not None:
+            verify(run, found, path)
+        return found, True
+    result = produce()
+    if not isinstance(result, cls):
+        raise TypeError(f"step producing {path} returned {type(result).__name__}, not {cls.__name__}")
+    if run is not None and not result.files:
+        result = seal(result, run.root)
+    result.write(path)
+    return result, False
 
 
 def run_problems(run: RunDir, run_cmd: str | None = None) -> list[tuple[Path, str]]:

@@ -16,7 +16,8 @@ from typing import TypeVar
 
 from eip_al import integrity
 from eip_al.config import ALConfig
-from eip_al.rundir import ARTIFACT_NAME, RunDir, load_valid, run_step
+from eip_al.integrity import run_step
+from eip_al.rundir import ARTIFACT_NAME, RunDir, load_valid
 from eip_al.schemas import (
     DatasetManifest,
     ExplorationResult,
@@ -258,10 +259,10 @@ def report_step(cfg: ALConfig, run: RunDir, gen: int) -> GenerationReport:
 def stop_reason(cfg: ALConfig, run: RunDir, gen: int) -> str | None:
     """Why the run should end after generation `gen` (None: go on).
 
-    `eip_al.calibrate.stop_decision`: the selection's candidate-fraction signal and, when
+    `eip_al.stop.stop_decision`: the selection's candidate-fraction signal and, when
     `selection.converge_force_error` is set, the fresh labels' force error (docs/calibration.md).
     """
-    from eip_al.calibrate import stop_decision
+    from eip_al.stop import stop_decision
 
     decision = stop_decision(cfg, run, gen)
     if decision.stop:

@@ -13,21 +13,26 @@ Layout (see docs/architecture.md)::
     <run>/gen-000/generation.json     GenerationRecord
 
 Each step writes `artifact.json` LAST; a step whose artifact exists and validates is
-skipped on rerun (`run_step`).
+skipped on rerun (`integrity.run_step`).
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 
 from eip_al.atomic import atomic_write_text
-from eip_al.config import ALConfig, check_safe_path, config_from_mapping, dump_config, is_execution_field
+from eip_al.config import (
+    ALConfig,
+    check_safe_path,
+    config_from_mapping,
+    dump_config,
+    is_execution_field,
+)
 from eip_al.schemas import Artifact, DatasetManifest, StepName
 
 A = TypeVar("A", bound=Artifact)
@@ -156,28 +161,3 @@ def load_valid(path: Path, cls: type[A]) -> A | None:
         return cls.load(path)
     except ValueError:
         return None
-
-
-def run_step(
-    path: Path, cls: type[A], produce: Callable[[], A], run: RunDir | None = None
-) -> tuple[A, bool]:
-    """Return the valid artifact at `path`, or call `produce()`, write its result, return it.
-
-    The second element is True when the step was skipped (artifact already there). With
-    `run`, a found artifact's payload files are verified (`eip_al.integrity.IntegrityError`
-    on a mismatch) and a produced one records theirs (unless its producer already did).
-    """
-    from eip_al import integrity
-
-    found = load_valid(path, cls)
-    if found is not None:
-        if run is not None:
-            integrity.verify(run, found, path)
-        return found, True
-    result = produce()
-    if not isinstance(result, cls):
-        raise TypeError(f"step producing {path} returned {type(result).__name__}, not {cls.__name__}")
-    if run is not None and not result.files:
-        result = integrity.seal(result, run.root)
-    result.write(path)
-    return result, False

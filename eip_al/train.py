@@ -34,7 +34,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from eip_al.atomic import atomic_write_bytes, atomic_write_text, sha256_file
-from eip_al.calibrate import CalibrationError, fit_calibration
 from eip_al.config import ALConfig, ConfigError, ModelConfig, TrainConfig
 from eip_al.io import FrameError, frame_id
 from eip_al.metrics import atom_force_error
@@ -59,6 +58,7 @@ from eip_al.model.loss import total_loss
 from eip_al.model.neighbors import Graph, collate
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import TrainingResult, ValidationMetrics
+from eip_al.uq import CalibrationError, fit_calibration
 
 BEST_NAME = "model.pt"
 LAST_NAME = "last.pt"

@@ -6,7 +6,8 @@ import pytest
 
 from eip_al.atomic import atomic_write_text
 from eip_al.config import config_from_mapping
-from eip_al.rundir import RunDir, RunDirError, load_valid, run_step
+from eip_al.integrity import run_step
+from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import DatasetManifest, TheoryFingerprint
 
 
