@@ -45,6 +45,7 @@ STEP_ARTIFACTS: dict[StepName, type[Artifact]] = {
     "select": SelectionResult,
     "label": LabelingResult,
     "merge": DatasetManifest,
+    "audit": SelectionAudit,
     "report": GenerationReport,
 }
 REDO_STEPS: tuple[str, ...] = ("seed", *STEPS)
@@ -55,6 +56,7 @@ INPUTS: dict[StepName, tuple[str, ...]] = {
     "select": ("train", "explore"),
     "label": ("select",),
     "merge": ("dataset", "label"),
+    "audit": ("train", "label"),
     "report": ("dataset", *STEPS[:-1]),
 }
 # Resume points a redo moves aside too: a finished `last.pt` would only reload model.pt.
@@ -109,7 +111,7 @@ def owner(run: RunDir, artifact_path: Path) -> tuple[str, int]:
     if parts[0] == "seed":
         return "seed", 0
     gen = int(parts[0].split("-")[1])
-    return ("report" if parts[1] == "audit" else parts[1]), gen
+    return parts[1], gen
 
 
 def redo_command(step: str, gen: int, run_cmd: str | None = None) -> str:
@@ -183,7 +185,6 @@ def run_problems(run: RunDir, run_cmd: str | None = None) -> list[tuple[Path, st
     checks: list[tuple[Path, type[Artifact]]] = [(run.seed_dir / ARTIFACT_NAME, DatasetManifest)]
     for gen in run.generations():
         checks += [(run.artifact_path(gen, s), STEP_ARTIFACTS[s]) for s in STEPS]
-        checks.append((run.gen_dir(gen) / "audit" / ARTIFACT_NAME, SelectionAudit))
     out = []
     for path, cls in checks:
         found = load_valid(path, cls)
@@ -228,7 +229,6 @@ def redo(run: RunDir, step: str, gen: int) -> tuple[Path, list[Path]]:
             todo += [d / name for name in REDO_RESUME_FILES.get(s, ())]
             if s == "explore" and d.is_dir():
                 todo += sorted(d.glob("*.json"))  # each walker's result
-        todo.append(run.gen_dir(g) / "audit" / ARTIFACT_NAME)
         _forget_steps(run, g, STEPS[first:])
     moved = []
     for src in dict.fromkeys(todo):

@@ -19,6 +19,7 @@ from eip_al.config import ALConfig
 from eip_al.integrity import run_step
 from eip_al.rundir import ARTIFACT_NAME, RunDir, load_valid
 from eip_al.schemas import (
+    STEPS,
     DatasetManifest,
     ExplorationResult,
     ExplorationSummary,
@@ -27,6 +28,7 @@ from eip_al.schemas import (
     JobOutcome,
     LabelingJobSet,
     LabelingResult,
+    SelectionAudit,
     SelectionResult,
     StepName,
     StepRecord,
@@ -67,8 +69,7 @@ def record_step(
             message=message,
         )
     )
-    order = ("train", "explore", "select", "label", "merge", "report")
-    steps.sort(key=lambda s: order.index(s.step))
+    steps.sort(key=lambda s: STEPS.index(s.step))
     rec = rec.model_copy(update={"steps": steps})
     rec.write(path)
     return rec
@@ -247,6 +248,34 @@ def merge_step(cfg: ALConfig, run: RunDir, gen: int) -> DatasetManifest:
     )
 
 
+def audit_step(cfg: ALConfig, run: RunDir, gen: int) -> SelectionAudit | None:
+    """The selection audit of generation `gen` (`gen-XXX/audit/`, written by `eip_al.audit`):
+    the selecting model on its fresh labels. Skipped (None, recorded as such) when the report
+    audit and the stop rule's force-error criterion are both off, or nothing was labeled."""
+    from eip_al.audit import selection_audit
+
+    path = run.artifact_path(gen, "audit")
+    found = load_valid(path, SelectionAudit)
+    if found is not None:
+        integrity.verify(run, found, path)
+        return found
+    if not cfg.report.audit and cfg.selection.converge_force_error is None:
+        record_step(run, gen, "audit", "skipped", message="report.audit is off and no converge_force_error")
+        return None
+    t0 = time.perf_counter()
+    try:
+        integrity.verify_inputs(run, gen, "audit")
+        result = selection_audit(run, gen)
+    except Exception as exc:
+        record_step(run, gen, "audit", "failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+    if result is None:
+        record_step(run, gen, "audit", "skipped", message="no fresh labels to audit")
+    else:
+        record_step(run, gen, "audit", "done", path, time.perf_counter() - t0)
+    return result
+
+
 def report_step(cfg: ALConfig, run: RunDir, gen: int) -> GenerationReport:
     from eip_al.report import report_generation
 
@@ -279,6 +308,7 @@ def run_generation(cfg: ALConfig, run: RunDir, gen: int) -> str | None:
     select_step(cfg, run, gen)
     label_step(cfg, run, gen)
     merge_step(cfg, run, gen)
+    audit_step(cfg, run, gen)
     report_step(cfg, run, gen)
     return stop_reason(cfg, run, gen)
 

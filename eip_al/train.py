@@ -423,17 +423,6 @@ def _train_epoch(
     return {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **{k: v / len(order) for k, v in sums.items()}}
 
 
-def split_frames(frames: Sequence[Atoms], where: str) -> dict[str, list[Atoms]]:
-    """Frames by info['split'] (train / valid / test); a frame without a valid split is an error."""
-    out: dict[str, list[Atoms]] = {"train": [], "valid": [], "test": []}
-    for k, atoms in enumerate(frames):
-        split = atoms.info.get("split")
-        if split not in out:
-            raise FrameError(f"{where}: frame {k}: info 'split' is {split!r}, expected train, valid or test")
-        out[split].append(atoms)
-    return out
-
-
 def train_generation(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
     """Train generation `gen` on `run.dataset_for(gen)` ('train' split; early stopping on 'valid').
 
@@ -441,7 +430,7 @@ def train_generation(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
     Writes model.pt, last.pt and metrics.csv into `gen-XXX/train/`; the caller writes
     the returned artifact (e.g. with `run_step`). The 'test' split is never read.
     """
-    from eip_al.data import load_dataset
+    from eip_al.data import load_dataset, split_frames
 
     manifest = run.dataset_for(gen)
     dataset = run.abs(manifest.dataset_extxyz)

@@ -110,6 +110,11 @@ def merge_task(cfg: ALConfig, run_dir: str, gen: int):
     return pipeline.merge_step(cfg, RunDir(run_dir), gen)
 
 
+@task(name="audit", cache_policy=NONE)
+def audit_task(cfg: ALConfig, run_dir: str, gen: int):
+    return pipeline.audit_step(cfg, RunDir(run_dir), gen)
+
+
 @task(name="report", cache_policy=NONE)
 def report_task(cfg: ALConfig, run_dir: str, gen: int):
     return pipeline.report_step(cfg, RunDir(run_dir), gen)
@@ -126,7 +131,7 @@ def _publish(cfg: ALConfig, run: RunDir, gen: int, report) -> None:
 
 
 def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
-    """train → explore (walkers in parallel) → select → label (jobs in parallel) → merge → report."""
+    """train → explore (walkers in parallel) → select → label (jobs in parallel) → merge → audit → report."""
     logger = get_run_logger()
     run = RunDir(run_dir)
     t0 = time.perf_counter()
@@ -159,6 +164,7 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
         label_all_task(cfg, run_dir, gen)
     label_collect_task(cfg, run_dir, gen)
     merged = merge_task(cfg, run_dir, gen)
+    audit_task(cfg, run_dir, gen)
     report = report_task(cfg, run_dir, gen)
     _publish(cfg, run, gen, report)
     logger.info("gen %d done in %.0f s: dataset %d frames; report %s", gen,

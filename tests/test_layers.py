@@ -131,3 +131,11 @@ def test_library_never_imports_prefect() -> None:
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split(".")[0] == "prefect" for n in names), mod
+
+
+def test_no_module_over_600_lines_and_report_sections_small() -> None:
+    """One room per concept: no module over 600 lines; each report section ≤ 200 lines."""
+    sizes = {mod: len(path.read_text().splitlines()) for mod, path in modules().items()}
+    assert not {m: n for m, n in sizes.items() if n > 600}
+    sections = {m: n for m, n in sizes.items() if m.startswith("eip_al.report.sections.")}
+    assert len(sections) >= 9 and max(sections.values()) <= 200, sections

@@ -322,7 +322,7 @@ def test_report_builds_from_partial_and_damaged_steps(tmp_path):
     assert set(rep.numbers["missing_steps"].split(", ")) == {"explore", "select", "label", "merge"}
     status = pd.read_csv(run.step_dir(0, "report") / "steps.csv").set_index("step")["status"]
     assert status.to_dict() == {"train": "done", "explore": "missing", "select": "invalid",
-                                "label": "missing", "merge": "missing"}
+                                "label": "missing", "merge": "missing", "audit": "not run"}
     assert rep.numbers["n_walkers"] == 4 and "frac_candidate" not in rep.numbers
     assert "energy_sigma.png" in {Path(f).name for f in rep.figures}
 

@@ -579,10 +579,16 @@ def test_number_like_strings_survive_extxyz(tmp_path):
     assert list(res.per_walker) == ["000123"]
 
 
-def test_validation_sigma_and_descriptors_from_a_real_checkpoint(tmp_path):
+def test_validation_sigma_and_descriptors_from_a_real_checkpoint(tmp_path, monkeypatch):
+    """Adaptive lo, FPS descriptors and the calibration share one read of the checkpoint."""
+    import eip_al.model.checkpoint as checkpoint
     from eip_al.calculator import EIPCalculator
     from eip_al.model import save_checkpoint
     from tests.model_fixtures import tiny_model, water_box
+
+    reads = []
+    read_payload = checkpoint.read_payload
+    monkeypatch.setattr(checkpoint, "read_payload", lambda path: reads.append(path) or read_payload(path))
 
     run = RunDir(tmp_path)
     ckpt = save_checkpoint(run.step_dir(0, "train") / "model.pt", tiny_model(1))
@@ -614,6 +620,7 @@ def test_validation_sigma_and_descriptors_from_a_real_checkpoint(tmp_path):
 
     model = SelectionModel(cfg, run, 0)
     sigma = validation_sigma(model)
+    assert len(reads) == 1
     calc = EIPCalculator(ckpt, "cpu")
     expected = [float(np.mean(calc.get_property("uncertainty", frames[i].copy()))) for i in (1, 3)]
     assert np.allclose(sigma, expected, rtol=1e-6)
@@ -621,7 +628,8 @@ def test_validation_sigma_and_descriptors_from_a_real_checkpoint(tmp_path):
     feats = frame_descriptors(model, frames[:3])
     assert feats.shape[0] == 3 and feats.ndim == 2 and np.all(np.isfinite(feats))
     assert not np.allclose(feats[0], feats[1])
-    assert model.calculator is model.calculator  # built once per step, shared by both rules
+    assert model.calibration() is None  # a model saved without one
+    assert len(reads) == 2  # the model's one read for all three, and the test's own calculator
 
 
 def test_dataset_frame_ids_fast_path_and_fallback(tmp_path):

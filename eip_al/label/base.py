@@ -9,12 +9,30 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
 from eip_al.schemas import FailureClass, TheoryFingerprint
+
+
+def packaged_template(*parts: str) -> Path:
+    """A template shipped in the package (`eip_al/templates/...`, package data); the
+    checkout's top-level `templates/` links to the same files."""
+    return Path(str(files("eip_al").joinpath("templates", *parts)))
+
+
+def template_path(path: Path | str) -> Path:
+    """`path` where it exists (absolute, or relative to the working directory); else, for a
+    relative `templates/...` path, the copy shipped in the package (an installed eip-al
+    run outside the checkout)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute() or not p.parts or p.parts[0] != "templates":
+        return p
+    shipped = packaged_template(*p.parts[1:])
+    return shipped if shipped.exists() else p
 
 
 @dataclass

@@ -10,7 +10,8 @@ import pandas as pd
 from eip_al.metrics import uq_metrics
 from eip_al.report import figures
 from eip_al.report.context import KINDS, Context, clean, mean_of, read_optional_frames
-from eip_al.report.diversity import config_entropy, in_ranges, is_water, water_order_parameters
+from eip_al.report.diversity import config_entropy, in_ranges, water_order_parameters
+from eip_al.systems import is_water
 
 
 def render(c: Context) -> None:
@@ -31,7 +32,7 @@ def render(c: Context) -> None:
                 epi.append(np.asarray(atoms.arrays["uncertainty"], dtype=float))
                 ale.append(np.linalg.norm(np.asarray(atoms.arrays["aleatoric_components"], float), axis=1))
         row: dict[str, Any] = {"walker": res.walker, "kind": res.kind, "n_frames": len(frames)}
-        if frames and not all(is_water(a) for a in frames):
+        if frames and not all(is_water(a.numbers) for a in frames):
             non_water = True
             continue
         ops = water_order_parameters(frames)
