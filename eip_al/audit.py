@@ -23,7 +23,7 @@ from eip_al import integrity
 from eip_al.atomic import atomic_path
 from eip_al.io import read_frames
 from eip_al.metrics import atom_force_error
-from eip_al.rundir import ARTIFACT_NAME, RunDir, load_valid
+from eip_al.rundir import RunDir, load_valid
 from eip_al.schemas import LabelingResult, SelectionAudit, TrainingResult
 from eip_al.uq import Calibration, sigma_error_scores
 
@@ -42,7 +42,7 @@ def predict_checkpoint(checkpoint: Path, frames: list[Atoms]) -> list[dict[str, 
 
 def audit_dir(run: RunDir, gen: int) -> Path:
     """`gen-XXX/audit/`: the selection audit of generation `gen` (artifact.json, frames.csv)."""
-    return run.gen_dir(gen) / "audit"
+    return run.step_dir(gen, "audit")
 
 
 def selection_audit_from_predictions(
@@ -97,7 +97,7 @@ def selection_audit(
     None when it cannot exist: no training or labeling result, nothing labeled, or no
     predictor. The model is the generation's own checkpoint (the one that selected).
     """
-    path = audit_dir(run, gen) / ARTIFACT_NAME
+    path = run.artifact_path(gen, "audit")
     found = load_valid(path, SelectionAudit)
     if found is not None:
         return found

@@ -157,6 +157,15 @@ def verify_inputs(run: RunDir, gen: int, step: StepName, warm_start: bool = Fals
             verify(run, found, path)
 
 
+def finished(run: RunDir | None, path: Path, cls: type[A]) -> A | None:
+    """The valid artifact at `path` (a finished step, to skip on resume), its payload files
+    verified when `run` is given (`IntegrityError` on a mismatch); None: the step must run."""
+    found = load_valid(path, cls)
+    if found is not None and run is not None:
+        verify(run, found, path)
+    return found
+
+
 def run_step(
     path: Path, cls: type[A], produce: Callable[[], A], run: RunDir | None = None
 ) -> tuple[A, bool]:
@@ -166,10 +175,8 @@ def run_step(
     `run`, a found artifact's payload files are verified (`IntegrityError`
     on a mismatch) and a produced one records theirs (unless its producer already did).
     """
-    found = load_valid(path, cls)
+    found = finished(run, path, cls)
     if found is not None:
-        if run is not None:
-            verify(run, found, path)
         return found, True
     result = produce()
     if not isinstance(result, cls):

@@ -210,9 +210,8 @@ def label_collect_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
     from eip_al.label import collect_labels
 
     path = run.artifact_path(gen, "label")
-    found = load_valid(path, LabelingResult)
+    found = integrity.finished(run, path, LabelingResult)
     if found is not None:
-        integrity.verify(run, found, path)
         return found
     t0 = time.perf_counter()
     result = collect_labels(cfg, run, gen)
@@ -255,9 +254,8 @@ def audit_step(cfg: ALConfig, run: RunDir, gen: int) -> SelectionAudit | None:
     from eip_al.audit import selection_audit
 
     path = run.artifact_path(gen, "audit")
-    found = load_valid(path, SelectionAudit)
+    found = integrity.finished(run, path, SelectionAudit)
     if found is not None:
-        integrity.verify(run, found, path)
         return found
     if not cfg.report.audit and cfg.selection.converge_force_error is None:
         record_step(run, gen, "audit", "skipped", message="report.audit is off and no converge_force_error")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from eip_al.audit import audit_dir
 from eip_al.report.context import Context
 from eip_al.rundir import load_valid
 from eip_al.schemas import SelectionAudit
@@ -35,7 +34,7 @@ def render(c: Context) -> None:
         verdict = "not converged: the run goes on"
         criterion = None
     c.put(stop=decision.stop, stop_criterion=criterion)
-    audit = load_valid(audit_dir(c.run, c.gen) / "artifact.json", SelectionAudit)
+    audit = load_valid(c.run.artifact_path(c.gen, "audit"), SelectionAudit)
     if audit is not None:
         c.put(fresh_force_error=audit.force_error_config_mean, fresh_force_error_max=audit.force_error_config_max,
               fresh_calibrated_mean=audit.calibrated_config_mean)
