@@ -27,12 +27,12 @@ import vesin
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from eip_al.calibrate import Calibration, CalibrationError, calibration_from_meta
 from eip_al.model.checkpoint import load_checkpoint
 from eip_al.model.eip import BiasFn, EIPModel
 from eip_al.model.errors import CheckpointError
 from eip_al.model.evaluation import frames_to_graphs, predict_graphs, split_outputs
 from eip_al.model.neighbors import SpeciesMap, frame_graph
+from eip_al.uq import Calibration, CalibrationError, calibration_from_meta
 
 
 class EIPCalculator(Calculator):
@@ -149,3 +149,4 @@ class EIPCalculator(Calculator):
         graphs = frames_to_graphs(frames, self.model, where)
         preds = predict_graphs(self.model, graphs, batch_size=batch_size, progress=progress)
         return [self._add_calibrated(p) for p in preds]
+

@@ -422,6 +422,33 @@ class ALConfig(Section):
         return Path(self.run_dir) if self.run_dir is not None else Path("runs") / self.name
 
 
+# Where and how a run executes, not what it computes: changing one of these on an existing
+# run needs no --fork (`rundir.RunDir.init`). Dotted paths into ALConfig; a prefix covers
+# every field below it. Everything else is science: it changes the results, so a changed
+# value under an existing run directory is refused unless the run is forked.
+EXECUTION_FIELDS: tuple[str, ...] = (
+    "generations",  # how many to run; raising it continues the same run
+    "run_dir",
+    "train.device",
+    "explore.device",
+    "labeler.backend",
+    "labeler.n_parallel",
+    "labeler.slurm",
+    "labeler.cp2k.executable",
+    "labeler.cp2k.launcher",
+    "labeler.cp2k.timeout_s",
+    "labeler.cp2k.omp_num_threads",
+    "labeler.ase.omp_num_threads",
+    "labeler.xtb.omp_num_threads",
+    "flow",
+)
+
+
+def is_execution_field(dotted: str) -> bool:
+    """Whether the config field `dotted` (e.g. "flow.max_workers") is an execution setting."""
+    return any(dotted == f or dotted.startswith(f + ".") for f in EXECUTION_FIELDS)
+
+
 def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():

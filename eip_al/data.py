@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -103,15 +104,16 @@ def _assign_splits(frames: list[Atoms], free: list[int], merge_cfg: MergeConfig)
             frames[max(members("test"), key=key)].info["split"] = "valid"
 
 
-def split_frames(frames: list[Atoms]) -> dict[str, list[Atoms]]:
-    """Frames grouped by their ``split`` info (keys train, valid, test, always present)."""
+def split_frames(frames: Sequence[Atoms], where: str = "dataset") -> dict[str, list[Atoms]]:
+    """Frames grouped by their ``split`` info (keys train, valid, test, always present); a
+    frame without a valid split is an error naming `where` (e.g. the file) and the frame."""
     out: dict[str, list[Atoms]] = {s: [] for s in SPLITS}
     for i, atoms in enumerate(frames):
         split = atoms.info.get("split")
         if split not in out:
             raise FrameError(
-                f"frame {i} (frame_id {atoms.info.get('frame_id', '?')}): split {split!r} "
-                f"is not one of {list(SPLITS)}"
+                f"{where}: frame {i} (frame_id {atoms.info.get('frame_id', '?')}): info 'split' is "
+                f"{split!r}, expected one of {', '.join(SPLITS)}"
             )
         out[split].append(atoms)
     return out

@@ -1,7 +1,7 @@
 """Payload integrity: every artifact records its files' size and sha256; steps check them.
 
 * `seal` fills `Artifact.files` (run-relative path → size, sha256) from the files on disk,
-  just before the artifact is written (`rundir.run_step` does it for every step).
+  just before the artifact is written (`run_step` does it for every step).
 * `verify` compares them with the files now on disk and raises `IntegrityError`: one line
   naming the file, the step that wrote it and the command that redoes that step. A step
   checks its inputs (`verify_inputs`) before it starts and a skipped step checks its own
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,6 +45,7 @@ STEP_ARTIFACTS: dict[StepName, type[Artifact]] = {
     "select": SelectionResult,
     "label": LabelingResult,
     "merge": DatasetManifest,
+    "audit": SelectionAudit,
     "report": GenerationReport,
 }
 REDO_STEPS: tuple[str, ...] = ("seed", *STEPS)
@@ -54,6 +56,7 @@ INPUTS: dict[StepName, tuple[str, ...]] = {
     "select": ("train", "explore"),
     "label": ("select",),
     "merge": ("dataset", "label"),
+    "audit": ("train", "label"),
     "report": ("dataset", *STEPS[:-1]),
 }
 # Resume points a redo moves aside too: a finished `last.pt` would only reload model.pt.
@@ -108,7 +111,7 @@ def owner(run: RunDir, artifact_path: Path) -> tuple[str, int]:
     if parts[0] == "seed":
         return "seed", 0
     gen = int(parts[0].split("-")[1])
-    return ("report" if parts[1] == "audit" else parts[1]), gen
+    return parts[1], gen
 
 
 def redo_command(step: str, gen: int, run_cmd: str | None = None) -> str:
@@ -154,12 +157,41 @@ def verify_inputs(run: RunDir, gen: int, step: StepName, warm_start: bool = Fals
             verify(run, found, path)
 
 
+def finished(run: RunDir | None, path: Path, cls: type[A]) -> A | None:
+    """The valid artifact at `path` (a finished step, to skip on resume), its payload files
+    verified when `run` is given (`IntegrityError` on a mismatch); None: the step must run."""
+    found = load_valid(path, cls)
+    if found is not None and run is not None:
+        verify(run, found, path)
+    return found
+
+
+def run_step(
+    path: Path, cls: type[A], produce: Callable[[], A], run: RunDir | None = None
+) -> tuple[A, bool]:
+    """Return the valid artifact at `path`, or call `produce()`, write its result, return it.
+
+    The second element is True when the step was skipped (artifact already there). With
+    `run`, a found artifact's payload files are verified (`IntegrityError`
+    on a mismatch) and a produced one records theirs (unless its producer already did).
+    """
+    found = finished(run, path, cls)
+    if found is not None:
+        return found, True
+    result = produce()
+    if not isinstance(result, cls):
+        raise TypeError(f"step producing {path} returned {type(result).__name__}, not {cls.__name__}")
+    if run is not None and not result.files:
+        result = seal(result, run.root)
+    result.write(path)
+    return result, False
+
+
 def run_problems(run: RunDir, run_cmd: str | None = None) -> list[tuple[Path, str]]:
     """(artifact path, one-line message) per valid artifact whose payload files do not match."""
     checks: list[tuple[Path, type[Artifact]]] = [(run.seed_dir / ARTIFACT_NAME, DatasetManifest)]
     for gen in run.generations():
         checks += [(run.artifact_path(gen, s), STEP_ARTIFACTS[s]) for s in STEPS]
-        checks.append((run.gen_dir(gen) / "audit" / ARTIFACT_NAME, SelectionAudit))
     out = []
     for path, cls in checks:
         found = load_valid(path, cls)
@@ -204,7 +236,6 @@ def redo(run: RunDir, step: str, gen: int) -> tuple[Path, list[Path]]:
             todo += [d / name for name in REDO_RESUME_FILES.get(s, ())]
             if s == "explore" and d.is_dir():
                 todo += sorted(d.glob("*.json"))  # each walker's result
-        todo.append(run.gen_dir(g) / "audit" / ARTIFACT_NAME)
         _forget_steps(run, g, STEPS[first:])
     moved = []
     for src in dict.fromkeys(todo):

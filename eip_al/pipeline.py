@@ -16,8 +16,10 @@ from typing import TypeVar
 
 from eip_al import integrity
 from eip_al.config import ALConfig
-from eip_al.rundir import ARTIFACT_NAME, RunDir, load_valid, run_step
+from eip_al.integrity import run_step
+from eip_al.rundir import ARTIFACT_NAME, RunDir, load_valid
 from eip_al.schemas import (
+    STEPS,
     DatasetManifest,
     ExplorationResult,
     ExplorationSummary,
@@ -26,6 +28,7 @@ from eip_al.schemas import (
     JobOutcome,
     LabelingJobSet,
     LabelingResult,
+    SelectionAudit,
     SelectionResult,
     StepName,
     StepRecord,
@@ -66,8 +69,7 @@ def record_step(
             message=message,
         )
     )
-    order = ("train", "explore", "select", "label", "merge", "report")
-    steps.sort(key=lambda s: order.index(s.step))
+    steps.sort(key=lambda s: STEPS.index(s.step))
     rec = rec.model_copy(update={"steps": steps})
     rec.write(path)
     return rec
@@ -208,9 +210,8 @@ def label_collect_step(cfg: ALConfig, run: RunDir, gen: int) -> LabelingResult:
     from eip_al.label import collect_labels
 
     path = run.artifact_path(gen, "label")
-    found = load_valid(path, LabelingResult)
+    found = integrity.finished(run, path, LabelingResult)
     if found is not None:
-        integrity.verify(run, found, path)
         return found
     t0 = time.perf_counter()
     result = collect_labels(cfg, run, gen)
@@ -246,6 +247,33 @@ def merge_step(cfg: ALConfig, run: RunDir, gen: int) -> DatasetManifest:
     )
 
 
+def audit_step(cfg: ALConfig, run: RunDir, gen: int) -> SelectionAudit | None:
+    """The selection audit of generation `gen` (`gen-XXX/audit/`, written by `eip_al.audit`):
+    the selecting model on its fresh labels. Skipped (None, recorded as such) when the report
+    audit and the stop rule's force-error criterion are both off, or nothing was labeled."""
+    from eip_al.audit import selection_audit
+
+    path = run.artifact_path(gen, "audit")
+    found = integrity.finished(run, path, SelectionAudit)
+    if found is not None:
+        return found
+    if not cfg.report.audit and cfg.selection.converge_force_error is None:
+        record_step(run, gen, "audit", "skipped", message="report.audit is off and no converge_force_error")
+        return None
+    t0 = time.perf_counter()
+    try:
+        integrity.verify_inputs(run, gen, "audit")
+        result = selection_audit(run, gen)
+    except Exception as exc:
+        record_step(run, gen, "audit", "failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+    if result is None:
+        record_step(run, gen, "audit", "skipped", message="no fresh labels to audit")
+    else:
+        record_step(run, gen, "audit", "done", path, time.perf_counter() - t0)
+    return result
+
+
 def report_step(cfg: ALConfig, run: RunDir, gen: int) -> GenerationReport:
     from eip_al.report import report_generation
 
@@ -258,10 +286,10 @@ def report_step(cfg: ALConfig, run: RunDir, gen: int) -> GenerationReport:
 def stop_reason(cfg: ALConfig, run: RunDir, gen: int) -> str | None:
     """Why the run should end after generation `gen` (None: go on).
 
-    `eip_al.calibrate.stop_decision`: the selection's candidate-fraction signal and, when
+    `eip_al.stop.stop_decision`: the selection's candidate-fraction signal and, when
     `selection.converge_force_error` is set, the fresh labels' force error (docs/calibration.md).
     """
-    from eip_al.calibrate import stop_decision
+    from eip_al.stop import stop_decision
 
     decision = stop_decision(cfg, run, gen)
     if decision.stop:
@@ -278,6 +306,7 @@ def run_generation(cfg: ALConfig, run: RunDir, gen: int) -> str | None:
     select_step(cfg, run, gen)
     label_step(cfg, run, gen)
     merge_step(cfg, run, gen)
+    audit_step(cfg, run, gen)
     report_step(cfg, run, gen)
     return stop_reason(cfg, run, gen)
 

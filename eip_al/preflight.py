@@ -152,7 +152,7 @@ def _run_dir_problems(cfg: ALConfig, run_dir: Path, fork: bool) -> list[str]:
     if run.root.exists() and not run.root.is_dir():
         return [f"run directory {run.root}: exists and is not a directory"]
     try:
-        changed = run.changed_fields(cfg)
+        changed = run.science_changes(cfg)
     except (ConfigError, OSError) as exc:
         return [f"run directory {run.root}: its config.yaml cannot be read: {exc}"]
     if changed and not fork:

@@ -2,7 +2,7 @@
 
 Layout (see docs/architecture.md)::
 
-    <run>/config.yaml                 resolved config (changing it needs --fork)
+    <run>/config.yaml                 resolved config (changing a science setting needs --fork)
     <run>/seed/                       generation-0 dataset (dataset.extxyz + artifact.json)
     <run>/gen-000/train/              checkpoint, metrics.csv, artifact.json
     <run>/gen-000/explore/            <walker>.csv, <walker>.extxyz, <walker>.json, artifact.json
@@ -13,21 +13,26 @@ Layout (see docs/architecture.md)::
     <run>/gen-000/generation.json     GenerationRecord
 
 Each step writes `artifact.json` LAST; a step whose artifact exists and validates is
-skipped on rerun (`run_step`).
+skipped on rerun (`integrity.run_step`).
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 
 from eip_al.atomic import atomic_write_text
-from eip_al.config import ALConfig, check_safe_path, config_from_mapping, dump_config
+from eip_al.config import (
+    ALConfig,
+    check_safe_path,
+    config_from_mapping,
+    dump_config,
+    is_execution_field,
+)
 from eip_al.schemas import Artifact, DatasetManifest, StepName
 
 A = TypeVar("A", bound=Artifact)
@@ -94,17 +99,20 @@ class RunDir:
 
     # -- config --------------------------------------------------------------------
     def init(self, cfg: ALConfig, fork: bool = False) -> ALConfig:
-        """Create the run dir with `cfg`, or check `cfg` equals the stored one.
+        """Create the run dir with `cfg`, or check `cfg` against the stored one.
 
-        A changed config under an existing run is refused unless `fork` is true, in which
-        case the old config is kept as config.<timestamp>.yaml and the new one is used.
+        A changed science setting under an existing run is refused unless `fork` is true;
+        a change of execution settings only (`config.EXECUTION_FIELDS`: devices, backend,
+        Slurm, parallelism, flow, generations) is taken as it is. Either way the old config
+        is kept as config.<timestamp>.yaml and the new one is stored.
         """
         check_safe_path(self.root, "run directory")  # job scripts name it
         changed = self.changed_fields(cfg)
-        if changed and not fork:
+        science = [k for k in changed if not is_execution_field(k)]
+        if science and not fork:
             raise RunDirError(
                 f"{self.config_path}: the config differs from the one this run was "
-                f"started with (changed: {', '.join(changed)}). Use a new run directory, "
+                f"started with (changed: {', '.join(science)}). Use a new run directory, "
                 "or pass --fork to continue this run with the new config."
             )
         self.root.mkdir(parents=True, exist_ok=True)
@@ -124,6 +132,10 @@ class RunDir:
             return []
         stored = self.load_config().model_dump(mode="json")
         return _diff_keys(stored, cfg.model_dump(mode="json"))
+
+    def science_changes(self, cfg: ALConfig) -> list[str]:
+        """The changed fields that need --fork (all but the execution settings)."""
+        return [k for k in self.changed_fields(cfg) if not is_execution_field(k)]
 
     def load_config(self) -> ALConfig:
         data = yaml.safe_load(self.config_path.read_text())
@@ -149,28 +161,3 @@ def load_valid(path: Path, cls: type[A]) -> A | None:
         return cls.load(path)
     except ValueError:
         return None
-
-
-def run_step(
-    path: Path, cls: type[A], produce: Callable[[], A], run: RunDir | None = None
-) -> tuple[A, bool]:
-    """Return the valid artifact at `path`, or call `produce()`, write its result, return it.
-
-    The second element is True when the step was skipped (artifact already there). With
-    `run`, a found artifact's payload files are verified (`eip_al.integrity.IntegrityError`
-    on a mismatch) and a produced one records theirs (unless its producer already did).
-    """
-    from eip_al import integrity
-
-    found = load_valid(path, cls)
-    if found is not None:
-        if run is not None:
-            integrity.verify(run, found, path)
-        return found, True
-    result = produce()
-    if not isinstance(result, cls):
-        raise TypeError(f"step producing {path} returned {type(result).__name__}, not {cls.__name__}")
-    if run is not None and not result.files:
-        result = integrity.seal(result, run.root)
-    result.write(path)
-    return result, False

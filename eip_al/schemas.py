@@ -19,8 +19,8 @@ from eip_al.atomic import atomic_write_text
 
 SCHEMA_VERSION = 1
 
-StepName = Literal["train", "explore", "select", "label", "merge", "report"]
-STEPS: tuple[StepName, ...] = ("train", "explore", "select", "label", "merge", "report")
+StepName = Literal["train", "explore", "select", "label", "merge", "audit", "report"]
+STEPS: tuple[StepName, ...] = ("train", "explore", "select", "label", "merge", "audit", "report")
 
 Source = Literal["seed", "md", "udd", "user"]
 FailureClass = Literal[

@@ -7,6 +7,7 @@ file ASE reads (extxyz, CIF, POSCAR, ...) is accepted, with pymatgen as a fallba
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,15 @@ def initial_structure(cfg: SystemConfig) -> Atoms:
         return build_water_box(cfg.n_molecules, cfg.density_g_cm3, seed=cfg.seed)
     assert cfg.structure_file is not None  # guaranteed by SystemConfig's validator
     return load_structure(cfg.structure_file)
+
+
+def is_water(numbers: np.ndarray | Sequence[int]) -> bool:
+    """True for atomic numbers of only O and H, two H per O (water, in any atom order): the
+    one water check of the collapse detector's O–H rule and the report's order parameters."""
+    numbers = np.asarray(numbers)
+    n_o = int(np.count_nonzero(numbers == 8))
+    n_h = int(np.count_nonzero(numbers == 1))
+    return n_o > 0 and n_h == 2 * n_o and n_o + n_h == len(numbers)
 
 
 def is_ordered_water(atoms: Atoms) -> bool:

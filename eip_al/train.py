@@ -34,7 +34,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from eip_al.atomic import atomic_write_bytes, atomic_write_text, sha256_file
-from eip_al.calibrate import CalibrationError, fit_calibration
 from eip_al.config import ALConfig, ConfigError, ModelConfig, TrainConfig
 from eip_al.io import FrameError, frame_id
 from eip_al.metrics import atom_force_error
@@ -60,6 +59,7 @@ from eip_al.model.neighbors import Graph, collate
 from eip_al.progress import PROGRESS_EVERY_S, say
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import TrainingResult, ValidationMetrics
+from eip_al.uq import CalibrationError, fit_calibration
 
 BEST_NAME = "model.pt"
 LAST_NAME = "last.pt"
@@ -423,17 +423,6 @@ def _train_epoch(
     return {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **{k: v / len(order) for k, v in sums.items()}}
 
 
-def split_frames(frames: Sequence[Atoms], where: str) -> dict[str, list[Atoms]]:
-    """Frames by info['split'] (train / valid / test); a frame without a valid split is an error."""
-    out: dict[str, list[Atoms]] = {"train": [], "valid": [], "test": []}
-    for k, atoms in enumerate(frames):
-        split = atoms.info.get("split")
-        if split not in out:
-            raise FrameError(f"{where}: frame {k}: info 'split' is {split!r}, expected train, valid or test")
-        out[split].append(atoms)
-    return out
-
-
 def train_generation(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
     """Train generation `gen` on `run.dataset_for(gen)` ('train' split; early stopping on 'valid').
 
@@ -441,7 +430,7 @@ def train_generation(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
     Writes model.pt, last.pt and metrics.csv into `gen-XXX/train/`; the caller writes
     the returned artifact (e.g. with `run_step`). The 'test' split is never read.
     """
-    from eip_al.data import load_dataset
+    from eip_al.data import load_dataset, split_frames
 
     manifest = run.dataset_for(gen)
     dataset = run.abs(manifest.dataset_extxyz)

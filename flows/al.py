@@ -157,6 +157,11 @@ def merge_task(cfg: ALConfig, run_dir: str, gen: int):
     return pipeline.merge_step(cfg, RunDir(run_dir), gen)
 
 
+@task(name="audit", cache_policy=NONE)
+def audit_task(cfg: ALConfig, run_dir: str, gen: int):
+    return pipeline.audit_step(cfg, RunDir(run_dir), gen)
+
+
 @task(name="report", cache_policy=NONE)
 def report_task(cfg: ALConfig, run_dir: str, gen: int):
     return pipeline.report_step(cfg, RunDir(run_dir), gen)
@@ -174,7 +179,7 @@ def _publish(cfg: ALConfig, run: RunDir, gen: int, report) -> None:
 
 
 def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
-    """train → explore (walkers in parallel) → select → label (jobs in parallel) → merge → report."""
+    """train → explore (walkers in parallel) → select → label (jobs in parallel) → merge → audit → report."""
     run = RunDir(run_dir)
     t0 = time.perf_counter()
     train_task(cfg, run_dir, gen)
@@ -208,6 +213,7 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
         label_all_task(cfg, run_dir, gen)
     label_collect_task(cfg, run_dir, gen)
     merged = merge_task(cfg, run_dir, gen)
+    audit_task(cfg, run_dir, gen)
     report = report_task(cfg, run_dir, gen)
     _publish(cfg, run, gen, report)
     _tell(logging.INFO, "gen %d done in %.0f s: dataset %d frames; report %s", gen,

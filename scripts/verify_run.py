@@ -4,18 +4,18 @@
     python3 scripts/verify_run.py RUN_DIR --compare FILE    # ... and nothing changed since the snapshot
 
 "Finished" means: the config's `generations` (or fewer, when the run stopped as converged)
-each have all six step artifacts valid, no labeling job failed as implausible_forces, and
+each have every step's artifact valid (a recorded-skipped audit has none), no labeling job failed as implausible_forces, and
 the summary exists. Exit 1 with one line per problem otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
+from eip_al.atomic import sha256_file
 from eip_al.pipeline import record_path
 from eip_al.rundir import RunDir, load_valid
 from eip_al.schemas import STEPS, GenerationRecord, LabelingResult
@@ -27,7 +27,9 @@ def problems(run: RunDir) -> list[str]:
     for gen in range(cfg.generations):
         rec = load_valid(record_path(run, gen), GenerationRecord)
         done = {s.step for s in rec.steps if s.status in ("done", "skipped")} if rec else set()
-        missing = [s for s in STEPS if s not in done or not run.artifact_path(gen, s).is_file()]
+        skipped = {s.step for s in rec.steps if s.status == "skipped"} if rec else set()
+        missing = [s for s in STEPS
+                   if s not in done or (s not in skipped and not run.artifact_path(gen, s).is_file())]
         if missing:
             out.append(f"generation {gen}: steps not finished: {', '.join(missing)}")
             continue
@@ -45,7 +47,7 @@ def problems(run: RunDir) -> list[str]:
 def snapshot(run: RunDir) -> dict[str, str]:
     """sha256 of every file in the run directory (a second run must change none)."""
     return {
-        str(p.relative_to(run.root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(run.root)): sha256_file(p)
         for p in sorted(run.root.rglob("*")) if p.is_file()
     }
 

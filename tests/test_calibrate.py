@@ -10,20 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eip_al import calibrate
+from eip_al import audit, stop, uq
 from eip_al.calculator import EIPCalculator
-from eip_al.calibrate import (
-    KAPPA,
-    Calibration,
-    CalibrationError,
-    GenerationSignal,
-    audit,
-    calibration_curve,
-    fit_calibration,
-    label_noise_flags,
-    miscalibration_area,
-    stop_rule,
-)
 from eip_al.config import ALConfig, LabelerConfig, MockLabelerConfig, ModelConfig, TrainConfig
 from eip_al.io import read_frames, write_frames
 from eip_al.label import label_file
@@ -33,7 +21,18 @@ from eip_al.pipeline import stop_reason
 from eip_al.rundir import RunDirError
 from eip_al.schemas import GenerationRecord, SelectionAudit, TrainingResult, ValidationMetrics
 from eip_al.select import R, SelectionRules, select_generation, select_pool
+from eip_al.stop import GenerationSignal, stop_rule
 from eip_al.train import train_model
+from eip_al.uq import (
+    KAPPA,
+    Calibration,
+    CalibrationError,
+    calibration_curve,
+    fit_calibration,
+    label_noise_flags,
+    miscalibration_area,
+    sigma_error_scores,
+)
 from tests.model_fixtures import (
     TINY,
     distorted_water_frames,
@@ -61,7 +60,7 @@ def test_isotonic_recovers_a_known_monotone_relation() -> None:
 
     error = truth(sigma) * rng.gamma(4.0, 0.25, sigma.size)  # noise with mean 1
     cal = fit_calibration(sigma, error)
-    assert cal.method == "isotonic" and 2 <= len(cal.knots_sigma) <= calibrate.ISOTONIC_BINS
+    assert cal.method == "isotonic" and 2 <= len(cal.knots_sigma) <= uq.ISOTONIC_BINS
     grid = np.geomspace(0.04, 0.7, 15)
     np.testing.assert_allclose(cal.apply(grid), truth(grid), rtol=0.08)
     assert np.all(np.diff(cal.apply(np.geomspace(1e-4, 100, 500))) >= 0)  # monotone everywhere
@@ -121,11 +120,11 @@ def test_perfect_ranking_gives_one_and_shuffled_gives_a_half() -> None:
     rng = np.random.default_rng(2)
     err = rng.lognormal(-2.0, 0.8, 20000)
     cfg_err = err.reshape(-1, 20).mean(axis=1)
-    perfect = audit(err, err, cfg_err, cfg_err)
+    perfect = sigma_error_scores(err, err, cfg_err, cfg_err)
     assert perfect["spearman_atom"] == pytest.approx(1.0) and perfect["roc_auc_atom"] == pytest.approx(1.0)
     assert perfect["spearman_config"] == pytest.approx(1.0) and perfect["roc_auc_config"] == pytest.approx(1.0)
     assert perfect["miscalibration_area"] == pytest.approx(0.0, abs=1e-12)  # σ = error exactly
-    shuffled = audit(rng.permutation(err), err)
+    shuffled = sigma_error_scores(rng.permutation(err), err)
     assert abs(shuffled["spearman_atom"]) < 0.03 and shuffled["roc_auc_atom"] == pytest.approx(0.5, abs=0.02)
 
 
@@ -138,7 +137,7 @@ def test_calibration_curve_and_area_on_a_known_miscalibration() -> None:
     assert miscalibration_area(x, y, n) == pytest.approx(sigma.mean())  # mean |2σ − σ|
     error = _maxwell_errors(rng, 2.0 * sigma)
     cal = fit_calibration(sigma, error)
-    out = audit(sigma, error, calibration=cal)
+    out = sigma_error_scores(sigma, error, calibrated_atom=cal.apply(sigma))
     assert out["miscalibration_area_calibrated"] < 0.25 * out["miscalibration_area"]
     assert calibration_curve([np.nan], [1.0])[2].size == 0
 
@@ -157,13 +156,13 @@ def test_label_noise_flags_follow_the_documented_rule() -> None:
 def test_noise_thresholds_use_robust_validation_statistics() -> None:
     v = ValidationMetrics(n_frames=2, energy_mae_per_atom=0, force_mae=0, force_rmse=0, sigma_mean=1e4,
                           aleatoric_mean=15.0)  # a few extrapolating atoms dominate the means
-    legacy = calibrate.noise_thresholds(v, 1.5, 1.2)  # artifacts without robust statistics: the means
+    legacy = uq.noise_thresholds(v, 1.5, 1.2)  # artifacts without robust statistics: the means
     assert (legacy.aleatoric_min, legacy.max_epistemic_ratio) == pytest.approx((22.5, 800.0))
     robust = v.model_copy(update={"aleatoric_median": 0.3, "sigma_median": 0.25, "epistemic_share_p90": 1.4})
-    rule = calibrate.noise_thresholds(robust, 1.5, 1.2)
+    rule = uq.noise_thresholds(robust, 1.5, 1.2)
     assert (rule.aleatoric_min, rule.max_epistemic_ratio) == pytest.approx((0.45, 1.68))
-    assert calibrate.noise_thresholds(robust, None, 1.2) is None  # flags off
-    assert calibrate.noise_thresholds(robust.model_copy(update={"aleatoric_median": 0.0}), 1.5, 1.2) is None
+    assert uq.noise_thresholds(robust, None, 1.2) is None  # flags off
+    assert uq.noise_thresholds(robust.model_copy(update={"aleatoric_median": 0.0}), 1.5, 1.2) is None
 
 
 def test_select_pool_skips_label_noise_candidates_only() -> None:
@@ -201,7 +200,7 @@ def test_stop_decision_on_a_run_directory(tmp_path) -> None:
     cfg.selection.converge_candidate_fraction = 1.0  # every generation passes the candidate test
     errors = []
     for g in (0, 1):
-        aud = calibrate.selection_audit(run, g, synthetic_predictor)
+        aud = audit.selection_audit(run, g, synthetic_predictor)
         assert isinstance(aud, SelectionAudit) and aud.n_frames > 0
         frames = pd.read_csv(run.abs(aud.frames_csv))
         assert aud.force_error_config_mean == pytest.approx(frames["force_error_config"].mean())
@@ -213,10 +212,10 @@ def test_stop_decision_on_a_run_directory(tmp_path) -> None:
         return synthetic_predictor(checkpoint, frames)
 
     cfg.selection.converge_force_error = max(errors) * 1.001
-    d = calibrate.stop_decision(cfg, run, 1, predict=no_model)
+    d = stop.stop_decision(cfg, run, 1, predict=no_model)
     assert d.stop and d.criterion == "force_error+candidate_fraction" and not calls
     cfg.selection.converge_force_error = max(errors) * 0.999
-    assert not calibrate.stop_decision(cfg, run, 1, predict=no_model).stop
+    assert not stop.stop_decision(cfg, run, 1, predict=no_model).stop
     # the pipeline records the criterion (the default predictor is never reached: audits exist)
     cfg.selection.converge_force_error = max(errors) * 1.001
     reason = stop_reason(cfg, run, 1)
@@ -326,7 +325,7 @@ def test_mock_label_noise_raises_aleatoric_sigma_and_gets_flagged(tmp_path, nois
     assert a_noisy.mean() > 1.5 * a_clean.mean(), (a_noisy.mean(), a_clean.mean())
 
     defaults = ALConfig().selection
-    rule = calibrate.noise_thresholds(out.valid, defaults.noise_aleatoric_factor, defaults.noise_max_epistemic_ratio)
+    rule = uq.noise_thresholds(out.valid, defaults.noise_aleatoric_factor, defaults.noise_max_epistemic_ratio)
     assert rule is not None
 
     def flagged(a, e):
@@ -379,7 +378,7 @@ def test_report_shows_both_scales_calibration_curves_and_the_stop_criterion(tmp_
     rep = report_generation(cfg, run, 1, predict=synthetic_predictor)
     n = rep.numbers
     assert n["stop"] == 1 and n["stop_criterion"] == "force_error+candidate_fraction"
-    aud = SelectionAudit.load(run.gen_dir(1) / "audit" / "artifact.json")  # written by the report
+    aud = SelectionAudit.load(run.gen_dir(1) / "audit" / "artifact.json")  # eip_al.audit, for the stop rule
     assert n["fresh_force_error"] == pytest.approx(aud.force_error_config_mean)
     assert n["calibration_method"] == "scale" and n["lo_calibrated"] is None  # select ran without it
     assert n["audit_miscalibration_area"] is not None and n["audit_miscalibration_area_calibrated"] is not None
@@ -387,4 +386,4 @@ def test_report_shows_both_scales_calibration_curves_and_the_stop_criterion(tmp_
     assert "## Convergence" in md and "criterion `force_error+candidate_fraction`" in md
     assert any(f.endswith("calibration.png") for f in rep.figures)
     cfg.selection.converge_force_error = 1e-6  # no realized error passes
-    assert not calibrate.stop_decision(cfg, run, 1, predict=None).stop
+    assert not stop.stop_decision(cfg, run, 1, predict=None).stop

@@ -28,10 +28,10 @@ def test_run_refuses_changed_config_without_fork(tmp_path):
     from eip_al.rundir import RunDir
 
     RunDir(tmp_path / "run").init(load_config(a))
-    a.write_text("name: t\ngenerations: 2\n")
+    a.write_text("name: t\ngenerations: 1\nselection: {n_select: 7}\n")
     res = runner.invoke(app, ["run", str(a), "--run-dir", str(tmp_path / "run")])
     assert res.exit_code == 2
-    assert "--fork" in res.output and "generations" in res.output
+    assert "--fork" in res.output and "selection.n_select" in res.output
 
 
 def test_status_and_missing_run_dir(tmp_path):

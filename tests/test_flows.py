@@ -24,6 +24,7 @@ from eip_al.schemas import (
     GenerationRecord,
     GenerationReport,
     LabelingResult,
+    SelectionAudit,
     SelectionResult,
     TrainingResult,
 )
@@ -73,6 +74,8 @@ def assert_generation_complete(run: RunDir, gen: int, prev_frames: int) -> int:
     assert lab.n_ok + lab.n_failed == sel.n_selected
     man = DatasetManifest.load(run.artifact_path(gen, "merge"))
     assert man.n_frames == prev_frames + lab.n_ok - man.n_duplicates_dropped
+    if lab.n_ok:  # the audit step, before the report: the selecting model on its fresh labels
+        assert SelectionAudit.load(run.artifact_path(gen, "audit")).n_frames == lab.n_ok
     rep = GenerationReport.load(run.artifact_path(gen, "report"))
     assert run.abs(rep.report_html).stat().st_size > 1000
     rec = GenerationRecord.load(run.gen_dir(gen) / "generation.json")

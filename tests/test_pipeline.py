@@ -21,7 +21,7 @@ def test_run_generation_without_prefect(tmp_path):
     assert pipeline.run_generation(cfg, run, 0) is None  # not converged after one generation
     assert_generation_complete(run, 0, seed.n_frames)
     rec = GenerationRecord.load(run.gen_dir(0) / "generation.json")
-    assert [s.step for s in rec.steps] == ["train", "explore", "select", "label", "merge", "report"]
+    assert [s.step for s in rec.steps] == ["train", "explore", "select", "label", "merge", "audit", "report"]
     # a second call redoes nothing: every artifact is already valid
     before = {p: p.stat().st_mtime_ns for p in run.gen_dir(0).glob("*/artifact.json")}
     pipeline.run_generation(cfg, run, 0)

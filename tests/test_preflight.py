@@ -115,9 +115,11 @@ def test_run_dir_checks(tmp_path: Path) -> None:
     from eip_al.rundir import RunDir
 
     RunDir(tmp_path / "run").init(load_config(cfg))
-    changed = config(tmp_path, {"name": "x", "generations": 2})
+    more = config(tmp_path, {"name": "x", "generations": 2})  # an execution setting: no --fork
+    assert preflight(more, tmp_path / "run").problems == []
+    changed = config(tmp_path, {"name": "x", "generations": 1, "selection": {"n_select": 7}})
     problems = preflight(changed, tmp_path / "run").problems
-    assert len(problems) == 1 and "changed: generations" in problems[0] and "--fork" in problems[0]
+    assert len(problems) == 1 and "changed: selection.n_select" in problems[0] and "--fork" in problems[0]
     assert preflight(changed, tmp_path / "run", fork=True).problems == []
     (tmp_path / "file").write_text("")
     assert "is not a directory" in preflight(cfg, tmp_path / "file").problems[0]

@@ -338,7 +338,7 @@ def test_report_builds_from_partial_and_damaged_steps(tmp_path):
     assert set(rep.numbers["missing_steps"].split(", ")) == {"explore", "select", "label", "merge"}
     status = pd.read_csv(run.step_dir(0, "report") / "steps.csv").set_index("step")["status"]
     assert status.to_dict() == {"train": "done", "explore": "missing", "select": "invalid",
-                                "label": "missing", "merge": "missing"}
+                                "label": "missing", "merge": "missing", "audit": "not run"}
     assert rep.numbers["n_walkers"] == 4 and "frac_candidate" not in rep.numbers
     assert "energy_sigma.png" in {Path(f).name for f in rep.figures}
 
@@ -360,20 +360,20 @@ def test_report_run_rejects_unknown_generation_and_non_run_dir(tmp_path):
         report_run(RunDir(tmp_path / "nothing"))
 
 
-def test_predict_for_audit_runs_a_real_checkpoint(tmp_path):
+def test_predict_checkpoint_runs_a_real_checkpoint(tmp_path):
     """The audit's one model call works on an eIP checkpoint and feeds `audit_arrays`."""
     from model_fixtures import tiny_model
 
+    from eip_al.audit import audit_arrays, audit_metrics, predict_checkpoint
     from eip_al.io import attach_labels
     from eip_al.model.checkpoint import save_checkpoint
-    from eip_al.report import audit_arrays, audit_metrics, predict_for_audit
 
     ckpt = save_checkpoint(tmp_path / "model.pt", tiny_model())
     rng = np.random.default_rng(5)
     frames = [water_box(np.full(8, 104.5), rng.normal(0.97, 0.03, (8, 2)), rng) for _ in range(3)]
     for a in frames:
         attach_labels(a, -100.0, rng.normal(size=(len(a), 3)))
-    preds = predict_for_audit(ckpt, frames)
+    preds = predict_checkpoint(ckpt, frames)
     m = audit_metrics(audit_arrays(frames, preds))
     assert m["n_frames"] == 3 and m["n_atoms"] == 72 and np.isfinite(m["force_mae"])
     for p in preds:

@@ -6,7 +6,8 @@ import pytest
 
 from eip_al.atomic import atomic_write_text
 from eip_al.config import config_from_mapping
-from eip_al.rundir import RunDir, RunDirError, load_valid, run_step
+from eip_al.integrity import run_step
+from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import DatasetManifest, TheoryFingerprint
 
 
@@ -67,17 +68,47 @@ def test_run_step_failure_writes_nothing(tmp_path):
 
 def test_config_change_refused_then_forked(tmp_path):
     run = RunDir(tmp_path / "run")
-    cfg = config_from_mapping({"name": "t", "generations": 2})
+    cfg = config_from_mapping({"name": "t", "selection": {"n_select": 10}})
     run.init(cfg)
     run.init(cfg)  # same config: fine
-    changed = config_from_mapping({"name": "t", "generations": 3})
-    with pytest.raises(RunDirError, match="generations"):
+    changed = config_from_mapping({"name": "t", "selection": {"n_select": 20}})
+    with pytest.raises(RunDirError, match="selection.n_select"):
         run.init(changed)
-    assert run.load_config().generations == 2
+    assert run.load_config().selection.n_select == 10
     run.init(changed, fork=True)
-    assert run.load_config().generations == 3
+    assert run.load_config().selection.n_select == 20
     backups = [f for f in os.listdir(run.root) if f.startswith("config.") and f != "config.yaml"]
     assert len(backups) == 1
+
+
+def test_execution_change_needs_no_fork_science_change_does(tmp_path):
+    """generations, flow, backend, Slurm, parallelism and devices are execution settings:
+    an existing run takes them without --fork; a science change in the same config is refused."""
+    run = RunDir(tmp_path / "run")
+    run.init(config_from_mapping({"name": "t", "generations": 2}))
+    execution = {
+        "name": "t", "generations": 5, "flow": {"max_workers": 8},
+        "labeler": {"backend": "slurm", "n_parallel": 4, "slurm": {"partition": "gpu"}},
+        "train": {"device": "cpu"}, "explore": {"device": "cpu"},
+    }
+    run.init(config_from_mapping(execution))
+    stored = run.load_config()
+    assert (stored.generations, stored.flow.max_workers, stored.labeler.backend) == (5, 8, "slurm")
+    science = {**execution, "selection": {"hi": 2.0}}
+    assert run.science_changes(config_from_mapping(science)) == ["selection.hi"]
+    with pytest.raises(RunDirError, match=r"changed: selection\.hi\)"):
+        run.init(config_from_mapping(science))
+    assert run.load_config().selection.hi == 1.0
+
+
+def test_execution_fields_name_real_config_fields():
+    from eip_al.config import EXECUTION_FIELDS, ALConfig
+
+    for dotted in EXECUTION_FIELDS:
+        model = ALConfig
+        for part in dotted.split("."):
+            assert part in model.model_fields, dotted
+            model = model.model_fields[part].annotation
 
 
 def test_paths_are_relative(tmp_path):

@@ -30,10 +30,10 @@ from eip_al.select import (
     CANDIDATE,
     FAILED,
     REASONS,
+    SelectionModel,
     SelectionRules,
     adaptive_lo,
     classify_bands,
-    convergence,
     dataset_frame_ids,
     farthest_point_sampling,
     frame_descriptors,
@@ -43,6 +43,7 @@ from eip_al.select import (
     unphysical_reason,
     validation_sigma,
 )
+from eip_al.stop import convergence
 
 LO, HI = 0.1, 1.0
 
@@ -260,11 +261,12 @@ def test_adaptive_lo_from_injected_sigma():
 def test_resolve_lo_source(tmp_path):
     run = RunDir(tmp_path)
     cfg = ALConfig()
-    assert resolve_lo(cfg, run, 0) == (cfg.selection.lo, "config")
+    model = SelectionModel(cfg, run, 0)
+    assert resolve_lo(cfg.selection, model) == (cfg.selection.lo, "config")
     cfg.selection.lo_quantile = 0.5
-    lo, src = resolve_lo(cfg, run, 0, lambda c, r, g: np.array([0.02, 0.04, 0.06]))
+    lo, src = resolve_lo(cfg.selection, model, lambda m: np.array([0.02, 0.04, 0.06]))
     assert (lo, src) == (pytest.approx(0.04), "adaptive")
-    assert resolve_lo(cfg, run, 0, lambda c, r, g: None) == (cfg.selection.lo, "config")
+    assert resolve_lo(cfg.selection, model, lambda m: None) == (cfg.selection.lo, "config")
 
 
 # ---------------------------------------------------------------- convergence
@@ -506,7 +508,7 @@ def test_select_generation_adaptive_lo_and_fps(tmp_path):
     cfg.selection.diversity = "fps"
     seen: list[int] = []
 
-    def descriptors(c, r, g, frames):
+    def descriptors(m, frames):
         seen.append(len(frames))
         # feature = walker index: FPS must take one frame from each walker
         return np.array([[0.0 if f.info["walker"].startswith("md") else 5.0] for f in frames])
@@ -515,7 +517,7 @@ def test_select_generation_adaptive_lo_and_fps(tmp_path):
         cfg,
         run,
         0,
-        valid_sigma_fn=lambda c, r, g: np.array([0.3, 0.4, 0.5]),
+        valid_sigma_fn=lambda m: np.array([0.3, 0.4, 0.5]),
         descriptor_fn=descriptors,
     )
     assert res.lo_source == "adaptive" and res.lo == pytest.approx(0.4)
@@ -577,10 +579,16 @@ def test_number_like_strings_survive_extxyz(tmp_path):
     assert list(res.per_walker) == ["000123"]
 
 
-def test_validation_sigma_and_descriptors_from_a_real_checkpoint(tmp_path):
+def test_validation_sigma_and_descriptors_from_a_real_checkpoint(tmp_path, monkeypatch):
+    """Adaptive lo, FPS descriptors and the calibration share one read of the checkpoint."""
+    import eip_al.model.checkpoint as checkpoint
     from eip_al.calculator import EIPCalculator
     from eip_al.model import save_checkpoint
     from tests.model_fixtures import tiny_model, water_box
+
+    reads = []
+    read_payload = checkpoint.read_payload
+    monkeypatch.setattr(checkpoint, "read_payload", lambda path: reads.append(path) or read_payload(path))
 
     run = RunDir(tmp_path)
     ckpt = save_checkpoint(run.step_dir(0, "train") / "model.pt", tiny_model(1))
@@ -610,14 +618,18 @@ def test_validation_sigma_and_descriptors_from_a_real_checkpoint(tmp_path):
     cfg = ALConfig()
     cfg.explore.device = "cpu"
 
-    sigma = validation_sigma(cfg, run, 0)
+    model = SelectionModel(cfg, run, 0)
+    sigma = validation_sigma(model)
+    assert len(reads) == 1
     calc = EIPCalculator(ckpt, "cpu")
     expected = [float(np.mean(calc.get_property("uncertainty", frames[i].copy()))) for i in (1, 3)]
     assert np.allclose(sigma, expected, rtol=1e-6)
 
-    feats = frame_descriptors(cfg, run, 0, frames[:3])
+    feats = frame_descriptors(model, frames[:3])
     assert feats.shape[0] == 3 and feats.ndim == 2 and np.all(np.isfinite(feats))
     assert not np.allclose(feats[0], feats[1])
+    assert model.calibration() is None  # a model saved without one
+    assert len(reads) == 2  # the model's one read for all three, and the test's own calculator
 
 
 def test_dataset_frame_ids_fast_path_and_fallback(tmp_path):

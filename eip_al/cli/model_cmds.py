@@ -52,7 +52,7 @@ def _refuse_non_finite(preds: list[dict], where: Path) -> None:
 
 def _split_for_training(frames: list[Atoms], data: Path, cfg: ALConfig) -> tuple[list[Atoms], list[Atoms]]:
     """Use the frames' own train/valid split when they carry one, else a seeded random split."""
-    from eip_al.train import split_frames
+    from eip_al.data import split_frames
 
     if any("split" in a.info for a in frames):
         parts = split_frames(frames, str(data))

@@ -45,7 +45,7 @@ def schema(
 @app.command()
 @user_errors
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Per-generation table: steps done (Train Explore Select Label Merge Report; ✗: a file the
+    """Per-generation table: steps done (Train Explore Select Label Merge Audit Report; ✗: a file the
     step wrote has changed since), dataset size after merge, validation force MAE and median σ
     (eV/Å; a few extrapolating atoms can make the mean meaningless), candidate fraction,
     selected, failed labels. Exits 1 when a payload file differs from its artifact's record."""
@@ -55,7 +55,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     if not run.config_path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
     table = Table(title=f"run {run.root}")
-    steps_header = " ".join(s[0].upper() for s in STEPS)  # T E S L M R
+    steps_header = " ".join(s[0].upper() for s in STEPS)  # T E S L M A R
     for col in ("gen", steps_header, "frames", "F-MAE", "σ median", "cand.", "sel.", "fail"):
         table.add_column(col, no_wrap=True)
     problems = run_problems(run, f"eip-al run {run.config_path} --run-dir {run.root}")

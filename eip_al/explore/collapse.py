@@ -20,17 +20,10 @@ from ase import Atoms
 
 from eip_al.config import CollapseConfig
 from eip_al.screening import PairChecker, PairScreen, build_screen
+from eip_al.systems import is_water
 
 REASONS = ("non_finite", "max_force", "min_distance", "molecule_broken", "temperature")
 """Prefixes of collapse reasons (`<prefix>: <detail>`), for grouping in reports."""
-
-
-def is_pure_water(numbers: np.ndarray) -> bool:
-    """True if the species are only O and H in a 1:2 ratio (the O–H check applies)."""
-    numbers = np.asarray(numbers)
-    n_o = int(np.count_nonzero(numbers == 8))
-    n_h = int(np.count_nonzero(numbers == 1))
-    return n_o > 0 and n_h == 2 * n_o and n_o + n_h == len(numbers)
 
 
 class CollapseDetector:
@@ -50,7 +43,7 @@ class CollapseDetector:
         self.pairs = PairChecker(screen or build_screen(cfg, atoms.numbers), atoms, skin=skin)
         self.max_temperature_K = cfg.max_temperature_factor * float(target_temperature_K)
         numbers = np.asarray(atoms.numbers)
-        self.water = cfg.max_oh_bond is not None and is_pure_water(numbers)
+        self.water = cfg.max_oh_bond is not None and is_water(numbers)
         self.is_h = numbers == 1
         self.is_o = numbers == 8
         self.pbc = [bool(p) for p in atoms.pbc]

@@ -46,9 +46,10 @@ from eip_al.calculator import EIPCalculator
 from eip_al.config import ALConfig, CollapseConfig, WalkerConfig
 from eip_al.explore.collapse import CollapseDetector
 from eip_al.explore.udd import UDDCalculator, scale_amplitude
+from eip_al.integrity import run_step
 from eip_al.io import frame_id, read_frames
 from eip_al.progress import PROGRESS_EVERY_S, say
-from eip_al.rundir import RunDir, RunDirError, load_valid, run_step
+from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import ExplorationResult, ExplorationSummary, TrainingResult
 from eip_al.screening import PairScreen, screen_for_run
 

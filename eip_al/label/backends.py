@@ -32,12 +32,12 @@ from pathlib import Path
 
 from eip_al.atomic import atomic_write_text
 from eip_al.config import ConfigError, SlurmConfig, check_safe_path
+from eip_al.label.base import packaged_template
 from eip_al.label.parse import STATUS_NAME, read_status
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SLURM_TEMPLATE = REPO_ROOT / "templates" / "slurm" / "array.sh"
+SLURM_TEMPLATE = packaged_template("slurm", "array.sh")
 MAX_ARRAY = 1000  # tasks per array (Slurm's default MaxArraySize is 1001)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,23 @@ def import_object(path: str, field: str) -> Any:
     except AttributeError:
         raise ConfigError(f"{field}: cannot import {path!r}: module {module!r} has no {qualname!r}") from None
     return found
+
+
+def packaged_template(*parts: str) -> Path:
+    """A template shipped in the package (`eip_al/templates/...`, package data); the
+    checkout's top-level `templates/` links to the same files."""
+    return Path(str(files("eip_al").joinpath("templates", *parts)))
+
+
+def template_path(path: Path | str) -> Path:
+    """`path` where it exists (absolute, or relative to the working directory); else, for a
+    relative `templates/...` path, the copy shipped in the package (an installed eip-al
+    run outside the checkout)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute() or not p.parts or p.parts[0] != "templates":
+        return p
+    shipped = packaged_template(*p.parts[1:])
+    return shipped if shipped.exists() else p
 
 
 @dataclass

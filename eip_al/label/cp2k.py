@@ -53,7 +53,7 @@ from eip_al.atomic import atomic_write_bytes, atomic_write_text
 from eip_al.config import ConfigError, CP2KConfig
 from eip_al.io import FrameError
 from eip_al.label.backends import job_script_text, run_scripts_local
-from eip_al.label.base import JobResult, Labeler
+from eip_al.label.base import JobResult, Labeler, template_path
 from eip_al.label.parse import OUTPUT_NAME, STATUS_NAME, parse_attempt, read_status
 from eip_al.schemas import TheoryFingerprint
 
@@ -63,7 +63,6 @@ INPUT_NAME = "input.inp"
 SCRIPT_NAME = "run.sh"
 RETRY_DIR = "retry-1"
 PROJECT = "cp2k"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 UNITS = "ase.units CODATA2014 (Hartree, Bohr)"
 
 # schema elements that only carry documentation: dropped from the cached copy (faster to load)
@@ -236,9 +235,7 @@ def _template_path(cfg: CP2KConfig) -> tuple[Path, bool]:
         if not path.exists():
             raise CP2KInputError(f"labeler.cp2k.user_input: {path} not found")
         return path, True
-    path = Path(cfg.template)
-    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
-        path = REPO_ROOT / path
+    path = template_path(cfg.template)
     if not path.exists():
         raise CP2KInputError(f"labeler.cp2k.template: {cfg.template} not found")
     return path, False

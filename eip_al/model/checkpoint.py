@@ -17,6 +17,7 @@ from eip_al.atomic import atomic_write_bytes
 from eip_al.config import ConfigError
 from eip_al.model.eip import EIPModel, ModelSpec
 from eip_al.model.errors import CheckpointError
+from eip_al.uq import Calibration, calibration_from_meta
 
 FORMAT = "eip-al-model"
 FORMAT_VERSION = 1
@@ -75,6 +76,11 @@ def read_payload(path: Path | str) -> dict[str, Any]:
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
     return payload
+
+
+def load_calibration(checkpoint: Path | str) -> Calibration | None:
+    """The calibration of a checkpoint file (reads the payload, builds no model)."""
+    return calibration_from_meta(read_payload(checkpoint), str(checkpoint))
 
 
 def model_from_payload(payload: dict[str, Any], path: Path | str) -> EIPModel:

@@ -13,11 +13,11 @@ import torch
 from ase import Atoms
 from rich.progress import Progress
 
-from eip_al.calibrate import calibration_curve, miscalibration_area
-from eip_al.metrics import atom_force_error, force_errors, uq_metrics
+from eip_al.metrics import atom_force_error, force_errors
 from eip_al.model.eip import EIPModel
 from eip_al.model.neighbors import Graph, SpeciesMap, collate, frame_graph
 from eip_al.schemas import ValidationMetrics
+from eip_al.uq import sigma_error_scores
 
 PREDICTION_KEYS = (
     "energy",
@@ -110,14 +110,10 @@ def evaluation_metrics(
     )
     err_config = np.array([e.mean() for e in np.split(err_atom, np.cumsum(n_atoms)[:-1])])
     sig_config = np.array([float(p["config_uncertainty"]) for p in predictions])
-    atom_uq = uq_metrics(sig_atom, err_atom)
-    config_uq = uq_metrics(sig_config, err_config)
     fe = force_errors(f_pred, f_ref)
-    miscal = miscalibration_area(*calibration_curve(sig_atom, err_atom))
-    miscal_cal = None
-    if all("calibrated_uncertainty" in p for p in predictions):
-        cal_atom = np.concatenate([np.asarray(p["calibrated_uncertainty"]) for p in predictions])
-        miscal_cal = miscalibration_area(*calibration_curve(cal_atom, err_atom))
+    cal_atom = (np.concatenate([np.asarray(p["calibrated_uncertainty"]) for p in predictions])
+                if all("calibrated_uncertainty" in p for p in predictions) else None)
+    scores = sigma_error_scores(sig_atom, err_atom, sig_config, err_config, cal_atom)
     return ValidationMetrics(
         n_frames=len(frames),
         energy_mae_per_atom=float(np.mean(e_err / n_atoms)),
@@ -128,12 +124,7 @@ def evaluation_metrics(
         sigma_median=float(np.median(sig_atom)),
         aleatoric_median=float(np.median(alea_atom)),
         epistemic_share_p90=_share_p90(sig_atom, alea_atom),
-        spearman_atom=atom_uq["spearman"],
-        roc_auc_atom=atom_uq["roc_auc"],
-        spearman_config=config_uq["spearman"],
-        roc_auc_config=config_uq["roc_auc"],
-        miscalibration_area=miscal,
-        miscalibration_area_calibrated=miscal_cal,
+        **scores,
     )
 
 

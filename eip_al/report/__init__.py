@@ -7,21 +7,11 @@ Prefect). Definitions and figure guide: docs/report.md.
 """
 
 from eip_al.report.diversity import config_entropy, water_order_parameters
-from eip_al.report.generation import (
-    Predictor,
-    audit_arrays,
-    audit_metrics,
-    predict_for_audit,
-    report_generation,
-)
+from eip_al.report.generation import report_generation
 from eip_al.report.summary import prefect_summary, report_run, run_summary
 
 __all__ = [
-    "Predictor",
-    "audit_arrays",
-    "audit_metrics",
     "config_entropy",
-    "predict_for_audit",
     "prefect_summary",
     "report_generation",
     "report_run",

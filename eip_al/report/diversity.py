@@ -18,6 +18,8 @@ import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
 
+from eip_al.systems import is_water
+
 
 def config_entropy(
     x: np.ndarray,
@@ -54,13 +56,6 @@ def in_ranges(
     return (x >= x_range[0]) & (x <= x_range[1]) & (y >= y_range[0]) & (y <= y_range[1])
 
 
-def is_water(atoms: Atoms) -> bool:
-    """True for frames made only of H and O with two H per O (a water box)."""
-    symbols = atoms.get_chemical_symbols()
-    n_o, n_h = symbols.count("O"), symbols.count("H")
-    return n_o > 0 and n_o + n_h == len(symbols) and n_h == 2 * n_o
-
-
 @dataclass
 class WaterOrderParameters:
     """Per O–H bond samples of one or more frames (angle in degrees, bond in Å)."""
@@ -80,7 +75,7 @@ def water_order_parameters(frames: Sequence[Atoms]) -> WaterOrderParameters:
     bonds: list[np.ndarray] = []
     skipped = 0
     for i, atoms in enumerate(frames):
-        if not is_water(atoms):
+        if not is_water(atoms.numbers):
             raise ValueError(f"frame {i}: not a water frame (needs only H and O, two H per O)")
         symbols = np.array(atoms.get_chemical_symbols())
         o_idx, h_idx = np.flatnonzero(symbols == "O"), np.flatnonzero(symbols == "H")

@@ -16,9 +16,10 @@ from typing import Any
 import pandas as pd
 
 from eip_al.atomic import atomic_write_text
+from eip_al.audit import Predictor, predict_checkpoint
 from eip_al.integrity import seal
 from eip_al.report import figures
-from eip_al.report.generation import Predictor, predict_for_audit, report_generation
+from eip_al.report.generation import report_generation
 from eip_al.report.render import ReportWriter, format_value
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import GenerationReport
@@ -137,7 +138,7 @@ def run_summary(run: RunDir) -> pd.DataFrame:
 
 
 def report_run(
-    run: RunDir, gens: list[int] | None = None, *, predict: Predictor | None = predict_for_audit
+    run: RunDir, gens: list[int] | None = None, *, predict: Predictor | None = predict_checkpoint
 ) -> list[GenerationReport]:
     """Rebuild the reports of `gens` (default: every generation), write their artifacts, then the summary."""
     if not run.config_path.exists():

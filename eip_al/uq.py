@@ -1,4 +1,5 @@
-"""Calibrated uncertainty: σ → expected force error (eV/Å), audits, label-noise flags, stop rule.
+"""Uncertainty quantification, pure numpy: σ → expected force error, calibration curves,
+the one σ-vs-error scoring function, label-noise flags.
 
 Definitions (docs/calibration.md, docs/eip-method §3–§4):
 
@@ -8,40 +9,32 @@ Definitions (docs/calibration.md, docs/eip-method §3–§4):
   fitted on validation data by isotonic regression (monotone, no shape assumed) or, when
   there are too few samples, by a single scale factor (mean error over mean σ).
   The calibrated configuration uncertainty is mean_i apply(σ_i): the expected mean
-  per-atom force error of the frame, the same quantity the convergence rule measures.
+  per-atom force error of the frame, the same quantity the stop rule measures.
 * calibration curve: equal-count bins of a predicted error (σ or its calibrated value),
   mean realized error per bin; miscalibration area: the count-weighted mean |gap| between
   that curve and the diagonal (eV/Å; 0 = every bin's mean error equals its prediction).
+* `sigma_error_scores`: every σ-vs-error number (Spearman, ROC-AUC, miscalibration area)
+  that validation, the selection audit and the report show, computed here only.
 
-Pure numpy here, plus the run-directory glue for the selection audit and the stop rule.
+No model, no run directory: everything above this layer (model, select, audit, report)
+may import it; it imports only `atomic`, `metrics` and `schemas`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 from ase import Atoms
 from pydantic import Field, model_validator
 from scipy.optimize import isotonic_regression
 
-from eip_al.atomic import atomic_path, atomic_write_text
-from eip_al.metrics import atom_force_error, uq_metrics
-from eip_al.schemas import (
-    SelectionAudit,
-    SelectionResult,
-    Strict,
-    TrainingResult,
-    ValidationMetrics,
-)
-
-log = logging.getLogger(__name__)
+from eip_al.atomic import atomic_write_text
+from eip_al.metrics import uq_metrics
+from eip_al.schemas import Strict, ValidationMetrics
 
 # E‖x‖ / sqrt(E‖x‖²) for an isotropic 3-D Gaussian x (mean of a Maxwell distribution
 # over its RMS): the expected error norm of Gaussian errors with RMS c·σ is KAPPA·c·σ.
@@ -50,9 +43,6 @@ MIN_ISOTONIC_SAMPLES = 200  # fewer (σ, error) pairs than this: fit a scale fac
 MIN_SCALE_SAMPLES = 3
 ISOTONIC_BINS = 50  # at most this many equal-count bins (knots) for the isotonic map
 MIN_PER_BIN = 5
-
-Predictor = Callable[[Path, list[Atoms]], list[dict[str, Any]]]
-
 
 class CalibrationError(ValueError):
     """Calibration cannot be fitted or used (too few or invalid samples, bad stored map)."""
@@ -246,17 +236,20 @@ def miscalibration_area(bin_predicted: np.ndarray, bin_error: np.ndarray, counts
     return float(np.sum(w * gap) / w.sum())
 
 
-def audit(
+def sigma_error_scores(
     sigma_atom: np.ndarray,
     err_atom: np.ndarray,
     sigma_config: np.ndarray | None = None,
     err_config: np.ndarray | None = None,
-    calibration: Calibration | None = None,
+    calibrated_atom: np.ndarray | None = None,
     n_bins: int = 10,
 ) -> dict[str, float | None]:
-    """Did σ rank and size the errors? Spearman and ROC-AUC (eip_al.metrics, top 20 % errors
-    are bad) per atom and per configuration, and the miscalibration area of raw σ and, with
-    a calibration, of the calibrated expected error (per atom)."""
+    """Did σ rank and size the errors? The one σ-vs-error scoring of validation, audit and report.
+
+    Spearman and ROC-AUC (eip_al.metrics, top 20 % errors are bad) per atom and, given the
+    per-configuration arrays, per configuration; the miscalibration area of raw σ and, given
+    the calibrated expected error per atom (non-empty), of that.
+    """
     atom = uq_metrics(sigma_atom, err_atom)
     out: dict[str, float | None] = {"spearman_atom": atom["spearman"], "roc_auc_atom": atom["roc_auc"],
                                     "spearman_config": None, "roc_auc_config": None}
@@ -265,8 +258,8 @@ def audit(
         out.update(spearman_config=conf["spearman"], roc_auc_config=conf["roc_auc"])
     out["miscalibration_area"] = miscalibration_area(*calibration_curve(sigma_atom, err_atom, n_bins))
     out["miscalibration_area_calibrated"] = (
-        miscalibration_area(*calibration_curve(calibration.apply(sigma_atom), err_atom, n_bins))
-        if calibration is not None else None
+        miscalibration_area(*calibration_curve(calibrated_atom, err_atom, n_bins))
+        if calibrated_atom is not None and np.size(calibrated_atom) else None
     )
     return out
 
@@ -331,196 +324,7 @@ def frame_aleatoric(atoms: Atoms) -> float:
     return float(np.mean(np.linalg.norm(np.asarray(comps, float).reshape(len(atoms), 3), axis=1)))
 
 
-# ============================================================================ checkpoints
 def calibration_from_meta(meta: dict[str, Any], where: str) -> Calibration | None:
     """The calibration stored in a checkpoint's `extra` metadata (None if it has none)."""
     data = (meta.get("extra") or {}).get("calibration")
     return None if data is None else Calibration.from_dict(data, where)
-
-
-def load_calibration(checkpoint: Path) -> Calibration | None:
-    """The calibration of a checkpoint file (reads the payload, builds no model)."""
-    from eip_al.model.checkpoint import read_payload
-
-    return calibration_from_meta(read_payload(checkpoint), str(checkpoint))
-
-
-# ============================================================================ selection audit
-def audit_dir(run: Any, gen: int) -> Path:
-    """`gen-XXX/audit/`: the selection audit of generation `gen` (artifact.json, frames.csv)."""
-    return run.gen_dir(gen) / "audit"
-
-
-def selection_audit_from_predictions(
-    run: Any,
-    gen: int,
-    training: TrainingResult,
-    labeled_rel: str,
-    frames: list[Atoms],
-    preds: Sequence[dict[str, Any]],
-    calibration: Calibration | None,
-) -> SelectionAudit:
-    """The audit of freshly labeled frames against the model that selected them; writes frames.csv."""
-    if len(frames) != len(preds) or not frames:
-        raise ValueError(f"need equally many frames and predictions (got {len(frames)}, {len(preds)})")
-    sig, err, f_sig, f_err, f_cal = [], [], [], [], []
-    for atoms, p in zip(frames, preds, strict=True):
-        e = atom_force_error(np.asarray(p["forces"], float), atoms.get_forces())
-        s = np.asarray(p["uncertainty"], float)
-        sig.append(s)
-        err.append(e)
-        f_sig.append(float(s.mean()))
-        f_err.append(float(e.mean()))
-        f_cal.append(float(calibration.apply(s).mean()) if calibration is not None else math.nan)
-    s_atom, e_atom = np.concatenate(sig), np.concatenate(err)
-    fe, fc = np.array(f_err), np.array(f_cal)
-    m = audit(s_atom, e_atom, np.array(f_sig), fe, calibration)
-    out = audit_dir(run, gen)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "frames.csv"
-    table = pd.DataFrame({
-        "frame_id": [a.info.get("frame_id") for a in frames], "walker": [a.info.get("walker") for a in frames],
-        "sigma_config": f_sig, "calibrated_config": fc, "force_error_config": fe,
-    })
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False)
-    return SelectionAudit(
-        generation=gen, checkpoint=training.checkpoint, labeled_extxyz=labeled_rel,
-        n_frames=len(frames), n_atoms=int(s_atom.size), frames_csv=run.rel(csv_path),
-        force_error_config_mean=float(fe.mean()), force_error_config_max=float(fe.max()),
-        sigma_config_mean=float(np.mean(f_sig)),
-        calibrated_config_mean=float(fc.mean()) if calibration is not None else None,
-        **m,
-    )
-
-
-def _default_predict(checkpoint: Path, frames: list[Atoms]) -> list[dict[str, Any]]:
-    from eip_al.calculator import EIPCalculator
-
-    return EIPCalculator(checkpoint, device="cpu").predict_frames(frames)
-
-
-def selection_audit(
-    run: Any, gen: int, predict: Predictor | None = _default_predict
-) -> SelectionAudit | None:
-    """Generation `gen`'s selection audit: the valid artifact, else computed and written.
-
-    None when it cannot exist: no training or labeling result, nothing labeled, or no
-    predictor. The model is the generation's own checkpoint (the one that selected).
-    """
-    from eip_al import integrity
-    from eip_al.io import read_frames
-    from eip_al.rundir import ARTIFACT_NAME, load_valid
-    from eip_al.schemas import LabelingResult
-
-    path = audit_dir(run, gen) / ARTIFACT_NAME
-    found = load_valid(path, SelectionAudit)
-    if found is not None:
-        return found
-    training = load_valid(run.artifact_path(gen, "train"), TrainingResult)
-    labeling = load_valid(run.artifact_path(gen, "label"), LabelingResult)
-    if training is None or labeling is None or labeling.n_ok == 0 or predict is None:
-        return None
-    labeled = run.abs(labeling.labeled_extxyz)
-    if not labeled.is_file() or labeled.stat().st_size == 0:
-        return None
-    frames = read_frames(labeled, require_cell=False)
-    checkpoint = run.abs(training.checkpoint)
-    preds = predict(checkpoint, frames)
-    try:
-        calibration = load_calibration(checkpoint)
-    except Exception as exc:  # a stand-in checkpoint (tests) or an unreadable one: audit raw σ only
-        log.warning("%s: no calibration (%s); auditing raw σ only", checkpoint, exc)
-        calibration = None
-    result = selection_audit_from_predictions(run, gen, training, labeling.labeled_extxyz, frames, preds,
-                                              calibration)
-    result = integrity.seal(result, run.root)
-    result.write(path)
-    return result
-
-
-# ============================================================================ stop rule
-@dataclass(frozen=True)
-class GenerationSignal:
-    """What the stop rule needs from one generation."""
-
-    generation: int
-    candidate_ok: bool  # select.convergence's per-generation condition
-    candidate_text: str
-    force_error: float | None  # mean per-config force error of the fresh labels (None: none)
-    n_fresh: int = 0
-
-
-@dataclass(frozen=True)
-class StopDecision:
-    stop: bool
-    criterion: str | None  # "candidate_fraction" | "force_error+candidate_fraction"
-    reason: str | None
-    rows: tuple[dict[str, Any], ...] = ()  # one per generation of the window, for reports
-
-
-def stop_rule(
-    signals: Sequence[GenerationSignal | None], k: int, force_tol: float | None
-) -> StopDecision:
-    """Stop when each of the last `k` generations (`signals` ends with the current one) meets
-    the candidate-fraction condition and, if `force_tol` is set, has fresh labels whose mean
-    per-config force error is below `force_tol` (eV/Å). A missing generation, or one with
-    no fresh labels while `force_tol` is set, breaks the streak."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    window = list(signals)[-k:]
-    criterion = "candidate_fraction" if force_tol is None else "force_error+candidate_fraction"
-    rows = []
-    for s in window:
-        if s is None:
-            continue
-        err_ok = None if force_tol is None else (s.force_error is not None and s.force_error < force_tol)
-        rows.append({"generation": s.generation, "candidate_ok": s.candidate_ok, "force_error": s.force_error,
-                     "n_fresh": s.n_fresh, "force_error_ok": err_ok})
-    ok = len(window) == k and all(s is not None for s in window) and all(
-        r["candidate_ok"] and r["force_error_ok"] is not False for r in rows
-    )
-    if not ok:
-        return StopDecision(False, None, None, tuple(rows))
-    parts = [s.candidate_text + (f", fresh force error {s.force_error:.4g} eV/Å" if force_tol is not None else "")
-             for s in window]  # type: ignore[union-attr]
-    head = f"{k} consecutive generation(s) below candidate fraction limit"
-    if force_tol is not None:
-        head += f" with fresh-label force error below {force_tol:g} eV/Å"
-    return StopDecision(True, criterion, f"{head}: " + "; ".join(parts), tuple(rows))
-
-
-def stop_decision(cfg: Any, run: Any, gen: int, predict: Predictor | None = _default_predict) -> StopDecision:
-    """The stop rule on the run directory for generation `gen` (see `stop_rule`).
-
-    Without `selection.converge_force_error` this is exactly the selection step's
-    candidate-fraction signal (`SelectionResult.converged`). With it, the selection audit of
-    each generation of the window is read or computed (`selection_audit`).
-    """
-    from eip_al.rundir import load_valid
-    from eip_al.select import convergence
-
-    sel_cfg = cfg.selection
-    k, tol = sel_cfg.converge_generations, sel_cfg.converge_force_error
-    current = load_valid(run.artifact_path(gen, "select"), SelectionResult)
-    if tol is None:
-        if current is not None and current.converged:
-            return StopDecision(True, "candidate_fraction",
-                                current.converged_reason or "candidate fraction below its limit")
-        return StopDecision(False, None, None)
-    signals: list[GenerationSignal | None] = []
-    for g in range(max(0, gen - k + 1), gen + 1):
-        sel = current if g == gen else load_valid(run.artifact_path(g, "select"), SelectionResult)
-        if sel is None:
-            signals.append(None)
-            continue
-        quiet, _ = convergence([sel], sel_cfg.converge_candidate_fraction, 1)
-        o = sel.overall
-        text = f"gen {g}: candidate {o.candidate:.3f}, failed+unphysical {o.failed + o.unphysical:.3f}"
-        aud = selection_audit(run, g, predict)
-        signals.append(GenerationSignal(
-            generation=g, candidate_ok=quiet, candidate_text=text,
-            force_error=aud.force_error_config_mean if aud is not None else None,
-            n_fresh=aud.n_frames if aud is not None else 0,
-        ))
-    return stop_rule(signals, k, tol)
