@@ -37,8 +37,8 @@ def import_object(path: str, field: str) -> Any:
 
 
 def packaged_template(*parts: str) -> Path:
-    """A template shipped in the package (`eip_al/templates/...`, package data); the
-    checkout's top-level `templates/` links to the same files."""
+    """A template shipped in the package (`eip_al/templates/...`, package data); in the
+    checkout that is a link to the top-level `templates/`, where the files live."""
     return Path(str(files("eip_al").joinpath("templates", *parts)))
 
 
