@@ -106,7 +106,7 @@ class Scale:
 
 SCALES = {
     "quick": Scale("quick", 2, 8, 12, 4, 2, 40, 2, 3, 500.0, 1, 30),
-    "reduced": Scale("reduced", 4, 16, 48, 16, 30, 400, 8, 111, 500.0, 2, 400),
+    "reduced": Scale("reduced", 4, 16, 48, 16, 30, 400, 8, 111, 500.0, 2, 200),
     "full": Scale("full", 6, 16, 48, 16, 30, 1000, 16, 111, 500.0, 4, 2000),
 }
 
@@ -250,7 +250,7 @@ def evaluate_generation(cfg: ALConfig, run: RunDir, gen: int, sets: dict[str, li
     """All per-generation numbers of one strategy (cached by checkpoint sha256)."""
     training = load_valid(run.artifact_path(gen, "train"), TrainingResult)
     checkpoint = run.abs(training.checkpoint)
-    key = sha256_file(checkpoint)
+    key = f"{sha256_file(checkpoint)}-stability-{scale.stability_seeds}x{scale.stability_steps}-{scale.hot_K:g}K"
     if cache.exists() and (found := json.loads(cache.read_text())).get("checkpoint_sha256") == key:
         return found | selection_numbers(run, gen) | generation_steps(run, gen)
     w0, c0 = time.perf_counter(), time.process_time()
