@@ -153,8 +153,8 @@ def strategy_config(strategy: str, scale: Scale, run_dir: Path) -> ALConfig:
 
 def run_strategy(cfg: ALConfig, log_file: Path) -> dict[str, Any]:
     """Run (or resume) the loop. Returns its timing, kept in `<run>/bench_timing.json` across
-    calls: process CPU seconds per generation (keyed 'gen', from the call that ran it) and
-    the wall and CPU seconds of every call."""
+    calls: process CPU seconds per generation (keyed 'gen', from the call that ran it; absent
+    for a generation whose call was killed) and the wall and CPU seconds of every finished call."""
     run = RunDir(cfg.resolved_run_dir())
     run.init(cfg)
     timing_path = run.root / "bench_timing.json"
@@ -166,9 +166,11 @@ def run_strategy(cfg: ALConfig, log_file: Path) -> dict[str, Any]:
     def log(msg: str) -> None:
         with open(log_file, "a") as fh:
             fh.write(f"{now_iso()} {cfg.name}: {msg}\n")
-        if msg.startswith("generation ") and " done in " in msg:
+        if msg.startswith("generation ") and " done in " in msg:  # "generation 2 done in 301 s"
             now = time.process_time()
-            cpu.setdefault(msg.split()[1], now - t[0])  # a later call only skips finished steps
+            if float(msg.split()[4]) >= 1:  # < 1 s: this call only skipped the finished steps
+                cpu.setdefault(msg.split()[1], now - t[0])
+                atomic_write_text(timing_path, json.dumps(timing, indent=1) + "\n")  # kept if the call dies
             t[0] = now
         elif msg.startswith("seed dataset"):
             t[0] = time.process_time()
@@ -304,20 +306,23 @@ def findings(strategies: dict[str, list[dict[str, Any]]], cmp: dict[str, Any]) -
         last = cmp[name][-1]
         later = [r for r in cmp[name] if r["generation"] > 0]
         wins = sum(r["ratio"] < 1 for r in later)
+        verdict = ("(a) beats (c) in every generation" if wins == len(later) else
+                   "(a) does NOT beat (c) consistently" if wins else "(a) does NOT beat (c)")
         lines.append(f"{name}: at the last generation ({last['n_labels']} labels) force MAE eIP {last['eip']:.4f} vs "
                      f"random {last['random']:.4f} eV/Å (ratio {last['ratio']:.3f}); eIP lower in {wins} of "
-                     f"{len(later)} generations after gen 0 — {'(a) beats (c)' if last['ratio'] < 1 else '(a) does NOT beat (c)'} here.")
+                     f"{len(later)} generations after gen 0: {verdict}.")
     for s, rows in strategies.items():
         n_sel = sum(r["n_selected"] for r in rows)
         n_bad = sum(r["n_label_failed"] or 0 for r in rows)
         first, last = rows[0]["stable"], rows[-1]["stable"]
         stab = "; ".join(f"{t} {first[t]['mean_fs'] / 1000:.3g} → {last[t]['mean_fs'] / 1000:.3g} ps" for t in first)
-        lines.append(f"{LABELS[s]}: labels {rows[0]['n_labels']} → {rows[-1]['n_labels']}, {n_bad} of {n_sel} "
-                     f"selected frames wasted, stable MD time gen 0 → gen {rows[-1]['generation']}: {stab}.")
+        lines.append(f"{LABELS[s]}: labels {rows[0]['n_labels']} → {rows[-1]['n_labels']}, selected per generation "
+                     f"{', '.join(str(r['n_selected']) for r in rows)}; {n_bad} of {n_sel} selected frames wasted; stable MD time gen 0 → gen {rows[-1]['generation']}: {stab}.")
     if "eip" in strategies:
         for r in strategies["eip"]:
             walkers = ", ".join(
-                f"{w['walker']} {'collapsed at ' + format(w['collapse_time_fs'], 'g') + ' fs' if w['collapsed'] else 'full length'}"
+                f"{w['walker']} " + (f"collapsed at {w['collapse_time_fs']:g} fs ({(w['reason'] or '').split(' (')[0]})"
+                                    if w["collapsed"] else "full length")
                 for w in r["walkers"])
             lines.append(f"eIP gen {r['generation']} walkers: {walkers}.")
     return lines
@@ -413,6 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--work", type=Path, default=None, help="work directory (default bench/data/campaign/<scale>)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/campaign[-<scale>].json)")
     ap.add_argument("--figures", type=Path, default=None, help="figure directory (default docs/figures; quick: <work>)")
+    ap.add_argument("--note", action="append", default=[], help="a line about this run for the results (repeatable)")
     args = ap.parse_args(argv)
     scale = SCALES["quick" if args.quick else args.scale]
     work = (args.work or HERE / "data" / "campaign" / scale.name).resolve()
@@ -454,7 +460,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "total_cpu_s": sum(r["loop_cpu_s"] for r in runs.values())
         + sum(g["eval_cpu_s"] for rows in results.values() for g in rows),
         "scale": asdict(scale), "strategies": {s: LABELS[s] for s in args.strategies},
-        "notes": NOTES + (SCALE_NOTES.get(scale.name, [])),
+        "notes": NOTES + SCALE_NOTES.get(scale.name, []) + args.note,
         "same_seed_dataset": len(seeds) == 1,
         "test_sets": {k: len(v) for k, v in sets.items()},
         "runs": runs, "generations": results, "eip_vs_random": cmp, "findings": findings(results, cmp),

@@ -371,8 +371,8 @@ def campaign_section(name: str, result: dict[str, Any]) -> str:
     out = [f"Scale `{sc['name']}`: {sc['generations']} generations, {sc['n_molecules']} H2O, seed {sc['seed_frames']} "
            f"frames, {sc['n_select']} labels per generation, {sc['epochs']} epochs, walkers {sc['walker_steps']} steps "
            f"of 0.5 fs; stability MD {sc['stability_seeds']} seeds × {sc['stability_steps']} steps at 300 K and "
-           f"{sc['hot_K']:g} K. Loop wall {fmt(result.get('total_loop_wall_s'))} s, evaluation wall "
-           f"{fmt(result.get('total_eval_wall_s'))} s, CPU {fmt(result.get('total_cpu_s'))} s. Same seed dataset in "
+           f"{sc['hot_K']:g} K. Summed over strategies: loop wall {fmt(result.get('total_loop_wall_s'))} s, "
+           f"evaluation wall {fmt(result.get('total_eval_wall_s'))} s, process CPU {fmt(result.get('total_cpu_s'))} s. Same seed dataset in "
            f"every run: {fmt(result.get('same_seed_dataset'))}. Test sets (frames): "
            + ", ".join(f"{k} {v}" for k, v in result["test_sets"].items()) + ".", ""]
     out += [f"- {n}" for n in result.get("notes", [])] + [""]
