@@ -149,9 +149,9 @@ def sample_mock_md(spec: MockSet, seed: int) -> list[Atoms]:
     return frames
 
 
-def mock_set(name: str, data_dir: Path = DATA) -> list[Atoms]:
-    """The frames of MOCK_SETS[name], generated once and cached as extxyz."""
-    spec = MOCK_SETS[name]
+def mock_set(name: str, data_dir: Path = DATA, spec: MockSet | None = None) -> list[Atoms]:
+    """The frames of `spec` (default MOCK_SETS[name]), generated once and cached as extxyz."""
+    spec = MOCK_SETS[name] if spec is None else spec
     path = data_dir / "mock" / f"{name}-{spec.key()}.extxyz"
     if path.exists():
         return read_frames(path)

@@ -365,10 +365,57 @@ def uq_targets(result: dict[str, Any]) -> str:
                  rows)
 
 
+def campaign_section(name: str, result: dict[str, Any]) -> str:
+    """Scale, per strategy × generation tables (test errors; stability, waste, audit, cost), findings."""
+    sc = result["scale"]
+    out = [f"Scale `{sc['name']}`: {sc['generations']} generations, {sc['n_molecules']} H2O, seed {sc['seed_frames']} "
+           f"frames, {sc['n_select']} labels per generation, {sc['epochs']} epochs, walkers {sc['walker_steps']} steps "
+           f"of 0.5 fs; stability MD {sc['stability_seeds']} seeds × {sc['stability_steps']} steps at 300 K and "
+           f"{sc['hot_K']:g} K. Summed over strategies: loop wall {fmt(result.get('total_loop_wall_s'))} s, "
+           f"evaluation wall {fmt(result.get('total_eval_wall_s'))} s, process CPU {fmt(result.get('total_cpu_s'))} s. Same seed dataset in "
+           f"every run: {fmt(result.get('same_seed_dataset'))}. Test sets (frames): "
+           + ", ".join(f"{k} {v}" for k, v in result["test_sets"].items()) + ".", ""]
+    out += [f"- {n}" for n in result.get("notes", [])] + [""]
+    out += ["How to run: `OMP_NUM_THREADS=1 PYTHONPATH=. nice -n 15 python bench/bench_campaign.py --scale reduced` "
+            "(or `--scale full`; `--strategies eip md random` picks a subset, so strategies can run in parallel "
+            "processes and a last call with all of them collects the results). Work files go to "
+            "bench/data/campaign/<scale>/ and every step resumes; `--quick` is the smoke test of "
+            "tests/test_bench_campaign.py.", ""]
+    sets = list(result["test_sets"])
+    rows, loop = [], []
+    hot = f"{sc['hot_K']:g}K"
+    for s, gens in result["generations"].items():
+        for g in gens:
+            t = g["test"]
+            rows.append([s, g["generation"], g["n_labels"], *[t[k]["force_mae"] for k in sets],
+                         t["dft_geometries"]["force_rmse"], 1000 * t["id_300K"]["energy_mae_per_atom"],
+                         1000 * t["dft_geometries"]["energy_mae_per_atom"]])
+            st, a = g["stable"], g.get("audit") or {}
+            collapsed = [w["walker"] for w in g["walkers"] if w["collapsed"]]
+            loop.append([s, g["generation"], st["300K"]["mean_fs"] / 1000, st["300K"]["full_length_fraction"],
+                         st[hot]["mean_fs"] / 1000, st[hot]["full_length_fraction"], ", ".join(collapsed) or "none",
+                         g["n_selected"], g["wasted_fraction"], a.get("spearman_atom"), a.get("roc_auc_atom"),
+                         g["train_wall_s"], g["explore_wall_s"], g["select_wall_s"], g.get("cpu_s")])
+    out += ["Force MAE (eV/Å) on the held-out sets, model of generation g (trained on `labels` frames):", "",
+            table(["strategy", "gen", "labels", *[f"F MAE {k}" for k in sets], "F RMSE dft_geometries",
+                   "E MAE id (meV/atom)", "E MAE dft (meV/atom)"], rows), "",
+            "Stable NVT MD time (ps, mean over seeds; `full`: share reaching the cap), walkers that collapsed in "
+            "the loop, selected frames, wasted share (failed or quarantined labels), audit of the selecting model "
+            "on the frames it chose, wall seconds per step (generation.json) and process CPU s of the generation:", "",
+            table(["strategy", "gen", "300 K ps", "full", f"{hot} ps", "full", "collapsed walkers", "selected",
+                   "wasted", "audit ρ atom", "audit AUC atom", "train s", "explore s", "select s", "CPU s"], loop)]
+    if result.get("findings"):
+        out += ["", "Findings:", "", *[f"- {x}" for x in result["findings"]]]
+    if result.get("figures"):
+        out += ["", "Figures: " + ", ".join(f"[{Path(f).name}]({f})" for f in result["figures"])]
+    return "\n".join(out)
+
+
 SECTIONS: dict[str, Callable[[str, dict[str, Any]], str]] = {
     "uq": uq_section,
     "uq_sweep": uq_sweep_section,
     "overhead": overhead_section,
+    "campaign": campaign_section,
 }
 
 

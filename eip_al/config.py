@@ -213,6 +213,9 @@ class SelectConfig(Section):
     """Trust bands and selection rules (DP-GEN vocabulary: accurate/candidate/failed)."""
 
     n_select: PosInt = 1000
+    # sigma: rank candidates by σ (the loop); random: a uniform draw of n_select physical,
+    # non-duplicate frames whatever their σ — the budget-matched baseline (docs/selection.md)
+    method: Literal["sigma", "random"] = "sigma"
     lo: PosFloat = 0.05  # eV/Å configuration sigma; below = accurate
     hi: PosFloat = 1.0  # at or above = failed (likely unphysical)
     lo_quantile: Fraction | None = None  # set lo adaptively from validation-set sigma
@@ -236,6 +239,8 @@ class SelectConfig(Section):
     def _lo_below_hi(self) -> SelectConfig:
         if self.lo >= self.hi:
             raise ValueError(f"lo ({self.lo}) must be below hi ({self.hi})")
+        if self.method == "random" and self.diversity != "none":
+            raise ValueError("method 'random' ignores σ; it cannot be combined with diversity 'fps'")
         if self.scale == "calibrated" and self.lo_quantile is not None:
             raise ValueError(
                 "lo_quantile sets lo on the raw σ scale; with scale 'calibrated' give lo in eV/Å "

@@ -65,6 +65,12 @@ def test_cross_field_rule(tmp_path):
         load_config(p)
 
 
+def test_random_selection_method(tmp_path):
+    assert load_config(_write(tmp_path, "selection:\n  method: random\n")).selection.method == "random"
+    with pytest.raises(ConfigError, match="cannot be combined with diversity"):
+        load_config(_write(tmp_path, "selection:\n  method: random\n  diversity: fps\n"))
+
+
 def test_invalid_yaml_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(_write(tmp_path, "a: [1, 2\n"))

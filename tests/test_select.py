@@ -186,6 +186,21 @@ def test_deterministic_for_seed_and_seed_breaks_ties():
     assert a.selected.tolist() != c.selected.tolist()
 
 
+def test_random_method_ignores_sigma_but_keeps_screen_dedup_and_budget():
+    sigma = np.array([0.01, 5.0, 0.5, 0.02, 0.03, np.nan, 0.04, 0.05])
+    unph = np.zeros(8, bool)
+    unph[5] = True  # non-finite σ: unphysical in the pipeline, whatever the method
+    key = np.array([0, 1, 2, 3, 3, 5, 6, 7])  # frame 4 duplicates frame 3
+    args = simple(sigma, key=key)
+    d = select_pool(*args, rules(n_select=4, method="random"), unphysical=unph, dataset_keys={7},
+                    label_noise=np.ones(8, bool))
+    r = reasons(d)
+    assert d.selected.size == 4 and r[5] == "unphysical" and r[7] == "duplicate_dataset"
+    assert "accurate" not in r and "failed_band" not in r and "label_noise" not in r
+    assert r.count("duplicate_pool") + r.count("over_budget") == 2
+    assert select_pool(*args, rules(n_select=4), unphysical=unph, dataset_keys={7}).selected.tolist() == [2]
+
+
 def test_shape_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="step has shape"):
         select_pool(np.ones(3) * 0.5, np.zeros(3), np.zeros(2), np.arange(3), rules())

@@ -99,6 +99,7 @@ class SelectionRules:
     diversity: Literal["none", "fps"] = "none"
     fps_pool_factor: int = 10
     seed: int = 0
+    method: Literal["sigma", "random"] = "sigma"
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,10 @@ def select_pool(
     `min_step_gap` steps away. Without diversity the first `n_select` kept frames are
     selected; with "fps", up to `fps_pool_factor * n_select` kept frames form a
     shortlist from which σ-weighted farthest-point sampling picks `n_select`.
+
+    With `rules.method == "random"` σ decides nothing: every physical frame is a
+    candidate (no band or label-noise rejection) and the order is the seeded permutation
+    alone; dedup, step gap and the budget still apply (the random baseline).
     """
     sigma = np.asarray(sigma, dtype=np.float64)
     n = sigma.shape[0]
@@ -206,11 +211,13 @@ def select_pool(
         raise ValueError("diversity='fps' needs features")
 
     band = classify_bands(sigma, rules.lo, rules.hi)
+    by_sigma = rules.method == "sigma"
     reason = np.full(n, R["selected"], dtype=np.int8)
-    reason[band == ACCURATE] = R["accurate"]
-    reason[band == FAILED] = R["failed_band"]
+    if by_sigma:
+        reason[band == ACCURATE] = R["accurate"]
+        reason[band == FAILED] = R["failed_band"]
     reason[unphys] = R["unphysical"]
-    if label_noise is not None:
+    if label_noise is not None and by_sigma:
         noisy = np.asarray(label_noise, dtype=bool)
         if noisy.shape != (n,):
             raise ValueError(f"label_noise has shape {noisy.shape}, expected ({n},)")
@@ -225,7 +232,7 @@ def select_pool(
 
     rng = np.random.default_rng(rules.seed)
     cand = cand[rng.permutation(cand.size)]
-    order = cand[np.argsort(-sigma[cand], kind="stable")]
+    order = cand[np.argsort(-sigma[cand], kind="stable")] if by_sigma else cand
 
     limit = rules.n_select * (rules.fps_pool_factor if rules.diversity == "fps" else 1)
     kept = _shortlist(order, walker, step, key, rules.min_step_gap, limit, reason)

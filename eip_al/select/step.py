@@ -252,6 +252,7 @@ def select_generation(
         diversity=sel.diversity,
         fps_pool_factor=sel.fps_pool_factor,
         seed=sel.seed + 1009 * gen,  # different tie-breaks per generation, reproducible
+        method=sel.method,
     )
 
     def features(idx: np.ndarray) -> np.ndarray:
