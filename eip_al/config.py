@@ -198,6 +198,11 @@ class ExploreConfig(Section):
     udd: UDDConfig = UDDConfig()
     collapse: CollapseConfig = CollapseConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # model precision while exploring; auto: float32 on a GPU, the checkpoint's on CPU
+    dtype: Literal["auto", "float32", "float64"] = "auto"
+    # all walkers of a generation advance together, one batched model pass per step (same
+    # trajectories as one by one; eip_al/explore/batch.py, docs/exploration.md)
+    batched: bool = True
     restart_every: PosInt = 500  # steps between a walker's restart points (resume after a crash)
 
 

@@ -136,12 +136,15 @@ def walker_names(cfg: ALConfig) -> list[str]:
 
 def walker_step(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationResult:
     """One exploration walker; its own artifact `explore/<name>.json` makes it resumable."""
-    from eip_al.explore import run_walker
+    return walkers_step(cfg, run, gen, [name])[0]
 
-    path = run.step_dir(gen, "explore") / f"{name}.json"
-    produce = _after_inputs(run, gen, "explore", lambda: run_walker(cfg, run, gen, name))
-    result, _ = run_step(path, ExplorationResult, produce, run)
-    return result
+
+def walkers_step(cfg: ALConfig, run: RunDir, gen: int, names: list[str]) -> list[ExplorationResult]:
+    """Several walkers (batched on one model with `explore.batched`), each resumable by its
+    own artifact `explore/<name>.json`."""
+    from eip_al.explore import run_walkers
+
+    return _after_inputs(run, gen, "explore", lambda: run_walkers(cfg, run, gen, names))()
 
 
 def explore_summary_step(
@@ -159,8 +162,8 @@ def explore_summary_step(
 
 
 def explore_step(cfg: ALConfig, run: RunDir, gen: int) -> ExplorationSummary:
-    """All walkers one after the other (the flow runs them in parallel instead)."""
-    results = [walker_step(cfg, run, gen, name) for name in walker_names(cfg)]
+    """All walkers: batched with `explore.batched`, else one after the other."""
+    results = walkers_step(cfg, run, gen, walker_names(cfg))
     return explore_summary_step(cfg, run, gen, results)
 
 
