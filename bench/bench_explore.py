@@ -18,7 +18,8 @@ the same on a GPU (float32) and writes explore-cuda.json, compared with the auth
 
 `--replicas 1 2 4` instead measures batched walker replicas (`ReplicaBatch`: one model
 pass per step for all replicas) against the same replicas run one after another, for
-each `--atoms` box size, alternating the two modes per round; writes
+each `--atoms` box size, alternating the two modes per round (both from a worker
+thread, as the batch's replicas run); writes
 explore-replicas[-cuda].json with steps per second of all replicas together.
 
 Run: python bench/bench_explore.py [--steps 20] [--rounds 3] [--threads 2] [--device cpu]
@@ -32,6 +33,7 @@ import json
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -92,15 +94,21 @@ def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, r
                     bases = [EIPCalculator.from_model(model) for _ in range(replicas)]
                 calcs = [make_calc(b, kind) for b in bases]
                 fns = trajectories(calcs, Path(tmp), r)
-                w0, c0 = time.perf_counter(), time.process_time()
                 if mode == "batched":
-                    failed = [o for o in batch.run(list(zip(bases, fns, strict=True))) if isinstance(o, BaseException)]
-                    if failed:
-                        raise failed[0]
+                    outcomes: list = []
+                    job = lambda: outcomes.extend(batch.run(list(zip(bases, fns, strict=True))))  # noqa: E731
                 else:
-                    for fn in fns:
-                        fn()
+                    job = lambda: [fn() for fn in fns]  # noqa: E731
+                # Both modes in a worker thread: on the loaded shared machine torch's OpenMP
+                # ran several times slower when called from the main thread (BENCHMARKS.md).
+                worker = threading.Thread(target=job)
+                w0, c0 = time.perf_counter(), time.process_time()
+                worker.start()
+                worker.join()
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+                failed = [o for o in outcomes if isinstance(o, BaseException)] if mode == "batched" else []
+                if failed:
+                    raise failed[0]
                 if r > 0:
                     times[mode]["wall"].append(wall)
                     times[mode]["cpu"].append(cpu)

@@ -114,9 +114,8 @@ class EIPCalculator(Calculator):
         return self._nl
 
     def graph(self, atoms: Atoms) -> Graph:
-        """The model graph of `atoms` on the model's device and dtype (cached neighbor list)."""
-        g = frame_graph(atoms, self._species, self.model.spec.cutoff, "atoms", self._neighbor_list(atoms))
-        return g.to(self.model.device, self.model.dtype)
+        """The graph of `atoms` (CPU, float64) from the cached neighbor list."""
+        return frame_graph(atoms, self._species, self.model.spec.cutoff, "atoms", self._neighbor_list(atoms))
 
     def calculate(
         self,
@@ -125,7 +124,7 @@ class EIPCalculator(Calculator):
         system_changes: Sequence[str] = all_changes,
     ) -> None:
         super().calculate(atoms, properties, system_changes)
-        g = self.graph(self.atoms)
+        g = self.graph(self.atoms).to(self.model.device, self.model.dtype)
         with torch.enable_grad():
             out = self.model.predict(g, bias=self.bias)
         (res,) = unpack_results(out, g, [self.bias is not None])

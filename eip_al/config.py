@@ -201,8 +201,9 @@ class ExploreConfig(Section):
     # model precision while exploring; auto: float32 on a GPU, the checkpoint's on CPU
     dtype: Literal["auto", "float32", "float64"] = "auto"
     # all walkers of a generation advance together, one batched model pass per step (same
-    # trajectories as one by one; eip_al/explore/batch.py, docs/exploration.md)
-    batched: bool = True
+    # trajectories as one by one; eip_al/explore/batch.py, docs/exploration.md); auto: on a
+    # GPU only (on 2 CPU cores batching measured no faster, and walkers may run in parallel)
+    batched: Literal["auto"] | bool = "auto"
     restart_every: PosInt = 500  # steps between a walker's restart points (resume after a crash)
 
 

@@ -134,6 +134,13 @@ def walker_names(cfg: ALConfig) -> list[str]:
     return names(cfg)
 
 
+def explore_batched(cfg: ALConfig) -> bool:
+    """Whether the generation's walkers run as one batch (`explore.batched`, 'auto': on a GPU)."""
+    from eip_al.explore.walker import explore_batched as batched
+
+    return batched(cfg)
+
+
 def walker_step(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationResult:
     """One exploration walker; its own artifact `explore/<name>.json` makes it resumable."""
     return walkers_step(cfg, run, gen, [name])[0]

@@ -137,7 +137,7 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
     t0 = time.perf_counter()
     train_task(cfg, run_dir, gen)
     names = pipeline.walker_names(cfg)
-    if cfg.explore.batched:  # one task: the walkers share one model pass per step
+    if pipeline.explore_batched(cfg):  # one task: the walkers share one model pass per step
         results = walkers_task(cfg, run_dir, gen, names)
     else:
         walkers = [walker_task.submit(cfg, run_dir, gen, n) for n in names]

@@ -498,6 +498,13 @@ def prepare_walker(
                      cfg.explore.restart_every)
 
 
+def explore_batched(cfg: ALConfig) -> bool:
+    """Whether the walkers advance batched: `explore.batched`, where 'auto' means on a GPU."""
+    if cfg.explore.batched != "auto":
+        return bool(cfg.explore.batched)
+    return resolve_device(cfg.explore.device).type == "cuda"
+
+
 def explore_dtype(cfg: ALConfig) -> str | None:
     """The model precision of exploration: `explore.dtype`, where 'auto' is float32 on a
     GPU and the checkpoint's own precision on CPU (None)."""
