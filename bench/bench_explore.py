@@ -70,6 +70,22 @@ def make_calc(base: EIPCalculator, kind: str) -> EIPCalculator | UDDCalculator:
     return UDDCalculator(base, UDDConfig()) if kind == "udd" else base
 
 
+def run_each(fns: list[Callable[[], object]]) -> list[object]:
+    return [fn() for fn in fns]
+
+
+def in_thread(fn: Callable, *args: object) -> tuple[object, float, float]:
+    """fn(*args) in a worker thread: (value, wall s, process CPU s). Both replica modes run
+    this way: on the loaded shared machine torch's OpenMP ran several times slower when
+    called from the main thread than from another one (BENCHMARKS.md)."""
+    box: list = []
+    worker = threading.Thread(target=lambda: box.append(fn(*args)))
+    w0, c0 = time.perf_counter(), time.process_time()
+    worker.start()
+    worker.join()
+    return box[0], time.perf_counter() - w0, time.process_time() - c0
+
+
 def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, rounds: int) -> dict:
     """Wall and CPU seconds of `replicas` walkers of `steps` steps, batched vs one by one."""
     wc = WalkerConfig(steps=steps, timestep_fs=0.5, temperature_K=300.0, sample_every=10)
@@ -80,7 +96,7 @@ def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, r
             atoms = start_atoms(box, 300.0, np.random.default_rng([r, k]))
             out = run_trajectory(atoms, calcs[k], wc, LOOSE, tmp / f"{k}.csv", tmp / f"{k}.extxyz", label=f"r{k}")
             if out.collapsed:
-                raise SystemExit(f"replica {k} collapsed during the benchmark: {out.collapse_reason}")
+                raise RuntimeError(f"replica {k} collapsed during the benchmark: {out.collapse_reason}")
             return out
         return [lambda k=k: one(k) for k in range(replicas)]
 
@@ -95,18 +111,10 @@ def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, r
                 calcs = [make_calc(b, kind) for b in bases]
                 fns = trajectories(calcs, Path(tmp), r)
                 if mode == "batched":
-                    outcomes: list = []
-                    job = lambda: outcomes.extend(batch.run(list(zip(bases, fns, strict=True))))  # noqa: E731
+                    outcomes, wall, cpu = in_thread(batch.run, list(zip(bases, fns, strict=True)))
                 else:
-                    job = lambda: [fn() for fn in fns]  # noqa: E731
-                # Both modes in a worker thread: on the loaded shared machine torch's OpenMP
-                # ran several times slower when called from the main thread (BENCHMARKS.md).
-                worker = threading.Thread(target=job)
-                w0, c0 = time.perf_counter(), time.process_time()
-                worker.start()
-                worker.join()
-                wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-                failed = [o for o in outcomes if isinstance(o, BaseException)] if mode == "batched" else []
+                    outcomes, wall, cpu = in_thread(run_each, fns)
+                failed = [o for o in outcomes if isinstance(o, BaseException)]
                 if failed:
                     raise failed[0]
                 if r > 0:

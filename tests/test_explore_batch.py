@@ -13,7 +13,6 @@ import torch
 from ase import units
 from ase.io import read
 from ase.md.verlet import VelocityVerlet
-from test_explore import make_run, tiny_model, water_box
 
 from eip_al.calculator import EIPCalculator
 from eip_al.config import ALConfig, UDDConfig
@@ -21,7 +20,7 @@ from eip_al.explore import CollapseDetector, ReplicaBatch, UDDCalculator, run_wa
 from eip_al.explore.udd import make_bias
 from eip_al.explore.walker import start_atoms
 from eip_al.model.neighbors import SpeciesMap, collate, frame_graph
-
+from tests.test_explore import make_run, tiny_model, water_box
 
 VOLATILE = {"created_at", "wall_time_s", "files"}  # result fields that differ between two equal runs
 

@@ -49,8 +49,8 @@ from eip_al.explore.collapse import CollapseDetector
 from eip_al.explore.udd import BiasScale, UDDCalculator, scale_amplitude
 from eip_al.io import frame_id, read_frames
 from eip_al.model.checkpoint import resolve_device
-from eip_al.rundir import RunDir, RunDirError, load_valid, run_step
-from eip_al.schemas import ExplorationResult, ExplorationSummary, TrainingResult
+from eip_al.rundir import RunDir, RunDirError, load_valid
+from eip_al.schemas import ExplorationResult, TrainingResult
 from eip_al.screening import PairScreen, screen_for_run
 
 LOG_COLUMNS = ("step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio",
