@@ -191,3 +191,18 @@ def test_failing_replica_does_not_block_the_others() -> None:
 
     out = batch.run([(c, lambda k=k: walk(k)) for k, c in enumerate(calcs)])
     assert isinstance(out[1], RuntimeError) and all(isinstance(out[k], float) for k in (0, 2))
+
+
+def test_pipeline_explore_step_runs_the_batch_and_the_flow_task_exists(tmp_path: Path) -> None:
+    from flows import al
+
+    from eip_al import pipeline
+
+    run = make_run(tmp_path, frames())
+    cfg = config(True, steps=8)
+    assert pipeline.explore_batched(cfg) and not pipeline.explore_batched(config(False))
+    assert not pipeline.explore_batched(cfg.model_copy(update={"explore": cfg.explore.model_copy(
+        update={"batched": "auto", "device": "cpu"})}))
+    summary = pipeline.explore_step(cfg, run, 0)
+    assert [w.walker for w in summary.walkers] == walker_names(cfg)
+    assert al.walkers_task.fn(cfg, str(run.root), 0, walker_names(cfg)) == summary.walkers  # all skipped
