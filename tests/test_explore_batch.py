@@ -194,9 +194,8 @@ def test_failing_replica_does_not_block_the_others() -> None:
 
 
 def test_pipeline_explore_step_runs_the_batch_and_the_flow_task_exists(tmp_path: Path) -> None:
-    from flows import al
-
     from eip_al import pipeline
+    from flows import al
 
     run = make_run(tmp_path, frames())
     cfg = config(True, steps=8)
