@@ -30,7 +30,8 @@ def config(batched: bool, steps: int = 24) -> ALConfig:
     w = dict(kind="md", temperature_K=300, steps=steps, sample_every=4, replicas=2)
     return ALConfig(explore={
         "walkers": [w, {**w, "kind": "udd", "thermostat": "langevin", "temperature_K": 350}],
-        "device": "cpu", "restart_every": 5, "udd": {"A": 20.0, "B": 1.0},
+        # UDD amplitude scaled per walker on the shared model before the batch starts
+        "device": "cpu", "restart_every": 5, "udd": {"B": 1.0, "target_bias_ratio": 0.3, "scale_frames": 2},
         "collapse": {"learned_factor": None}, "batched": batched,
     })
 
