@@ -144,7 +144,7 @@ def replicas_main(args: argparse.Namespace) -> None:
     result = {
         "benchmark": "explore-replicas",
         "created_at": datetime.now(UTC).isoformat(),
-        "commit": git_commit(),
+        "git": git_commit(),
         "machine": {**machine_info(args.threads, args.device), "numpy": np.__version__},
         "note": args.note,
         "load_average_1_5_15_before": list(load_before),
@@ -235,7 +235,7 @@ def main() -> None:
     result = {
         "benchmark": "explore",
         "created_at": datetime.now(UTC).isoformat(),
-        "commit": git_commit(),
+        "git": git_commit(),
         "machine": {**machine_info(args.threads, args.device), "numpy": np.__version__},
         "load_average_1_5_15_before": list(load_before),
         "load_average_1_5_15_after": list(load_after),
