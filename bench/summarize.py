@@ -411,11 +411,28 @@ def campaign_section(name: str, result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def replicas_section(name: str, result: dict[str, Any]) -> str:
+    """bench_explore.py --replicas: batched vs sequential walker replicas per box size."""
+    rows = [
+        [int(atoms), int(n), v["sequential"]["replica_steps_per_s"], v["batched"]["replica_steps_per_s"],
+         v["speedup"], v["sequential"]["cpu_per_replica_step_ms"], v["batched"]["cpu_per_replica_step_ms"]]
+        for atoms, by_n in result["by_atoms"].items() for n, v in by_n.items()
+    ]
+    header = ["atoms", "replicas", "sequential steps/s", "batched steps/s", "speed-up (wall)",
+              "sequential CPU ms/step", "batched CPU ms/step"]
+    text = [f"{result['kind']} walkers, {result['steps_per_replica']} steps each, {result['rounds']} timed round(s); "
+            f"device {result['machine'].get('device', 'cpu')}.", table(header, rows)]
+    text += [f"**{key.replace('_', ' ')}**: {result[key]}" for key in ("note", "measured", "not_measured", "reading")
+             if result.get(key)]
+    return "\n\n".join(text)
+
+
 SECTIONS: dict[str, Callable[[str, dict[str, Any]], str]] = {
     "uq": uq_section,
     "uq_sweep": uq_sweep_section,
     "overhead": overhead_section,
     "campaign": campaign_section,
+    "explore-replicas": replicas_section,
 }
 
 

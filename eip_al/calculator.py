@@ -31,7 +31,7 @@ from eip_al.model.checkpoint import load_checkpoint
 from eip_al.model.eip import BiasFn, EIPModel
 from eip_al.model.errors import CheckpointError
 from eip_al.model.evaluation import frames_to_graphs, predict_graphs, split_outputs
-from eip_al.model.neighbors import SpeciesMap, frame_graph
+from eip_al.model.neighbors import Graph, SpeciesMap, frame_graph
 from eip_al.uq import Calibration, CalibrationError, calibration_from_meta
 
 
@@ -113,6 +113,10 @@ class EIPCalculator(Calculator):
             self._nl_key = key
         return self._nl
 
+    def graph(self, atoms: Atoms) -> Graph:
+        """The graph of `atoms` (CPU, float64) from the cached neighbor list."""
+        return frame_graph(atoms, self._species, self.model.spec.cutoff, "atoms", self._neighbor_list(atoms))
+
     def calculate(
         self,
         atoms: Atoms | None = None,
@@ -120,16 +124,10 @@ class EIPCalculator(Calculator):
         system_changes: Sequence[str] = all_changes,
     ) -> None:
         super().calculate(atoms, properties, system_changes)
-        atoms = self.atoms
-        g = frame_graph(atoms, self._species, self.model.spec.cutoff, "atoms", self._neighbor_list(atoms))
-        g = g.to(self.model.device, self.model.dtype)
+        g = self.graph(self.atoms).to(self.model.device, self.model.dtype)
         with torch.enable_grad():
             out = self.model.predict(g, bias=self.bias)
-        (res,) = split_outputs(out, g)
-        res["free_energy"] = res["energy"]
-        if self.bias is not None:
-            res["energy_bias"] = float(out["energy_bias"][0].detach())
-            res["forces_bias"] = out["forces_bias"].detach().to("cpu", torch.float64).numpy()
+        (res,) = unpack_results(out, g, [self.bias is not None])
         self.results = self._add_calibrated(res)
 
     def _add_calibrated(self, res: dict) -> dict:
@@ -150,3 +148,18 @@ class EIPCalculator(Calculator):
         preds = predict_graphs(self.model, graphs, batch_size=batch_size, progress=progress)
         return [self._add_calibrated(p) for p in preds]
 
+
+def unpack_results(out: dict[str, torch.Tensor], g: Graph, biased: Sequence[bool]) -> list[dict]:
+    """Per-frame calculator results of one `EIPModel.predict` over batch `g`; frames with
+    `biased[k]` also get ``energy_bias`` and ``forces_bias``."""
+    results = split_outputs(out, g)
+    if any(biased):
+        counts = torch.bincount(g.batch, minlength=g.n_graphs).tolist()
+        e_bias = out["energy_bias"].detach().cpu().tolist()
+        f_bias = torch.split(out["forces_bias"].detach().to("cpu", torch.float64), counts)
+    for k, res in enumerate(results):
+        res["free_energy"] = res["energy"]
+        if biased[k]:
+            res["energy_bias"] = float(e_bias[k])
+            res["forces_bias"] = f_bias[k].numpy()
+    return results

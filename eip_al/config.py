@@ -206,6 +206,12 @@ class ExploreConfig(Section):
     udd: UDDConfig = UDDConfig()
     collapse: CollapseConfig = CollapseConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # model precision while exploring; auto: float32 on a GPU, the checkpoint's on CPU
+    dtype: Literal["auto", "float32", "float64"] = "auto"
+    # all walkers of a generation advance together, one batched model pass per step (same
+    # trajectories as one by one; eip_al/explore/batch.py, docs/exploration.md); auto: on a
+    # GPU only (on 2 CPU cores batching measured no faster, and walkers may run in parallel)
+    batched: Literal["auto"] | bool = "auto"
     restart_every: PosInt = 500  # steps between a walker's restart points (resume after a crash)
 
 
@@ -436,6 +442,8 @@ EXECUTION_FIELDS: tuple[str, ...] = (
     "run_dir",
     "train.device",
     "explore.device",
+    "explore.batched",  # batched or one by one: identical trajectories (tests/test_explore_batch.py)
+    "explore.dtype",  # precision of the walkers' model on the device (auto: the checkpoint's on CPU)
     "labeler.backend",
     "labeler.n_parallel",
     "labeler.slurm",

@@ -136,14 +136,24 @@ def walker_names(cfg: ALConfig) -> list[str]:
     return names(cfg)
 
 
+def explore_batched(cfg: ALConfig) -> bool:
+    """Whether the generation's walkers run as one batch (`explore.batched`, 'auto': on a GPU)."""
+    from eip_al.explore.walker import explore_batched as batched
+
+    return batched(cfg)
+
+
 def walker_step(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationResult:
     """One exploration walker; its own artifact `explore/<name>.json` makes it resumable."""
-    from eip_al.explore import run_walker
+    return walkers_step(cfg, run, gen, [name])[0]
 
-    path = run.step_dir(gen, "explore") / f"{name}.json"
-    produce = _after_inputs(run, gen, "explore", lambda: run_walker(cfg, run, gen, name))
-    result, _ = run_step(path, ExplorationResult, produce, run)
-    return result
+
+def walkers_step(cfg: ALConfig, run: RunDir, gen: int, names: list[str]) -> list[ExplorationResult]:
+    """Several walkers (batched on one model with `explore.batched`), each resumable by its
+    own artifact `explore/<name>.json`."""
+    from eip_al.explore import run_walkers
+
+    return _after_inputs(run, gen, "explore", lambda: run_walkers(cfg, run, gen, names))()
 
 
 def explore_summary_step(
@@ -161,8 +171,8 @@ def explore_summary_step(
 
 
 def explore_step(cfg: ALConfig, run: RunDir, gen: int) -> ExplorationSummary:
-    """All walkers one after the other (the flow runs them in parallel instead)."""
-    results = [walker_step(cfg, run, gen, name) for name in walker_names(cfg)]
+    """All walkers: batched with `explore.batched`, else one after the other."""
+    results = walkers_step(cfg, run, gen, walker_names(cfg))
     return explore_summary_step(cfg, run, gen, results)
 
 

@@ -122,6 +122,11 @@ def walker_task(cfg: ALConfig, run_dir: str, gen: int, name: str):
     return pipeline.walker_step(cfg, RunDir(run_dir), gen, name)
 
 
+@task(name="explore-batch", cache_policy=NONE)
+def walkers_task(cfg: ALConfig, run_dir: str, gen: int, names: list):
+    return pipeline.walkers_step(cfg, RunDir(run_dir), gen, names)
+
+
 @task(name="explore-summary", cache_policy=NONE)
 def explore_summary_task(cfg: ALConfig, run_dir: str, gen: int, results: list):
     return pipeline.explore_summary_step(cfg, RunDir(run_dir), gen, results)
@@ -179,13 +184,16 @@ def _publish(cfg: ALConfig, run: RunDir, gen: int, report) -> None:
 
 
 def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
-    """train → explore (walkers in parallel) → select → label (jobs in parallel) → merge → audit → report."""
+    """train → explore (walkers batched, or in parallel) → select → label (jobs in parallel) → merge → audit → report."""
     run = RunDir(run_dir)
     t0 = time.perf_counter()
     train_task(cfg, run_dir, gen)
     names = pipeline.walker_names(cfg)
-    walkers = [walker_task.submit(cfg, run_dir, gen, n) for n in names]
-    results = [w.result() for w in walkers]
+    if pipeline.explore_batched(cfg):  # one task: the walkers share one model pass per step
+        results = walkers_task(cfg, run_dir, gen, names)
+    else:
+        walkers = [walker_task.submit(cfg, run_dir, gen, n) for n in names]
+        results = [w.result() for w in walkers]
     for r in results:
         if r.collapsed:
             _tell(logging.WARNING, "gen %d: walker %s collapsed at %.0f fs: %s", gen, r.walker,

@@ -97,7 +97,8 @@ def train(
     out.print(_metrics_table(result.valid, f"validation ({result.n_valid} frames), best epoch {result.best_epoch}"))
     out.print(
         f"trained on {result.n_train} frames for {result.epochs_run} epochs ({result.stopped_reason}, "
-        f"{result.wall_time_s:.0f} s on {result.device}); model: {out_model}; per-epoch metrics: "
+        f"{result.wall_time_s:.0f} s on {result.device}, {result.wall_time_s / max(result.epochs_run, 1):.1f} s/epoch); "
+        f"model: {out_model}; per-epoch metrics and times (wall_s): "
         f"{result.metrics_csv}"
     )
 

@@ -1,9 +1,11 @@
 """Exploration step: MD and eIP-UDD walkers with collapse detection (docs/exploration.md).
 
 `walker_names(cfg)` lists a generation's walkers, `run_walker(cfg, run, gen, name)` runs
-one (the flow runs them in parallel), `explore_generation(cfg, run, gen)` runs them all.
+one, `run_walkers(cfg, run, gen, names)` runs several (batched on one model with
+`explore.batched`), `explore_generation(cfg, run, gen)` runs them all.
 """
 
+from eip_al.explore.batch import ReplicaBatch, ReplicaCalculator, explore_generation, run_walkers
 from eip_al.explore.collapse import CollapseDetector
 from eip_al.explore.udd import (
     UDDCalculator,
@@ -16,8 +18,9 @@ from eip_al.explore.udd import (
 from eip_al.explore.walker import (
     LOG_COLUMNS,
     TrajectoryOutcome,
+    WalkerJob,
     WalkerPlan,
-    explore_generation,
+    prepare_walker,
     run_trajectory,
     run_walker,
     walker_names,
@@ -27,17 +30,22 @@ from eip_al.explore.walker import (
 __all__ = [
     "LOG_COLUMNS",
     "CollapseDetector",
+    "ReplicaBatch",
+    "ReplicaCalculator",
     "TrajectoryOutcome",
     "UDDCalculator",
+    "WalkerJob",
     "WalkerPlan",
     "bias_force_ratio",
     "explore_generation",
     "kulichenko_bias",
     "limit_bias_forces",
     "make_bias",
+    "prepare_walker",
     "reference_bias",
     "run_trajectory",
     "run_walker",
+    "run_walkers",
     "walker_names",
     "walker_plans",
 ]

@@ -43,14 +43,14 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 from eip_al.atomic import atomic_path, sha256_file
 from eip_al.calculator import EIPCalculator
-from eip_al.config import ALConfig, CollapseConfig, WalkerConfig
+from eip_al.config import ALConfig, CollapseConfig, UDDConfig, WalkerConfig
 from eip_al.explore.collapse import CollapseDetector
-from eip_al.explore.udd import UDDCalculator, scale_amplitude
-from eip_al.integrity import run_step
+from eip_al.explore.udd import BiasScale, UDDCalculator, scale_amplitude
 from eip_al.io import frame_id, read_frames
+from eip_al.model.checkpoint import resolve_device
 from eip_al.progress import PROGRESS_EVERY_S, say
 from eip_al.rundir import RunDir, RunDirError, load_valid
-from eip_al.schemas import ExplorationResult, ExplorationSummary, TrainingResult
+from eip_al.schemas import ExplorationResult, TrainingResult
 from eip_al.screening import PairScreen, screen_for_run
 
 LOG_COLUMNS = ("step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio",
@@ -390,28 +390,93 @@ def training_frames(run: RunDir, gen: int, n: int) -> list[Atoms]:
     return [train[k] for k in idx.tolist()]
 
 
-def run_walker(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationResult:
-    """Run walker `name` of generation `gen` with that generation's model; returns its result.
+@dataclass
+class WalkerJob:
+    """A walker ready to run: its start state, calculator and everything its result records."""
 
-    Reads the checkpoint from the generation's `TrainingResult`, starts from a seeded
-    training frame with seeded Maxwell–Boltzmann velocities, writes
-    ``explore/<name>.csv`` and ``explore/<name>.extxyz`` and resumes from
-    ``explore/<name>.restart.npz`` if an earlier attempt was interrupted. A collapse is
-    recorded in the result, not raised. The caller writes the result (``<name>.json``).
-    """
-    plan = walker_plan(cfg, name)
-    wc = plan.config
+    run: RunDir
+    gen: int
+    plan: WalkerPlan
+    atoms: Atoms
+    calc: Calculator
+    collapse: CollapseConfig
+    screen: PairScreen
+    udd: UDDConfig
+    scale: BiasScale | None
+    restart_key: str
+    restart_every: int
+
+    @property
+    def paths(self) -> tuple[Path, Path, Path]:
+        """(log csv, candidate extxyz, restart npz) of this walker."""
+        out = self.run.step_dir(self.gen, "explore")
+        name = self.plan.name
+        return out / f"{name}.csv", out / f"{name}.extxyz", out / f"{name}.restart.npz"
+
+    def __call__(self) -> ExplorationResult:
+        """Integrate the trajectory (resuming from its restart point) and build the result."""
+        plan, wc, run = self.plan, self.plan.config, self.run
+        log_csv, frames_xyz, restart = self.paths
+        outcome = run_trajectory(
+            self.atoms, self.calc, wc, self.collapse, log_csv, frames_xyz,
+            frame_info={"walker": plan.name, "kind": plan.kind, "source": plan.kind, "generation": self.gen},
+            thermostat_rng=walker_seeds(plan, self.gen)[2], restart_path=restart, restart_key=self.restart_key,
+            restart_every=self.restart_every, label=f"gen {self.gen} {plan.name}", screen=self.screen,
+        )
+        udd = plan.kind == "udd"
+        return ExplorationResult(
+            generation=self.gen,
+            walker=plan.name,
+            kind=plan.kind,
+            temperature_K=wc.temperature_K,
+            steps_requested=wc.steps,
+            steps_run=outcome.steps_run,
+            simulated_time_fs=outcome.steps_run * wc.timestep_fs,
+            collapsed=outcome.collapsed,
+            collapse_step=outcome.collapse_step,
+            collapse_time_fs=outcome.collapse_step * wc.timestep_fs if outcome.collapsed else None,
+            collapse_reason=outcome.collapse_reason,
+            n_candidates=outcome.n_candidates,
+            log_csv=run.rel(log_csv),
+            frames_extxyz=run.rel(frames_xyz),
+            wall_time_s=outcome.wall_time_s,
+            min_pair_distance=self.screen.thresholds,
+            udd_A=self.udd.A if udd else None,
+            udd_target_ratio=self.scale.target if self.scale is not None else None,
+            **log_statistics(log_csv, plan.kind),
+        )
+
+
+def walker_checkpoint(run: RunDir, gen: int) -> Path:
+    """The model checkpoint generation `gen` explores with (from its `TrainingResult`)."""
     train_path = run.artifact_path(gen, "train")
     training = load_valid(train_path, TrainingResult)
     if training is None:
         raise RunDirError(f"{train_path}: no valid training result for generation {gen}; train first")
-    checkpoint = run.abs(training.checkpoint)
-    frame_rng, velocity_rng, thermostat_rng = walker_seeds(plan, gen)
+    return run.abs(training.checkpoint)
+
+
+def prepare_walker(
+    cfg: ALConfig, run: RunDir, gen: int, name: str, base: EIPCalculator | None = None
+) -> WalkerJob:
+    """Walker `name` of generation `gen`, ready to run with `base` as its unbiased model
+    (default: its own `EIPCalculator` of the generation's checkpoint on `explore.device`).
+
+    Starts from a seeded training frame with seeded Maxwell–Boltzmann velocities; a UDD
+    walker wraps `base` in a `UDDCalculator` (amplitude scaled first when configured). The
+    restart key covers everything that changes the trajectory, not how walkers are
+    scheduled, so a walker interrupted in a batch resumes alone and vice versa.
+    """
+    plan = walker_plan(cfg, name)
+    wc = plan.config
+    checkpoint = walker_checkpoint(run, gen)
+    frame_rng, velocity_rng, _ = walker_seeds(plan, gen)
     frame, frame_index, dataset_sha = pick_start_frame(run, gen, frame_rng)
     atoms = start_atoms(frame, wc.temperature_K, velocity_rng)
 
     screen = screen_for_run(cfg.explore.collapse, run, gen, atoms.numbers)
-    base = EIPCalculator(checkpoint, device=cfg.explore.device)
+    if base is None:
+        base = EIPCalculator(checkpoint, device=cfg.explore.device, dtype=explore_dtype(cfg))
     udd, scale = cfg.explore.udd, None
     if plan.kind == "udd" and udd.target_bias_ratio is not None:
         scale = scale_amplitude(base, udd, training_frames(run, gen, udd.scale_frames), udd.target_bias_ratio)
@@ -423,49 +488,35 @@ def run_walker(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationRe
         "generation": gen, "walker": plan.name, "config": wc.model_dump(mode="json"),
         "udd": udd.model_dump(mode="json") if plan.kind == "udd" else None,
         "collapse": cfg.explore.collapse.model_dump(mode="json"), "device": cfg.explore.device,
+        "dtype": str(base.model.dtype),
         "checkpoint_sha256": sha256_file(checkpoint), "dataset_sha256": dataset_sha, "start_frame": frame_index,
         "screen": screen.thresholds, "log_columns": LOG_COLUMNS,
     }
     restart_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()
-
-    out = run.step_dir(gen, "explore")
-    log_csv, frames_xyz = out / f"{name}.csv", out / f"{name}.extxyz"
-    outcome = run_trajectory(
-        atoms, calc, wc, cfg.explore.collapse, log_csv, frames_xyz,
-        frame_info={"walker": name, "kind": plan.kind, "source": plan.kind, "generation": gen},
-        thermostat_rng=thermostat_rng, restart_path=out / f"{name}.restart.npz", restart_key=restart_key,
-        restart_every=cfg.explore.restart_every, label=f"gen {gen} {name}", screen=screen,
-    )
-    stats = log_statistics(log_csv, plan.kind)
-    return ExplorationResult(
-        generation=gen,
-        walker=name,
-        kind=plan.kind,
-        temperature_K=wc.temperature_K,
-        steps_requested=wc.steps,
-        steps_run=outcome.steps_run,
-        simulated_time_fs=outcome.steps_run * wc.timestep_fs,
-        collapsed=outcome.collapsed,
-        collapse_step=outcome.collapse_step,
-        collapse_time_fs=outcome.collapse_step * wc.timestep_fs if outcome.collapsed else None,
-        collapse_reason=outcome.collapse_reason,
-        n_candidates=outcome.n_candidates,
-        log_csv=run.rel(log_csv),
-        frames_extxyz=run.rel(frames_xyz),
-        wall_time_s=outcome.wall_time_s,
-        min_pair_distance=screen.thresholds,
-        udd_A=udd.A if plan.kind == "udd" else None,
-        udd_target_ratio=scale.target if scale is not None else None,
-        **stats,
-    )
+    return WalkerJob(run, gen, plan, atoms, calc, cfg.explore.collapse, screen, udd, scale, restart_key,
+                     cfg.explore.restart_every)
 
 
-def explore_generation(cfg: ALConfig, run: RunDir, gen: int) -> ExplorationSummary:
-    """All walkers of generation `gen` one after another; finished ones (valid
-    ``explore/<name>.json``) are not rerun. Returns the summary (the caller writes it)."""
-    results = []
-    for name in walker_names(cfg):
-        path = run.step_dir(gen, "explore") / f"{name}.json"
-        result, _ = run_step(path, ExplorationResult, lambda name=name: run_walker(cfg, run, gen, name), run)
-        results.append(result)
-    return ExplorationSummary(generation=gen, walkers=results)
+def explore_batched(cfg: ALConfig) -> bool:
+    """Whether the walkers advance batched: `explore.batched`, where 'auto' means on a GPU."""
+    if cfg.explore.batched != "auto":
+        return bool(cfg.explore.batched)
+    return resolve_device(cfg.explore.device).type == "cuda"
+
+
+def explore_dtype(cfg: ALConfig) -> str | None:
+    """The model precision of exploration: `explore.dtype`, where 'auto' is float32 on a
+    GPU and the checkpoint's own precision on CPU (None)."""
+    if cfg.explore.dtype != "auto":
+        return cfg.explore.dtype
+    return "float32" if resolve_device(cfg.explore.device).type == "cuda" else None
+
+
+def run_walker(cfg: ALConfig, run: RunDir, gen: int, name: str) -> ExplorationResult:
+    """Run walker `name` of generation `gen` alone with that generation's model.
+
+    Writes ``explore/<name>.csv`` and ``explore/<name>.extxyz`` and resumes from
+    ``explore/<name>.restart.npz`` if an earlier attempt was interrupted. A collapse is
+    recorded in the result, not raised. The caller writes the result (``<name>.json``).
+    """
+    return prepare_walker(cfg, run, gen, name)()

@@ -179,13 +179,15 @@ class EIPModel(nn.Module):
         g: Graph,
         *,
         create_graph: bool = False,
-        bias: BiasFn | None = None,
+        bias: BiasFn | Sequence[BiasFn | None] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Energies, forces, evidential parameters and uncertainties of graph batch `g`.
 
         `create_graph=True` keeps the force graph for training (forces enter the loss).
         With `bias`, E_bias(σ_config, N) is evaluated per graph and its forces come from
-        the same forward pass (no second model evaluation).
+        the same forward pass (no second model evaluation). A sequence gives one bias per
+        graph (None: E_bias = 0 for that graph), so batched walker replicas of different
+        kinds share one pass.
         Output keys: energy (G, float64), forces (N,3), nu/alpha/beta ((N,3) paper head,
         (N,) symmetric head), shape (N,3,3; symmetric head only), covariance (N,3,3,
         epistemic Σ_i), sigma_components (N,3), sigma_atom (N,), sigma_config (G,),
@@ -215,12 +217,18 @@ class EIPModel(nn.Module):
         }
         if ev.shape is not None:
             result["shape"] = ev.shape
-        if bias is None:
+        if bias is None or (not callable(bias) and all(b is None for b in bias)):
             (grad,) = torch.autograd.grad(energy_net.sum(), positions, create_graph=create_graph)
             result["forces"] = -grad
             return result
         n_atoms = counts.to(torch.long).tolist()
-        e_bias = torch.stack([bias(sig_g[k], n_atoms[k]).reshape(()) for k in range(g.n_graphs)])
+        biases = [bias] * g.n_graphs if callable(bias) else list(bias)
+        if len(biases) != g.n_graphs:
+            raise ValueError(f"{len(biases)} biases for {g.n_graphs} graphs")
+        e_bias = torch.stack([
+            b(sig_g[k], n_atoms[k]).reshape(()) if b is not None else sig_g.new_zeros(())
+            for k, b in enumerate(biases)
+        ])
         # Two vector-Jacobian products over the same graph (retain_graph): measured faster
         # on CPU than one vmap-batched backward (is_grads_batched), same result.
         (grad,) = torch.autograd.grad(

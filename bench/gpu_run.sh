@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One-shot GPU benchmarks (issue 23) for a session that has a GPU: about 5 minutes.
+#
+#   bash bench/gpu_run.sh            # from the repository root, on the GPU machine
+#
+# Runs, each under its own time limit so one hang cannot eat the device budget:
+#   1. bench_model.py  --device cuda --batch 8   one model pass, plain vs eIP vs UDD, 1 and 8 boxes
+#   2. bench_explore.py --device cuda            full MD / UDD walker steps, 288 atoms, vs the
+#                                                authors' 35.4 ms per UDD step on an H100
+#   3. bench_explore.py --device cuda --replicas 1 2 4 8   batched vs sequential replicas
+# Results: bench/results/{model,explore,explore-replicas}-cuda.json (copied to $OUT when the
+# device tool sets it). Then, on the development machine: python bench/summarize.py.
+set -u
+cd "$(dirname "$0")"
+export PYTHONPATH=..
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name(0))" || exit 1
+status=0
+run() {  # run LIMIT_S CMD...: one benchmark, failures reported, never fatal to the rest
+    local limit=$1; shift
+    echo "== $*"
+    timeout "$limit" "$@" || { echo "!! failed or timed out (rc $?): $*"; status=1; }
+}
+run 120 python3 bench_model.py --device cuda --batch 8 --threads 1 --repeats 30
+run 120 python3 bench_explore.py --device cuda --threads 1 --steps 200 --rounds 3
+run 240 python3 bench_explore.py --device cuda --threads 1 --replicas 1 2 4 8 --atoms 96 288 \
+    --steps 100 --rounds 2 --note "one GPU, not shared; 1 CPU thread for the host side"
+if [ -n "${OUT:-}" ]; then cp results/*-cuda.json "$OUT"/ 2>/dev/null || true; fi
+exit $status
