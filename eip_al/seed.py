@@ -26,7 +26,7 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from eip_al.atomic import atomic_write_with, sha256_file
+from eip_al.atomic import sha256_file
 from eip_al.config import ALConfig, ConfigError
 from eip_al.data import coerce_str_info, write_dataset
 from eip_al.integrity import seal
@@ -34,6 +34,7 @@ from eip_al.io import frame_id, read_frames, write_frames
 from eip_al.label import get_labeler
 from eip_al.label.jobs import LabelBatch, collect, prepare_jobs, run_all
 from eip_al.label.mock import MockWaterCalculator
+from eip_al.mdstate import load_md_state, save_md_state
 from eip_al.rundir import ARTIFACT_NAME, RunDir, load_valid
 from eip_al.schemas import DatasetManifest, TheoryFingerprint
 from eip_al.systems import initial_structure, water_topology
@@ -107,13 +108,13 @@ def sample_seed_md(cfg: ALConfig, md_dir: Path) -> list[Atoms]:
     rng = np.random.default_rng(sd.seed)
     frames: list[Atoms] = []
     step = 0
-    state = _load_state(state_path, key)
+    state = load_md_state(state_path, key)
     if state is not None:
-        step = int(state["step"])
-        n_done = int(state["n_frames"])
-        atoms.positions = state["positions"]
-        atoms.set_momenta(state["momenta"])
-        rng.bit_generator.state = json.loads(str(state["rng"]))
+        step = int(state.meta["step"])
+        n_done = int(state.meta["n_frames"])
+        atoms.positions = state.positions
+        atoms.set_momenta(state.momenta)
+        rng.bit_generator.state = state.meta["rng"]
         frames = list(read(frames_path, index=f":{n_done}")) if n_done else []  # type: ignore[arg-type]
         if len(frames) != n_done:
             raise SeedError(f"{frames_path}: has {len(frames)} frames, checkpoint says {n_done}")
@@ -164,18 +165,6 @@ def sample_seed_md(cfg: ALConfig, md_dir: Path) -> list[Atoms]:
     return list(read(frames_path, index=":"))
 
 
-def _load_state(path: Path, key: str) -> dict[str, np.ndarray] | None:
-    """The checkpoint at `path` if it exists and was made with the same settings."""
-    if not path.exists():
-        return None
-    with np.load(path) as data:
-        state = {k: data[k] for k in data.files}
-    if str(state.get("settings")) != key:
-        console.print(f"{path}: seed settings changed since this checkpoint; restarting the MD")
-        return None
-    return state
-
-
 def _save_state(
     frames_path: Path,
     state_path: Path,
@@ -187,15 +176,8 @@ def _save_state(
 ) -> None:
     """Frames first, then the state that counts them: a crash in between loses nothing."""
     write_frames(frames_path, frames)
-    state = {
-        "step": np.array(step),
-        "n_frames": np.array(len(frames)),
-        "positions": atoms.get_positions(),
-        "momenta": atoms.get_momenta(),
-        "rng": np.array(json.dumps(rng.bit_generator.state)),
-        "settings": np.array(key),
-    }
-    atomic_write_with(state_path, lambda p: np.savez(p, **state))
+    save_md_state(state_path, atoms, {"key": key, "step": step, "n_frames": len(frames),
+                                      "rng": rng.bit_generator.state})
 
 
 # ------------------------------------------------------------------------------ labels

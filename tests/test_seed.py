@@ -18,6 +18,7 @@ from eip_al.config import ALConfig, ConfigError, config_from_mapping
 from eip_al.data import load_dataset
 from eip_al.io import FrameError, attach_labels
 from eip_al.label.mock import MockLabeler, MockWaterCalculator, water_energy_forces
+from eip_al.mdstate import load_md_state
 from eip_al.rundir import RunDir
 from eip_al.schemas import LabelingResult
 from eip_al.seed import SeedError, make_seed, sample_seed_md
@@ -149,8 +150,9 @@ def test_interrupted_md_resumes_the_same_trajectory(
     monkeypatch.setattr(MockWaterCalculator, "calculate", counting)
     with pytest.raises(Crash):
         sample_seed_md(cfg, tmp_path / "md")
-    with np.load(tmp_path / "md" / "state.npz") as state:
-        assert int(state["step"]) == saved_step and int(state["n_frames"]) == saved_frames
+    state = load_md_state(tmp_path / "md" / "state.npz", seed_mod._settings_key(cfg))
+    assert state is not None
+    assert state.meta["step"] == saved_step and state.meta["n_frames"] == saved_frames
     calls["n"], calls["limit"] = 0, -1
     resumed = sample_seed_md(cfg, tmp_path / "md")
     assert calls["n"] == 1 + 70 - saved_step  # continued where it stopped (70 steps in all)

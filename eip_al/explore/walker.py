@@ -41,12 +41,13 @@ from ase.md.md import MolecularDynamics
 from ase.md.nvtberendsen import NVTBerendsen
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
-from eip_al.atomic import atomic_path, sha256_file
+from eip_al.atomic import sha256_file
 from eip_al.calculator import EIPCalculator
 from eip_al.config import ALConfig, CollapseConfig, UDDConfig, WalkerConfig
 from eip_al.explore.collapse import CollapseDetector
 from eip_al.explore.udd import BiasScale, UDDCalculator, scale_amplitude
 from eip_al.io import frame_id, read_frames
+from eip_al.mdstate import MDState, load_md_state, save_md_state
 from eip_al.model.checkpoint import resolve_device
 from eip_al.progress import PROGRESS_EVERY_S, say
 from eip_al.rundir import RunDir, RunDirError, load_valid
@@ -183,27 +184,16 @@ def _size(fh: IO) -> int:
     return os.fstat(fh.fileno()).st_size
 
 
-def _load_restart(path: Path | None, key: str, log_part: Path, frames_part: Path) -> dict | None:
+def _load_restart(path: Path | None, key: str, log_part: Path, frames_part: Path) -> MDState | None:
     """The restart point at `path` if it belongs to this exact walker and its files are intact."""
-    if path is None or not path.is_file() or not log_part.is_file() or not frames_part.is_file():
+    if not log_part.is_file() or not frames_part.is_file():
         return None
-    try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-        meta = json.loads(str(data["meta"]))
-        if meta.get("key") != key:
-            return None
-        if log_part.stat().st_size < meta["log_bytes"] or frames_part.stat().st_size < meta["frames_bytes"]:
-            return None
-        return {"meta": meta, "positions": data["positions"], "momenta": data["momenta"]}
-    except Exception as exc:  # a damaged restart point must never stop the walker: start over
-        _say(str(path), f"ignoring unreadable restart point ({type(exc).__name__}: {exc})")
+    state = load_md_state(path, key)
+    if state is None:
         return None
-
-
-def _save_restart(path: Path, atoms: Atoms, meta: dict) -> None:
-    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, positions=atoms.get_positions(), momenta=atoms.get_momenta(), meta=json.dumps(meta))
+    if log_part.stat().st_size < state.meta["log_bytes"] or frames_part.stat().st_size < state.meta["frames_bytes"]:
+        return None
+    return state
 
 
 def run_trajectory(
@@ -237,12 +227,12 @@ def run_trajectory(
     log_part.parent.mkdir(parents=True, exist_ok=True)
     restart = _load_restart(restart_path, restart_key, log_part, frames_part)
     if restart is not None:
-        meta = restart["meta"]
+        meta = restart.meta
         for part, size in ((log_part, meta["log_bytes"]), (frames_part, meta["frames_bytes"])):
             with open(part, "r+b") as fh:
                 fh.truncate(size)
-        atoms.set_positions(restart["positions"])
-        atoms.set_momenta(restart["momenta"])
+        atoms.set_positions(restart.positions)
+        atoms.set_momenta(restart.momenta)
         rng.bit_generator.state = meta["rng_state"]
         step, n_candidates, wall_before = int(meta["step"]), int(meta["n_candidates"]), float(meta["wall_time_s"])
     else:
@@ -299,7 +289,7 @@ def run_trajectory(
                     "log_bytes": _size(log_fh), "frames_bytes": _size(frames_fh),
                     "rng_state": rng.bit_generator.state, "wall_time_s": wall_before + now - t_start,
                 }
-                _save_restart(restart_path, atoms, meta)
+                save_md_state(restart_path, atoms, meta)
             if now - last_report > PROGRESS_EVERY_S:
                 last_report = now
                 log_fh.flush()
