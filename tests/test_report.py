@@ -29,7 +29,7 @@ from eip_al.report import (
 )
 from eip_al.report.summary import PREFECT_FIGURES
 from eip_al.rundir import RunDir, RunDirError
-from eip_al.schemas import GenerationReport
+from eip_al.schemas import GenerationReport, LabelingResult, SelectionResult
 
 WALKERS = ("md-300K-0", "md-300K-1", "udd-300K-0", "udd-300K-1")
 
@@ -338,7 +338,8 @@ def test_report_builds_from_partial_and_damaged_steps(tmp_path):
     assert set(rep.numbers["missing_steps"].split(", ")) == {"explore", "select", "label", "merge"}
     status = pd.read_csv(run.step_dir(0, "report") / "steps.csv").set_index("step")["status"]
     assert status.to_dict() == {"train": "done", "explore": "missing", "select": "invalid",
-                                "label": "missing", "merge": "missing", "audit": "not run"}
+                                "label": "missing", "merge": "missing", "audit": "not run",
+                                "report": "this report"}
     assert rep.numbers["n_walkers"] == 4 and "frac_candidate" not in rep.numbers
     assert "energy_sigma.png" in {Path(f).name for f in rep.figures}
 
@@ -378,3 +379,78 @@ def test_predict_checkpoint_runs_a_real_checkpoint(tmp_path):
     assert m["n_frames"] == 3 and m["n_atoms"] == 72 and np.isfinite(m["force_mae"])
     for p in preds:
         assert p["config_uncertainty"] == pytest.approx(np.mean(p["uncertainty"]))
+
+
+# ============================================================================ geometry, failures, traces
+def test_rdf_of_an_ideal_gas_is_one_and_a_dimer_peaks_at_its_bond():
+    from ase import Atoms
+
+    from eip_al.report.sections.geometry import radial_distribution
+
+    rng = np.random.default_rng(0)
+    gas = [Atoms("O200", positions=rng.uniform(0, 14, (200, 3)), cell=[14] * 3, pbc=True) for _ in range(5)]
+    r, g = radial_distribution(gas)
+    assert g[r > 2].mean() == pytest.approx(1.0, abs=0.03)
+    pair = Atoms("O2", positions=[[1, 1, 1], [3.3, 1, 1]], cell=[30] * 3, pbc=True)
+    r, g = radial_distribution([pair])
+    assert r[np.argmax(g)] == pytest.approx(2.3, abs=0.05)
+    assert radial_distribution([Atoms("O2", positions=[[0, 0, 0], [1, 0, 0]])]) is None  # not periodic
+
+
+def test_geometry_section_equals_recomputed_minimum_distances(built):
+    from eip_al.screening import smallest_pair_distances
+
+    s, reports = built
+    run, rep = s.run, reports[0]
+    table = pd.read_csv(run.step_dir(0, "report") / "geometry.csv").set_index("frames")
+    selected = read(run.abs(SelectionResult.load(run.artifact_path(0, "select")).selected_extxyz), ":")
+    dataset = read(run.abs(run.dataset_for(0).dataset_extxyz), ":")
+    for name, frames in (("selected", selected), ("dataset", dataset)):
+        assert table.loc[name, "n_frames"] == len(frames)
+        for pair, d in smallest_pair_distances(frames).items():
+            assert table.loc[name, f"{pair} min (Å)"] == pytest.approx(d)
+            assert rep.numbers[f"min_distance.{name}.{pair}"] == pytest.approx(d)
+    assert {"pair_min_distances.png", "rdf.png"} <= {Path(f).name for f in rep.figures}
+
+
+def test_label_failures_are_broken_down_by_walker_and_kind(built):
+    s, _ = built
+    run = s.run
+    outcomes = LabelingResult.load(run.artifact_path(0, "label")).outcomes
+    selected = read(run.abs(SelectionResult.load(run.artifact_path(0, "select")).selected_extxyz), ":")
+    walker_of = {a.info["frame_id"]: a.info["walker"] for a in selected}
+    expected = pd.Series([(walker_of[o.frame_id], o.failure_class) for o in outcomes if o.status == "failed"])
+    table = pd.read_csv(run.step_dir(0, "report") / "label_failures_by_walker.csv")
+    assert table["failed"].sum() == len(expected) > 0
+    for (walker, cls), n in expected.value_counts().items():
+        row = table[(table["walker"] == walker) & (table["failure_class"] == cls)]
+        assert int(row["failed"].sum()) == n
+        assert set(row["kind"]) == {walker.split("-")[0]}
+
+
+def test_selected_frames_are_marked_on_the_traces():
+    from eip_al.report.figures import energy_sigma_vs_time
+
+    t = np.arange(0.0, 100.0, 5.0)
+    log = pd.DataFrame({"time_fs": t, "energy": -t, "sigma": 0.1 + t / 1000})
+    fig = energy_sigma_vs_time({"md-300K-0": log}, {"md-300K-0": "md"}, {"md-300K-0": None}, None, None,
+                               {"md-300K-0": [20.0, 45.0]})
+    ax_e, ax_s = fig.axes
+    marks = [ln for ln in ax_e.lines if ln.get_marker() == "o"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [20.0, 45.0]
+    assert list(marks[0].get_ydata()) == [-20.0, -45.0]  # on the energy trace
+    assert [ln for ln in ax_s.lines if ln.get_marker() == "o"][0].get_ydata()[1] == pytest.approx(0.145)
+    assert "total" in ax_e.get_ylabel() and "(eV)" in ax_e.get_ylabel() and "(eV/Å)" in ax_s.get_ylabel()
+
+
+def test_steps_and_wall_times_in_pipeline_order_and_wide_tables_scroll(built):
+    from eip_al.schemas import STEPS
+
+    s, _ = built
+    out = s.run.step_dir(0, "report")
+    assert pd.read_csv(out / "steps.csv")["step"].tolist() == list(STEPS)  # the report step included
+    wall = pd.read_csv(s.run.root / "summary" / "wall_times.csv")
+    for _, g in wall.groupby("generation"):
+        assert g["step"].tolist() == [x for x in STEPS if x in set(g["step"])]
+    html_text = (out / "report.html").read_text()
+    assert html_text.count("<table>") == html_text.count('<div class="table-wrap"><table>') > 0

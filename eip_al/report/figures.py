@@ -44,11 +44,14 @@ def energy_sigma_vs_time(
     collapses: Mapping[str, float | None],
     lo: float | None,
     hi: float | None,
+    selected: Mapping[str, Sequence[float]] | None = None,
 ) -> Figure:
-    """Potential energy and σ_config vs time, one column per kind (MD | UDD).
+    """Total potential energy and σ_config vs time, one column per kind (MD | UDD).
 
     `logs[walker]` has columns time_fs, energy, sigma; `collapses[walker]` is the collapse
-    time (marked with a red cross at the walker's last logged point) or None.
+    time (marked with a red cross at the walker's last logged point) or None;
+    `selected[walker]` the times (fs) of its frames that selection sent to the labeler
+    (open circles on both traces).
     """
     kind_order = [k for k in ("md", "udd") if k in kinds.values()] or ["md"]
     t_max = max((float(df["time_fs"].max()) for df in logs.values() if len(df)), default=0.0)
@@ -67,12 +70,17 @@ def energy_sigma_vs_time(
             (line,) = ax_e.plot(t / scale, e, lw=1.0, label=w)
             ax_s.plot(t / scale, s, lw=1.0, color=line.get_color())
             all_sigma.append(s)
+            picked = np.asarray((selected or {}).get(w, ()), dtype=float)
+            if picked.size and t.size:
+                for ax, y in ((ax_e, e), (ax_s, s)):
+                    ax.plot(picked / scale, np.interp(picked, t, y), "o", mfc="none", ms=5, mew=1.0,
+                            color=line.get_color())
             if collapses.get(w) is not None:
                 ax_e.plot(t[-1] / scale, e[-1], "x", color="red", ms=9, mew=2)
                 ax_s.plot(t[-1] / scale, s[-1], "x", color="red", ms=9, mew=2)
         n_coll = sum(1 for w in walkers if collapses.get(w) is not None)
         ax_e.set_title(f"{KIND_LABEL.get(kind, kind)}: {len(walkers)} walkers, {n_coll} collapsed (×)")
-        ax_e.set_ylabel("potential energy (eV)")
+        ax_e.set_ylabel("potential energy, total (eV)")
         ax_s.set_ylabel("σ_config (eV/Å)")
         ax_s.set_xlabel(f"simulation time ({unit})")
         if all_sigma and _log_ok(np.concatenate(all_sigma)):
@@ -81,8 +89,9 @@ def energy_sigma_vs_time(
             if level is not None:
                 ax_s.axhline(level, color="k", ls=style, lw=0.8, label=f"{name} = {level:.3g}")
         if walkers:
-            ax_e.legend(fontsize=7, loc="best")
-            ax_s.legend(fontsize=7, loc="best")
+            for ax in (ax_e, ax_s):
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=7, loc="best")
         else:
             _empty(ax_e, f"no {KIND_LABEL.get(kind, kind)} walkers")
     return fig
@@ -308,4 +317,45 @@ def summary_panels(
         ax.set_xticks(x)
     for ax in list(axes.flat)[len(series):]:
         ax.set_axis_off()
+    return fig
+
+
+def pair_min_distances(groups: Mapping[str, Mapping[str, np.ndarray]], limits: Mapping[str, float]) -> Figure:
+    """Per element pair, the distribution over frames of each frame's smallest distance of
+    that pair, one histogram per frame group (dataset, pooled, selected, ...); the screen's
+    limit as a red line."""
+    pairs = sorted({p for g in groups.values() for p in g})
+    fig = Figure(figsize=(4.2 * max(len(pairs), 1), 3.4), layout="constrained")
+    axes = fig.subplots(1, max(len(pairs), 1), squeeze=False)[0]
+    if not pairs:
+        _empty(axes[0], "no frames")
+        return fig
+    for ax, pair in zip(axes, pairs, strict=True):
+        values = [v for g in groups.values() if (v := np.asarray(g.get(pair, []))).size]
+        lo, hi = min(float(v.min()) for v in values), max(float(v.max()) for v in values)
+        bins = np.linspace(lo - 0.02, hi + 0.02, 30)
+        for name, g in groups.items():
+            v = np.asarray(g.get(pair, []))
+            if v.size:
+                ax.hist(v, bins=bins, histtype="step", density=True, lw=1.2, label=f"{name} ({v.size})")
+        if pair in limits:
+            ax.axvline(limits[pair], color="red", lw=1.0, label=f"limit {limits[pair]:.3g} Å")
+        ax.set_xlabel(f"smallest {pair} distance per frame (Å)")
+        ax.set_ylabel("frames (density)")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def radial_distribution(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], pair: str) -> Figure:
+    """g(r) of one element pair for each frame group (`curves[name] = (r, g)`)."""
+    fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for name, (r, g) in curves.items():
+        ax.plot(r, g, lw=1.2, label=name)
+    if not curves:
+        _empty(ax, "no frames")
+    ax.axhline(1.0, color="k", lw=0.6, ls=":")
+    ax.set_xlabel("r (Å)")
+    ax.set_ylabel(f"g(r) {pair}")
+    ax.legend(fontsize=7)
     return fig

@@ -20,6 +20,7 @@ from eip_al.report.sections import (
     convergence,
     dataset,
     exploration,
+    geometry,
     labeling,
     selection,
     status,
@@ -50,6 +51,7 @@ def report_generation(
     exploration.render(c)
     selection.render(c)
     labeling.render(c)
+    geometry.render(c)
     audit.render(c)
     dataset.render(c)
     convergence.render(c)

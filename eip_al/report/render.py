@@ -83,6 +83,13 @@ def _inline_html(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
+def _cell(value: object) -> str:
+    """A table cell; long text (reasons, messages, paths) wraps instead of widening the table."""
+    text = format_value(value)
+    cls = ' class="text"' if isinstance(value, str) and len(text) > 40 else ""
+    return f"<td{cls}>{html.escape(text)}</td>"
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}
@@ -90,6 +97,8 @@ h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+.table-wrap{max-width:100%;overflow-x:auto}
+td{white-space:nowrap}td.text{white-space:normal;min-width:16em;text-align:left}
 figure{margin:1em 0}img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.9em;color:#555}
 .note{background:#fff6d6;border-left:4px solid #e0a800;padding:.4em .8em}
@@ -192,11 +201,11 @@ class ReportWriter:
                 if b.shown and len(b.df):
                     view = b.view()
                     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in view.columns)
-                    rows = "".join(
-                        "<tr>" + "".join(f"<td>{html.escape(format_value(v))}</td>" for v in r) + "</tr>"
-                        for r in view.itertuples(index=False)
-                    )
-                    body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+                    rows = "".join("<tr>" + "".join(_cell(v) for v in r) + "</tr>"
+                                   for r in view.itertuples(index=False))
+                    # wide tables scroll inside the page (it stays readable at 1280 px)
+                    body.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+                                f"<tbody>{rows}</tbody></table></div>")
                 body.append(
                     f'<p><small>Table: <a href="{html.escape(self._link(b.name + ".csv"))}">{b.name}.csv</a> '
                     f"({len(b.df)} rows)</small></p>"

@@ -22,7 +22,7 @@ from eip_al.report import figures
 from eip_al.report.generation import report_generation
 from eip_al.report.render import ReportWriter, format_value
 from eip_al.rundir import RunDir, RunDirError, load_valid
-from eip_al.schemas import GenerationReport
+from eip_al.schemas import STEPS, GenerationReport
 
 # (numbers key, label) of the headline values: the summary table and the Prefect markdown.
 HEADLINE: tuple[tuple[str, str], ...] = (
@@ -50,7 +50,11 @@ def _long(df: pd.DataFrame, prefix: str, name: str, value: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["generation", name, value])
     out = df[["generation", *cols]].melt(id_vars="generation", var_name=name, value_name=value)
     out[name] = out[name].str.removeprefix(prefix)
-    return out.dropna(subset=[value]).sort_values(["generation", name]).reset_index(drop=True)
+    out = out.dropna(subset=[value])
+    order = {s: i for i, s in enumerate(STEPS)}  # steps in pipeline order, anything else after
+    rank = out[name].map(lambda k: order.get(k, len(order)))
+    return (out.assign(_rank=rank).sort_values(["generation", "_rank", name])
+            .drop(columns="_rank").reset_index(drop=True))
 
 
 def run_summary(run: RunDir) -> pd.DataFrame:
@@ -173,10 +177,12 @@ THUMBNAIL_SCALE = 0.5  # of the report's figure size: ~4× fewer bytes in the Pr
 
 def _thumbnail_uri(png: Path) -> str:
     """A PNG as a base64 data URI, scaled down (the Prefect UI renders data URIs in markdown)."""
-    from matplotlib import image
+    from PIL import Image
 
     buf = io.BytesIO()
-    image.thumbnail(str(png), buf, scale=THUMBNAIL_SCALE)
+    with Image.open(png) as im:
+        im.thumbnail((round(im.width * THUMBNAIL_SCALE), round(im.height * THUMBNAIL_SCALE)))
+        im.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

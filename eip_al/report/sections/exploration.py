@@ -110,10 +110,11 @@ def render(c: Context) -> None:
     fig = figures.energy_sigma_vs_time(
         logs, {r.walker: r.kind for r in walkers},
         {r.walker: (_stable_time(r, logs.get(r.walker)) if r.collapsed else None) for r in walkers},
-        lo, hi,
+        lo, hi, _selected_times(c),
     )
-    c.w.figure(fig, "energy_sigma", "Unbiased potential energy (top) and σ_config (bottom) vs time; "
-               "MD left, eIP-UDD right; red × marks a collapse; dashed/dotted: selection lo/hi.")
+    c.w.figure(fig, "energy_sigma", "Unbiased total potential energy (top) and σ_config (bottom) vs time; "
+               "MD left, eIP-UDD right; ○ frames selected for labeling, red × a collapse; "
+               "dashed/dotted: selection lo/hi.")
     c.w.text("Per walker (stable time = time before a collapse; σ statistics over the logged steps; "
              "energy mean/std (population std), steps and wall time in the CSV):")
     c.w.table(table, "walkers", columns=[
@@ -125,3 +126,15 @@ def render(c: Context) -> None:
         c.w.text("Minimum pair distances (walker collapse rule and selection screen): "
                  + ", ".join(f"{k} {v:.3g} Å" for k, v in next(iter(screens))) + ".")
     frames.render(c)
+
+
+def _selected_times(c: Context) -> dict[str, list[float]]:
+    """walker → times (fs) of its frames that selection picked (decisions.csv), {} if none."""
+    if c.selection is None:
+        return {}
+    try:
+        d = pd.read_csv(c.run.abs(c.selection.decisions_csv), usecols=["walker", "time_fs", "decision"])
+    except (OSError, ValueError):
+        return {}
+    picked = d[d["decision"] == "selected"]
+    return {str(w): g["time_fs"].astype(float).tolist() for w, g in picked.groupby("walker")}

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from eip_al.report.context import Context
+from eip_al.report.context import Context, read_optional_frames
 from eip_al.rundir import RunDirError
 from eip_al.schemas import LabelingResult
 
@@ -38,7 +38,26 @@ def render(c: Context) -> None:
     rows = [{"outcome": "ok", "count": n_ok}] + [
         {"outcome": f"failed: {k}", "count": v} for k, v in sorted(failed.items())]
     c.w.table(pd.DataFrame(rows), "labeling")
+    if failed:
+        _failures_by_walker(c, la)
     _label_forces(c, la)
+
+
+def _failures_by_walker(c: Context, la: LabelingResult) -> None:
+    """Failed jobs per walker, walker kind and failure class: which exploration produced the
+    frames the labeler could not (or should not) label. Walker and kind come from the
+    selected frames (the same columns failures.csv has)."""
+    frames: list = []
+    if c.selection is not None:
+        frames = read_optional_frames(c.run, c.selection.selected_extxyz, labels=False)[0]
+    origin = {str(a.info.get("frame_id")): (str(a.info.get("walker", "—")), str(a.info.get("kind", "—")))
+              for a in frames}
+    rows = [(*origin.get(o.frame_id, ("—", "—")), o.failure_class or "unclassified")
+            for o in la.outcomes if o.status == "failed"]
+    table = (pd.DataFrame(rows, columns=["walker", "kind", "failure_class"])
+             .groupby(["walker", "kind", "failure_class"]).size().rename("failed").reset_index())
+    c.w.text("Failed labels by the walker (and kind) whose frame it was:")
+    c.w.table(table, "label_failures_by_walker")
 
 
 HIGH_FORCE_FACTOR = 3.0  # new labels above this × the dataset's 99th-percentile |F_i| are reported

@@ -16,15 +16,17 @@ def render(c: Context) -> None:
     skipped = {r.step for r in record.steps if r.status == "skipped"} if record else set()
     rows = []
     for step in STEPS:
-        if step == "report":
-            continue
         path = c.run.artifact_path(c.gen, step)
+        if step == "report":  # this step: its wall time is in the generation record once it ends
+            rows.append({"step": step, "status": "this report", "wall_time_s": wall.get(step),
+                         "artifact": c.run.rel(path)})
+            continue
         state = ("invalid" if step in c.invalid else "done") if path.exists() else (
             "skipped" if step in skipped else "not run" if step == "audit" else "missing")  # optional
         rows.append({"step": step, "status": state, "wall_time_s": wall.get(step),
                      "artifact": c.run.rel(path)})
         c.put(**{f"wall_s.{step}": wall.get(step)})
-    missing = [r["step"] for r in rows if r["status"] not in ("done", "skipped", "not run")]
+    missing = [r["step"] for r in rows if r["status"] not in ("done", "skipped", "not run", "this report")]
     c.put(missing_steps=", ".join(missing) if missing else None)
     c.w.heading("Steps")
     if missing:
