@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 
@@ -159,6 +160,24 @@ def test_flow_two_generations_then_resume_after_label_failure(harness, tmp_path,
         DatasetManifest.load(run.artifact_path(1, "merge")).dataset_extxyz), ":")]
     assert len(ids) == len(set(ids)) == n1  # no duplicated label
     assert (run.root / "summary.html").is_file()
+    # the report of a REAL run (not the synthetic fixture): names drift between steps and
+    # report would show here as missing curves, rows or figures
+    rep = GenerationReport.load(run.artifact_path(0, "report"))
+    out = run.step_dir(0, "report")
+    assert {"training_curves.png", "energy_sigma.png", "pair_min_distances.png", "rdf.png"} <= {
+        Path(f).name for f in rep.figures}
+    curves = pd.read_csv(out / "training_curves.csv")
+    assert curves[["force_mae", "sigma_mean", "spearman_atom"]].notna().all().all()  # validation curves
+    geometry = pd.read_csv(out / "geometry.csv").set_index("frames")
+    assert {"dataset", "pooled", "selected"} <= set(geometry.index)
+    from ase.io import read
+
+    from eip_al.screening import smallest_pair_distances
+
+    trained_on = read(run.abs(run.dataset_for(0).dataset_extxyz), ":")
+    assert geometry.loc["dataset", "O-O min (Å)"] == pytest.approx(smallest_pair_distances(trained_on)["O-O"])
+    steps = pd.read_csv(out / "steps.csv")["step"].tolist()
+    assert steps == ["train", "explore", "select", "label", "merge", "audit", "report"]
 
 
 def _free_port() -> int:
