@@ -79,7 +79,8 @@ def energy_sigma_vs_time(
                 ax_e.plot(t[-1] / scale, e[-1], "x", color="red", ms=9, mew=2)
                 ax_s.plot(t[-1] / scale, s[-1], "x", color="red", ms=9, mew=2)
         n_coll = sum(1 for w in walkers if collapses.get(w) is not None)
-        ax_e.set_title(f"{KIND_LABEL.get(kind, kind)}: {len(walkers)} walkers, {n_coll} collapsed (×)")
+        ax_e.set_title(f"{KIND_LABEL.get(kind, kind)}: {len(walkers)} walker{'s' if len(walkers) != 1 else ''}, "
+                       f"{n_coll} collapsed (×)")
         ax_e.set_ylabel("potential energy, total (eV)")
         ax_s.set_ylabel("σ_config (eV/Å)")
         ax_s.set_xlabel(f"simulation time ({unit})")
