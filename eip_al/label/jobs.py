@@ -379,6 +379,11 @@ def run_job(batch: LabelBatch, job_id: str) -> JobOutcome:
     return label_job(batch, job, _runner(batch), manifest.theory.key())
 
 
+def _batch_name(batch: LabelBatch) -> str:
+    """'seed' or 'gen N': how progress lines name the batch."""
+    return "seed" if batch.generation < 0 else f"gen {batch.generation}"
+
+
 def run_all(batch: LabelBatch) -> None:
     """Run every unfinished job: local in `n_parallel` threads, Slurm as one array (plus one
     array for retries), export not at all."""
@@ -410,7 +415,7 @@ def run_all(batch: LabelBatch) -> None:
                 progress.advance(task)
                 done += 1
                 if throttle.due() or done == len(todo):
-                    say("label", f"gen {batch.generation}: {done}/{len(todo)} jobs done, {failed} failed")
+                    say("label", f"{_batch_name(batch)}: {done}/{len(todo)} jobs done, {failed} failed")
         except KeyboardInterrupt:
             cancel_local()
             for fut in futures:
@@ -432,7 +437,7 @@ def _run_slurm(batch: LabelBatch, todo: list[LabelingJob], key: str) -> None:
         def show(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
             if throttle.due() or done == total:
-                say("label", f"gen {batch.generation}: Slurm {done}/{total} tasks ended")
+                say("label", f"{_batch_name(batch)}: Slurm {done}/{total} tasks ended")
 
         backend.run([labeler.run_script(d) for d in dirs], show)
         retry_dirs = []
