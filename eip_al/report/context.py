@@ -88,14 +88,15 @@ class Context:
     selection: SelectionResult | None = None
     labeling: LabelingResult | None = None
     calibration: Calibration | None = None
-    _labelled: dict[str, tuple[list[Atoms], str | None]] = field(default_factory=dict)
+    _frames: dict[tuple[str, bool], tuple[list[Atoms], str | None]] = field(default_factory=dict)
 
-    def labelled_frames(self, rel: str) -> tuple[list[Atoms], str | None]:
-        """`read_optional_frames(labels=True)`, read once per report: several sections use
-        the same files (new labels, the dataset, the seed dataset). Callers only read them."""
-        if rel not in self._labelled:
-            self._labelled[rel] = read_optional_frames(self.run, rel, labels=True)
-        return self._labelled[rel]
+    def frames(self, rel: str, *, labels: bool) -> tuple[list[Atoms], str | None]:
+        """`read_optional_frames`, read once per report: several sections use the same files
+        (walker frames, the selection, new labels, the dataset). Callers only read them."""
+        key = (rel, labels)
+        if key not in self._frames:
+            self._frames[key] = read_optional_frames(self.run, rel, labels=labels)
+        return self._frames[key]
 
     def put(self, **values: Any) -> None:
         for key, value in values.items():

@@ -19,7 +19,7 @@ def _fixed_test_frames(c: Context) -> tuple[list[Atoms], str | None]:
     seed = load_valid(c.run.seed_dir / "artifact.json", DatasetManifest)
     if seed is None:
         return [], "no valid seed dataset manifest"
-    frames, problem = c.labelled_frames(seed.dataset_extxyz)
+    frames, problem = c.frames(seed.dataset_extxyz, labels=True)
     if problem:
         return [], problem
     test = [a for a in frames if a.info.get("split") == "test"]
@@ -32,7 +32,7 @@ def _validation_frames(c: Context) -> list[Atoms]:
         rel = c.run.dataset_for(c.gen).dataset_extxyz
     except RunDirError:
         return []
-    frames, _ = c.labelled_frames(rel)
+    frames, _ = c.frames(rel, labels=True)
     return [a for a in frames if a.info.get("split") == "valid"]
 
 
@@ -54,7 +54,7 @@ def render(c: Context) -> None:
     elif not c.labeling.n_ok:
         c.w.note("no frame was labeled successfully in this generation; audit on new labels skipped.")
     else:
-        frames, problem = c.labelled_frames(c.labeling.labeled_extxyz)
+        frames, problem = c.frames(c.labeling.labeled_extxyz, labels=True)
         if problem or not frames:
             c.w.note(f"labeled frames unusable: {problem or 'file is empty'}; audit on new labels skipped.")
         else:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from eip_al.metrics import uq_metrics
 from eip_al.report import figures
-from eip_al.report.context import KINDS, Context, clean, mean_of, read_optional_frames
+from eip_al.report.context import KINDS, Context, clean, mean_of
 from eip_al.report.diversity import config_entropy, in_ranges, water_order_parameters
 from eip_al.systems import is_water
 
@@ -23,7 +23,7 @@ def render(c: Context) -> None:
     split: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     non_water = False
     for res in c.walkers:
-        frames, problem = read_optional_frames(c.run, res.frames_extxyz, labels=False)
+        frames, problem = c.frames(res.frames_extxyz, labels=False)
         if problem:
             c.w.note(f"walker `{res.walker}`: frames unusable: {problem}")
         for atoms in frames:

@@ -15,7 +15,7 @@ import vesin
 from ase import Atoms
 
 from eip_al.report import figures
-from eip_al.report.context import Context, read_optional_frames
+from eip_al.report.context import Context
 from eip_al.rundir import RunDirError
 from eip_al.screening import pair_name, screen_for_run, smallest_pair_distances
 
@@ -63,12 +63,12 @@ def _groups(c: Context) -> dict[str, list[Atoms]]:
     unphysical (pooled frames selection refused), failed (selected frames whose label failed)."""
     groups: dict[str, list[Atoms]] = {}
     try:
-        groups["dataset"] = c.labelled_frames(c.run.dataset_for(c.gen).dataset_extxyz)[0]
+        groups["dataset"] = c.frames(c.run.dataset_for(c.gen).dataset_extxyz, labels=True)[0]
     except RunDirError:
         pass
-    groups["pooled"] = [a for r in c.walkers for a in read_optional_frames(c.run, r.frames_extxyz, labels=False)[0]]
+    groups["pooled"] = [a for r in c.walkers for a in c.frames(r.frames_extxyz, labels=False)[0]]
     if c.selection is not None:
-        selected = read_optional_frames(c.run, c.selection.selected_extxyz, labels=False)[0]
+        selected = c.frames(c.selection.selected_extxyz, labels=False)[0]
         groups["selected"] = selected
         try:
             d = pd.read_csv(c.run.abs(c.selection.decisions_csv), usecols=["frame_id", "reason"])

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from eip_al.report.context import Context, read_optional_frames
+from eip_al.report.context import Context
 from eip_al.rundir import RunDirError
 from eip_al.schemas import LabelingResult
 
@@ -49,7 +49,7 @@ def _failures_by_walker(c: Context, la: LabelingResult) -> None:
     selected frames (the same columns failures.csv has)."""
     frames: list = []
     if c.selection is not None:
-        frames = read_optional_frames(c.run, c.selection.selected_extxyz, labels=False)[0]
+        frames = c.frames(c.selection.selected_extxyz, labels=False)[0]
     origin = {str(a.info.get("frame_id")): (str(a.info.get("walker", "—")), str(a.info.get("kind", "—")))
               for a in frames}
     rows = [(*origin.get(o.frame_id, ("—", "—")), o.failure_class or "unclassified")
@@ -67,9 +67,9 @@ def _label_forces(c: Context, la: LabelingResult) -> None:
     """Force sizes of the new labels vs the dataset they join: close contacts found by
     exploration (e.g. a strong UDD bias) show up as labels far above anything in the data,
     and such frames weigh heavily in the next training."""
-    new, _ = c.labelled_frames(la.labeled_extxyz)
+    new, _ = c.frames(la.labeled_extxyz, labels=True)
     try:
-        old, _ = c.labelled_frames(c.run.dataset_for(c.gen).dataset_extxyz)
+        old, _ = c.frames(c.run.dataset_for(c.gen).dataset_extxyz, labels=True)
     except RunDirError:
         old = []
     if not new or not old:
