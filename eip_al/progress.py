@@ -27,11 +27,12 @@ def say(tag: str, message: str) -> None:
 
 
 class Throttle:
-    """`due()` is True at most once every `every_s` seconds (the first call always)."""
+    """`due()` is True at most once every `every_s` seconds: from the first call on, or,
+    with `wait_first`, only once `every_s` have passed since construction."""
 
-    def __init__(self, every_s: float = PROGRESS_EVERY_S) -> None:
+    def __init__(self, every_s: float = PROGRESS_EVERY_S, *, wait_first: bool = False) -> None:
         self.every_s = every_s
-        self._last = -math.inf
+        self._last = time.perf_counter() if wait_first else -math.inf
 
     def due(self) -> bool:
         now = time.perf_counter()

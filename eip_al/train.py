@@ -56,7 +56,7 @@ from eip_al.model.evaluation import (
 from eip_al.model.head import Evidence, SymmetricHead
 from eip_al.model.loss import total_loss
 from eip_al.model.neighbors import Graph, collate
-from eip_al.progress import PROGRESS_EVERY_S, say
+from eip_al.progress import Throttle, say
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import TrainingResult, ValidationMetrics
 from eip_al.uq import CalibrationError, fit_calibration
@@ -306,7 +306,8 @@ def train_model(
     )
     if not finished:
         state["stopped_reason"] = "max_epochs" if state["epoch"] >= max_epochs else None
-    session_start = last_line = time.perf_counter()
+    session_start = time.perf_counter()
+    lines = Throttle(wait_first=True)  # plain lines where no live bar shows (logs, Prefect)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, disable=not progress or state["stopped_reason"] is not None) as bar:
@@ -338,8 +339,7 @@ def train_model(
             _save_state(last_path, model, state)
             bar.update(task, completed=epoch,
                        info=f"valid F-MAE {metrics.force_mae:.4f} eV/Å  σ {metrics.sigma_mean:.3f} eV/Å")
-            if progress and not console.is_terminal and time.perf_counter() - last_line >= PROGRESS_EVERY_S:
-                last_line = time.perf_counter()  # plain lines where no live bar shows (logs, Prefect)
+            if progress and not console.is_terminal and lines.due():
                 say("train", f"epoch {epoch}/{max_epochs}: valid F-MAE {metrics.force_mae:.4f} eV/Å, "
                              f"{row['wall_s']:.1f} s/epoch")
 

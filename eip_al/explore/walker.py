@@ -49,7 +49,7 @@ from eip_al.explore.udd import BiasScale, UDDCalculator, scale_amplitude
 from eip_al.io import frame_id, read_frames
 from eip_al.mdstate import MDState, load_md_state, save_md_state
 from eip_al.model.checkpoint import resolve_device
-from eip_al.progress import PROGRESS_EVERY_S, say
+from eip_al.progress import Throttle, say
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import ExplorationResult, TrainingResult
 from eip_al.screening import PairScreen, screen_for_run
@@ -247,7 +247,7 @@ def run_trajectory(
     dt_fs = walker.timestep_fs
     collapse_step: int | None = None
     reason: str | None = None
-    last_report = time.perf_counter()
+    lines = Throttle(wait_first=True)
 
     with open(log_part, "a") as log_fh, open(frames_part, "a") as frames_fh:
 
@@ -290,8 +290,7 @@ def run_trajectory(
                     "rng_state": rng.bit_generator.state, "wall_time_s": wall_before + now - t_start,
                 }
                 save_md_state(restart_path, atoms, meta)
-            if now - last_report > PROGRESS_EVERY_S:
-                last_report = now
+            if lines.due():
                 log_fh.flush()
                 _say(label, f"step {step}/{walker.steps} ({100 * step / walker.steps:.0f}%), "
                             f"{step * dt_fs:g} fs, σ={calc.results['config_uncertainty']:.3g} eV/Å, "
