@@ -325,20 +325,34 @@ class LabelerEntry(NamedTuple):
 
     target: str  # "module:Class", imported only when the labeler is used
     section: str | None  # None: the labeler takes no settings
+    required: tuple[str, ...] = ()  # fields of the section that have no default
 
 
 # adding a labeler = its module + one line here (+ its settings section below): docs/labeling.md
 LABELERS: dict[str, LabelerEntry] = {
     "mock": LabelerEntry("eip_al.label.mock:MockLabeler", "mock"),
     "cp2k": LabelerEntry("eip_al.label.cp2k:CP2KLabeler", "cp2k"),
-    "ase": LabelerEntry("eip_al.label.ase:ASELabeler", "ase"),
+    "ase": LabelerEntry("eip_al.label.ase:ASELabeler", "ase", ("calculator",)),
     "xtb": LabelerEntry("eip_al.label.xtb:XTBLabeler", "xtb"),
 }
 
 
+# where jobs run: `labeler.backend` -> its Backend class (eip_al/label/backends/, one module each)
+BACKENDS: dict[str, str] = {
+    "local": "eip_al.label.backends.local:LocalBackend",
+    "slurm": "eip_al.label.backends.slurm:SlurmBackend",
+    "export": "eip_al.label.backends.export:ExportBackend",
+}
+
+
+def _registry_enum(registry: dict[str, Any]) -> Any:
+    """JSON-schema hook listing a registry's keys when the schema is built (plug-ins included)."""
+    return lambda schema: schema.update(enum=list(registry))
+
+
 class LabelerConfig(Section):
-    kind: str = "mock"  # a key of LABELERS
-    backend: Literal["local", "slurm", "export"] = "local"
+    kind: str = Field("mock", json_schema_extra=_registry_enum(LABELERS))  # a key of LABELERS
+    backend: str = Field("local", json_schema_extra=_registry_enum(BACKENDS))  # a key of BACKENDS
     n_parallel: PosInt = 1  # local jobs at once
     max_failure_fraction: Fraction = 0.2
     max_force_eV_A: PosFloat = 100.0  # a label with any |F| above this is implausible_forces
@@ -360,10 +374,19 @@ class LabelerConfig(Section):
             raise ValueError(f"must be one of {', '.join(LABELERS)}")
         return value
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"must be one of {', '.join(BACKENDS)}")
+        return value
+
     @model_validator(mode="after")
-    def _ase_needs_calculator(self) -> LabelerConfig:
-        if self.kind == "ase" and self.ase.calculator is None:
-            raise ValueError('ase.calculator ("module:Class") is required when kind is \'ase\'')
+    def _required_settings(self) -> LabelerConfig:
+        entry = LABELERS[self.kind]
+        for name in entry.required:
+            if getattr(getattr(self, str(entry.section)), name) is None:
+                raise ValueError(f"{entry.section}.{name} is required when kind is {self.kind!r}")
         return self
 
 

@@ -7,7 +7,9 @@ input that cp2k-input-tools cannot validate, a deck without a &KIND for an eleme
 system, an ASE calculator that cannot be imported or built, tblite missing for xtb, a
 changed config under an existing run dir without --fork, a run dir that cannot be
 created, a missing Dask extra or GPU. `eip-al check` prints both; `eip-al run` refuses
-to start (and writes nothing) while there are problems. Nothing here writes files, except
+to start (and writes nothing) while there are problems. The labeler's and the backend's
+own checks come from their classes (`Labeler.preflight`, `Backend.problems`), so nothing
+here branches on a labeler or backend name. Nothing here writes files, except
 that validating a CP2K deck caches the installed CP2K's input schema (`cp2k --xml`).
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,12 +46,10 @@ def plan_lines(cfg: ALConfig, run_dir: Path) -> list[str]:
     walkers = ", ".join(
         f"{w.replicas} x {w.kind} ({w.steps} steps, {w.temperature_K:g} K)" for w in cfg.explore.walkers
     )
+    from eip_al.label.backends import backend_for
+    from eip_al.label.jobs import labeler_class
+
     lab = cfg.labeler
-    what = {
-        "cp2k": f"cp2k ({lab.cp2k.executable}, {_deck_name(cfg)})",
-        "ase": f"ase ({lab.ase.calculator})",
-        "xtb": f"xtb ({lab.xtb.method}, tblite)",
-    }.get(lab.kind, lab.kind)
     seed = f"{cfg.seed_data.n_frames} frames of mock-force-field MD" if cfg.seed_data.source == "md" else str(cfg.seed_data.file)
     return [
         f"run: {cfg.name}, up to {cfg.generations} generation(s)",
@@ -58,40 +57,20 @@ def plan_lines(cfg: ALConfig, run_dir: Path) -> list[str]:
         f"seed data: {seed}",
         f"walkers per generation: {len(walker_names(cfg))} = {walkers}",
         f"selection: up to {cfg.selection.n_select} frames per generation",
-        f"labeler: {what}",
-        f"backend: {lab.backend}" + (f" (partition {lab.slurm.partition or 'default'})" if lab.backend == "slurm" else ""),
+        f"labeler: {labeler_class(lab.kind).describe(lab)}",
+        f"backend: {backend_for(lab.backend).describe(lab)}",
         f"run dir: {run_dir}",
     ]
 
 
-def _deck_name(cfg: ALConfig) -> str:
-    c = cfg.labeler.cp2k
-    return f"user input {c.user_input}" if c.user_input is not None else f"template {c.template}"
-
-
 def _file_problems(cfg: ALConfig) -> list[str]:
-    """Input files named by the config that do not exist (CP2K decks: see `_cp2k_problems`)."""
+    """Input files named by the config that do not exist (the labeler's own: `_labeler_problems`)."""
     wanted: list[tuple[str, Path]] = []
     if cfg.system.kind == "file" and cfg.system.structure_file is not None:
         wanted.append(("system.structure_file", cfg.system.structure_file))
     if cfg.seed_data.source == "file" and cfg.seed_data.file is not None:
         wanted.append(("seed_data.file", cfg.seed_data.file))
-    if cfg.labeler.kind == "cp2k" and cfg.labeler.cp2k.schema_xml is not None:
-        wanted.append(("labeler.cp2k.schema_xml", cfg.labeler.cp2k.schema_xml))
     return [f"{what}: {path} not found" for what, path in wanted if not Path(path).is_file()]
-
-
-def _executable_problems(cfg: ALConfig) -> list[str]:
-    """Programs the run starts on this machine that are not on PATH."""
-    lab = cfg.labeler
-    wanted: list[tuple[str, str]] = []
-    if lab.kind == "cp2k" and lab.backend == "local":
-        wanted.append(("labeler.cp2k.executable", lab.cp2k.executable))
-        if lab.cp2k.launcher:
-            wanted.append(("labeler.cp2k.launcher", lab.cp2k.launcher[0]))
-    if lab.backend == "slurm":
-        wanted += [("labeler.backend slurm", "sbatch"), ("labeler.backend slurm", "squeue")]
-    return [f"{what}: '{exe}' not found on PATH" for what, exe in wanted if shutil.which(exe) is None]
 
 
 def _system_elements(cfg: ALConfig) -> tuple[frozenset[str] | None, list[str]]:
@@ -110,35 +89,19 @@ def _system_elements(cfg: ALConfig) -> tuple[frozenset[str] | None, list[str]]:
         return None, [f"system.structure_file: {path}: cannot be read: {exc}"]
 
 
-def _cp2k_problems(cfg: ALConfig, elements: frozenset[str] | None) -> list[str]:
-    """The template or user deck exists and, with the labeling settings forced, parses and
-    validates (cp2k-input-tools, against the installed CP2K's schema when there is one)."""
-    if cfg.labeler.kind != "cp2k":
-        return []
-    from eip_al.label.cp2k import load_deck
+def _labeler_problems(cfg: ALConfig, elements: frozenset[str] | None) -> list[str]:
+    """What the backend needs here (sbatch for Slurm) and what the labeler finds wrong with
+    its settings (`Labeler.preflight`: CP2K deck and executable, ASE calculator, tblite)."""
+    from eip_al.label.backends import backend_for
+    from eip_al.label.jobs import labeler_class
 
+    lab = cfg.labeler
     try:
-        deck = load_deck(cfg.labeler.cp2k)
+        cls = labeler_class(lab.kind)
     except ConfigError as exc:
         return [str(exc)]
-    missing = sorted(elements - deck.kinds) if elements is not None else []
-    if missing:
-        return [f"{deck.source}: no &KIND for element(s) {missing} of the system (has {sorted(deck.kinds)})"]
-    return []
-
-
-def _labeler_problems(cfg: ALConfig) -> list[str]:
-    """The labeler can be built here: its calculator imports and accepts its kwargs, tblite
-    is installed for xtb (CP2K has its own checks above)."""
-    if cfg.labeler.kind == "cp2k":
-        return []
-    from eip_al.label.jobs import get_labeler
-
-    try:
-        get_labeler(cfg.labeler).check_backend(cfg.labeler.backend)
-    except ConfigError as exc:
-        return [str(exc)]
-    return []
+    backend = backend_for(lab.backend)
+    return backend.problems(lab) + cls.preflight(lab, backend.runs_here, elements)
 
 
 def _run_dir_problems(cfg: ALConfig, run_dir: Path, fork: bool) -> list[str]:
@@ -187,7 +150,6 @@ def preflight(config_path: Path | str, run_dir: Path | str | None = None, fork: 
         return Preflight(cfg=None, run_dir=None, problems=[str(exc)])
     root = Path(run_dir) if run_dir is not None else cfg.resolved_run_dir()
     elements, problems = _system_elements(cfg)
-    problems += _file_problems(cfg) + _executable_problems(cfg) + _cp2k_problems(cfg, elements)
-    problems += _labeler_problems(cfg)
+    problems += _file_problems(cfg) + _labeler_problems(cfg, elements)
     problems += _runtime_problems(cfg) + _run_dir_problems(cfg, root, fork)
     return Preflight(cfg=cfg, run_dir=root, plan=plan_lines(cfg, root), problems=problems)

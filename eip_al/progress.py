@@ -15,6 +15,8 @@ import math
 import sys
 import time
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 PROGRESS_EVERY_S = 10.0  # seconds between the progress lines of one loop
 LOGGER = logging.getLogger("eip_al.progress")
 
@@ -40,3 +42,16 @@ class Throttle:
             return False
         self._last = now
         return True
+
+
+def bar(enabled: bool) -> Progress:
+    """A transient rich progress bar (description, bar, done/total, elapsed); `enabled=False`
+    shows nothing."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=True,
+    )

@@ -289,7 +289,7 @@ class LabelingJobSet(Artifact):
     artifact: ClassVar[str] = "labeling-jobs"
     generation: int
     labeler: str  # a key of eip_al.config.LABELERS
-    backend: Literal["local", "slurm", "export"]
+    backend: str  # a key of eip_al.config.BACKENDS
     theory: TheoryFingerprint
     jobs: list[LabelingJob]
 
@@ -310,7 +310,7 @@ class LabelingResult(Artifact):
     payload_fields: ClassVar[tuple[str, ...]] = ("labeled_extxyz",)
     generation: int
     labeler: str  # a key of eip_al.config.LABELERS
-    backend: Literal["local", "slurm", "export"]
+    backend: str  # a key of eip_al.config.BACKENDS
     theory: TheoryFingerprint
     outcomes: list[JobOutcome]
     n_ok: int

@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from eip_al import pipeline
 from eip_al.config import ALConfig, config_from_mapping, load_config
+from eip_al.label.backends import backend_for
 from eip_al.progress import LOGGER as PROGRESS
 from eip_al.progress import Throttle
 from eip_al.rundir import RunDir
@@ -203,7 +204,7 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
     _tell(logging.INFO, "gen %d: selected %d of %d candidates (accurate %.2f, candidate %.2f, failed %.2f)",
           gen, sel.n_selected, sel.n_candidate, sel.overall.accurate, sel.overall.candidate, sel.overall.failed)
     jobs = label_prepare_task(cfg, run_dir, gen)
-    if cfg.labeler.backend == "local":  # one task per job, run in parallel by the task runner
+    if backend_for(cfg.labeler.backend).runs_here:  # jobs run here: one task each, in parallel
         delay = cfg.flow.retry_delay_s
         job_task = label_job_task.with_options(
             retries=cfg.flow.label_retries,
@@ -217,7 +218,7 @@ def run_one_generation(cfg: ALConfig, run_dir: str, gen: int) -> Optional[str]:
                 PROGRESS.info("[label] gen %d: %d/%d jobs done, %d failed", gen, done, len(futures), n_failed)
         if n_failed:
             _tell(logging.WARNING, "gen %d: %d of %d labeling jobs failed", gen, n_failed, len(futures))
-    else:  # slurm: one job array for the generation; export: the user runs the jobs
+    else:  # the backend runs the batch (slurm: one job array; export: the user runs the jobs)
         label_all_task(cfg, run_dir, gen)
     label_collect_task(cfg, run_dir, gen)
     merged = merge_task(cfg, run_dir, gen)

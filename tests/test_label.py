@@ -39,8 +39,8 @@ from eip_al.label import (
     prepare_label_jobs,
     run_label_job,
 )
-from eip_al.label.backends import (
-    SlurmBackend,
+from eip_al.label.backends.slurm import (
+    SlurmArray,
     array_script,
     parse_sacct,
     parse_sbatch,
@@ -762,7 +762,7 @@ def test_slurm_backend_submits_once_polls_and_reattaches(tmp_path: Path) -> None
     jobs = prepare_jobs(batch, frames, "in")
     scripts = [batch.labeler.run_script(batch.job_dir(j)) for j in jobs.jobs]
     fake = FakeSlurm(timeout_tasks={2})
-    backend = SlurmBackend(batch.label_dir, batch.cfg.slurm, runner=fake, sleep=lambda s: None)
+    backend = SlurmArray(batch.label_dir, batch.cfg.slurm, runner=fake, sleep=lambda s: None)
     backend.run(scripts)
     assert [c[0] for c in fake.calls].count("sbatch") == 1
     assert backend.submissions()[0]["job_id"] == "99"
@@ -770,7 +770,7 @@ def test_slurm_backend_submits_once_polls_and_reattaches(tmp_path: Path) -> None
     assert "signal=TERM" in (scripts[2].parent / "run.status").read_text()
     # a new process re-attaches: everything finished, nothing is submitted again
     again = FakeSlurm()
-    SlurmBackend(batch.label_dir, batch.cfg.slurm, runner=again, sleep=lambda s: None).run(scripts)
+    SlurmArray(batch.label_dir, batch.cfg.slurm, runner=again, sleep=lambda s: None).run(scripts)
     assert again.calls == []
     from eip_al.label.jobs import collect
 

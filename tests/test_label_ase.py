@@ -97,7 +97,7 @@ def test_unimportable_calculator_is_one_config_error(tmp_path: Path, calculator:
 def test_malformed_calculator_and_bad_kwargs_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"c.yaml: labeler.ase.calculator: must be an import path"):
         config_from_mapping({"labeler": {"kind": "ase", "ase": {"calculator": "os; rm -rf /"}}}, "c.yaml")
-    with pytest.raises(ConfigError, match=r"labeler: ase.calculator .* is required when kind is 'ase'"):
+    with pytest.raises(ConfigError, match=r"labeler: ase.calculator is required when kind is 'ase'"):
         config_from_mapping({"labeler": {"kind": "ase"}}, "c.yaml")
     with pytest.raises(ConfigError, match=r"labeler.kind: must be one of mock, cp2k, ase, xtb \(got 'orca'\)"):
         config_from_mapping({"labeler": {"kind": "orca"}}, "c.yaml")

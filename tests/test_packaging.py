@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eip_al.label.backends import SLURM_TEMPLATE
+from eip_al.label.backends.slurm import SLURM_TEMPLATE
 from eip_al.label.base import packaged_template, template_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_installed_wheel_exports_a_cp2k_job_outside_the_checkout(tmp_path: Path)
     work = tmp_path / "elsewhere"
     work.mkdir()
     where = _run([str(venv / "bin" / "python"), "-c",
-                  "import eip_al.label.backends as b; print(b.__file__); print(b.SLURM_TEMPLATE.is_file())"],
+                  "import eip_al.label.backends.slurm as b; print(b.__file__); print(b.SLURM_TEMPLATE.is_file())"],
                  work, env).stdout.split()
     assert Path(where[0]).is_relative_to(venv) and where[1] == "True", where
     write_frames(work / "in.extxyz", [build_water_box(4, seed=s) for s in range(2)])

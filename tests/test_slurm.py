@@ -339,7 +339,7 @@ def test_array_script_paths_with_spaces_and_quotes(local_slurm: LocalSlurm, tmp_
     """The shell-quoted `#SBATCH --output=` of a work dir with a space and a quote is read by
     sbatch as one path: every task's log lands in slurm/logs/ there."""
     from eip_al.config import SlurmConfig
-    from eip_al.label.backends import SlurmBackend
+    from eip_al.label.backends.slurm import SlurmArray
 
     work = tmp_path / "my run's dir"
     scripts = []
@@ -351,7 +351,7 @@ def test_array_script_paths_with_spaces_and_quotes(local_slurm: LocalSlurm, tmp_
             'printf "exit_code=0\\nsignal=\\nruntime_s=0\\n" > run.status\n'
         )
         scripts.append(d / "run.sh")
-    backend = SlurmBackend(work, SlurmConfig(poll_interval_s=0.5))
+    backend = SlurmArray(work, SlurmConfig(poll_interval_s=0.5))
     backend.run(scripts)
     logs = sorted((work / "slurm" / "logs").glob("*.out"))
     assert [p.read_text().strip() for p in logs] == [f"ran in {work / f'job {i}'}" for i in range(2)], local_slurm.log_tail()

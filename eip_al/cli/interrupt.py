@@ -110,7 +110,7 @@ def mark_cancelled(flow_run_ids: list[str], timeout_s: float = 5.0) -> int:
 def stop_on_signals(flow_run_ids: Callable[[], list[str]] = list) -> Iterator[None]:
     """Within the block, SIGINT/SIGTERM stop everything this process started and exit
     (one line on stderr says so)."""
-    from eip_al.label.backends import cancel_local
+    from eip_al.label.backends.local import cancel_local
 
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name

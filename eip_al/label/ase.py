@@ -22,7 +22,7 @@ from typing import Any
 from ase import Atoms
 from ase.calculators.calculator import CalculationFailed, SCFError
 
-from eip_al.config import ASELabelerConfig, ConfigError
+from eip_al.config import ASELabelerConfig, ConfigError, LabelerConfig
 from eip_al.label.base import import_object
 from eip_al.label.jobfile import JobFileLabeler
 from eip_al.schemas import TheoryFingerprint
@@ -53,6 +53,10 @@ class ASELabeler(JobFileLabeler):
             raise ConfigError(f"{field}.kwargs: {path}({_show(kwargs)}) failed: {type(exc).__name__}: {exc}") from None
         if not callable(getattr(calc, "get_forces", None)):
             raise ConfigError(f"{field}.calculator: {path} is not an ASE calculator (it has no get_forces)")
+
+    @classmethod
+    def describe(cls, lab: LabelerConfig) -> str:
+        return f"ase ({lab.ase.calculator})"
 
     def make_calculator(self) -> Any:
         """A fresh calculator for one job."""

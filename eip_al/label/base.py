@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from eip_al.config import ConfigError
+from eip_al.config import LABELERS, ConfigError, LabelerConfig
 from eip_al.schemas import FailureClass, TheoryFingerprint
 
 
@@ -98,6 +98,26 @@ class Labeler(ABC):
     def check_backend(self, backend: str) -> None:
         """Raise ConfigError if this labeler cannot run on `backend` here; the default accepts all."""
         return None
+
+    @classmethod
+    def describe(cls, lab: LabelerConfig) -> str:
+        """The run plan's labeler line (`eip-al check`)."""
+        return lab.kind
+
+    @classmethod
+    def preflight(cls, lab: LabelerConfig, runs_here: bool, elements: frozenset[str] | None) -> list[str]:
+        """Problems with these settings, found before any work starts (`eip-al check`).
+
+        `runs_here`: the backend runs the labeler on this machine; `elements`: the system's
+        symbols (None if unknown). The default builds the labeler and asks `check_backend`.
+        """
+        section = LABELERS[lab.kind].section
+        try:
+            labeler = cls(getattr(lab, section)) if section else cls()  # type: ignore[call-arg]
+            labeler.check_backend(lab.backend)
+        except ConfigError as exc:
+            return [str(exc)]
+        return []
 
     @abstractmethod
     def run_script(self, job_dir: Path) -> Path:

@@ -50,9 +50,11 @@ from cp2k_input_tools.parser_errors import ParserError
 from cp2k_input_tools.tokenizer import TokenizerError
 
 from eip_al.atomic import atomic_write_bytes, atomic_write_text
-from eip_al.config import ConfigError, CP2KConfig
+from eip_al.config import ConfigError, CP2KConfig, LabelerConfig
 from eip_al.io import FrameError
-from eip_al.label.backends import job_script_text, run_scripts_local
+from eip_al.label.backends import backend_for
+from eip_al.label.backends.local import run_scripts_local
+from eip_al.label.backends.script import job_script_text
 from eip_al.label.base import JobResult, Labeler, template_path
 from eip_al.label.parse import OUTPUT_NAME, STATUS_NAME, parse_attempt, read_status
 from eip_al.schemas import TheoryFingerprint
@@ -483,12 +485,37 @@ class CP2KLabeler(Labeler):
         return self.deck.theory
 
     def check_backend(self, backend: str) -> None:
-        """`local` runs CP2K here: its executable must be on PATH."""
-        if backend == "local" and shutil.which(self.cfg.executable) is None:
+        """A backend that runs CP2K here (local) needs its executable on PATH."""
+        if backend_for(backend).runs_here and shutil.which(self.cfg.executable) is None:
             raise ConfigError(
                 f"labeler.cp2k.executable: '{self.cfg.executable}' not found on PATH "
-                "(backend 'local' runs CP2K here; use 'export' or 'slurm' to run it elsewhere)"
+                f"(backend '{backend}' runs CP2K here; use 'export' or 'slurm' to run it elsewhere)"
             )
+
+    @classmethod
+    def describe(cls, lab: LabelerConfig) -> str:
+        c = lab.cp2k
+        deck = f"user input {c.user_input}" if c.user_input is not None else f"template {c.template}"
+        return f"cp2k ({c.executable}, {deck})"
+
+    @classmethod
+    def preflight(cls, lab: LabelerConfig, runs_here: bool, elements: frozenset[str] | None) -> list[str]:
+        """The schema file exists, CP2K (and its launcher) are on PATH when they run here, and
+        the deck, with the labeling settings forced, parses, validates and has a &KIND for
+        every element of the system. Checked without building the labeler."""
+        c, problems = lab.cp2k, []
+        if c.schema_xml is not None and not Path(c.schema_xml).is_file():
+            problems.append(f"labeler.cp2k.schema_xml: {c.schema_xml} not found")
+        programs = [("labeler.cp2k.executable", c.executable), *(("labeler.cp2k.launcher", x) for x in c.launcher[:1])]
+        problems += [f"{what}: '{exe}' not found on PATH" for what, exe in programs if runs_here and shutil.which(exe) is None]
+        try:
+            deck = load_deck(c)
+        except ConfigError as exc:
+            return [*problems, str(exc)]
+        missing = sorted(elements - deck.kinds) if elements is not None else []
+        if missing:
+            problems.append(f"{deck.source}: no &KIND for element(s) {missing} of the system (has {sorted(deck.kinds)})")
+        return problems
 
     def check_frame(self, atoms: Atoms, where: str) -> None:
         """Raise FrameError if CP2K cannot label this frame with this deck."""

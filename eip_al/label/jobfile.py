@@ -26,7 +26,7 @@ from rich.progress import track
 from eip_al.atomic import atomic_write_text
 from eip_al.config import LABELERS
 from eip_al.io import frame_id, read_frames, write_frames
-from eip_al.label.backends import job_script_text
+from eip_al.label.backends.script import job_script_text
 from eip_al.label.base import JobResult, Labeler
 from eip_al.label.parse import (
     STATUS_NAME,

@@ -29,15 +29,13 @@ import os
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.io import write as ase_write
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eip_al.atomic import atomic_write_text
 from eip_al.config import LABELERS, LabelerConfig
@@ -49,9 +47,9 @@ from eip_al.io import (
     validate_frame,
     write_frames,
 )
-from eip_al.label.backends import Cancelled, SlurmBackend, cancel_local, reset_cancel
+from eip_al.label.backends import Backend, Runner, backend_for
 from eip_al.label.base import JobResult, Labeler, import_object
-from eip_al.progress import Throttle, say
+from eip_al.progress import bar
 from eip_al.schemas import JobOutcome, LabelingJob, LabelingJobSet, LabelingResult, Strict
 
 log = logging.getLogger(__name__)
@@ -112,11 +110,13 @@ class LabelBatch:
     outlier_force_limit: float | None = None
     outlier_rule: str = ""  # how the limit was derived, for the failure message
     labeler: Labeler = field(init=False)
+    backend: Backend = field(init=False)
 
     def __post_init__(self) -> None:
         self.label_dir = Path(self.label_dir)
         self.root = Path(self.root).resolve()
         self.labeler = get_labeler(self.cfg)
+        self.backend = backend_for(self.cfg.backend)
 
     @property
     def manifest_path(self) -> Path:
@@ -186,7 +186,7 @@ def prepare_jobs(batch: LabelBatch, frames: list[Atoms], source: str) -> Labelin
     jobs_dir = batch.label_dir / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
     jobs: list[LabelingJob] = []
-    with _progress(len(frames) >= 50) as progress:
+    with bar(len(frames) >= 50) as progress:
         task = progress.add_task("preparing jobs", total=len(frames))
         for i, atoms in enumerate(frames):
             job_id = f"{i:06d}"
@@ -317,9 +317,6 @@ def _finish(
     return outcome, rec
 
 
-Runner = Callable[[list[Path]], None]
-
-
 def label_job(
     batch: LabelBatch, job: LabelingJob, runner: Runner | None, theory_key: str
 ) -> JobOutcome:
@@ -340,11 +337,7 @@ def label_job(
             runner([job_dir])
             result = labeler.parse(job_dir, atoms)
         elif retry is not None:  # prepared but not run: the outcome is not final yet
-            todo = (
-                f"run {batch.rel(retry / 'run.sh')}, then ingest again"
-                if batch.cfg.backend == "export"
-                else "run the labeling again to run it"
-            )
+            todo = batch.backend.retry_hint(batch, retry)
             result.message = (
                 f"{result.message}; a retry with a stronger SCF recipe is prepared: {todo}"
             )
@@ -354,111 +347,37 @@ def label_job(
     return _finish(batch, job, atoms, result, theory_key)[0]
 
 
-def _runner(batch: LabelBatch) -> Runner | None:
-    """How this batch's backend runs jobs one at a time (None for export)."""
-    if batch.cfg.backend == "local":
-        return batch.labeler.execute
-    if batch.cfg.backend == "slurm":
-        backend = SlurmBackend(
-            batch.label_dir, batch.cfg.slurm, job_name=f"eip-label-{batch.generation}"
-        )
-
-        def run(dirs: list[Path]) -> None:
-            backend.run([batch.labeler.run_script(d) for d in dirs])
-
-        return run
-    return None
-
-
 def run_job(batch: LabelBatch, job_id: str) -> JobOutcome:
     """Run job `job_id` of the prepared batch on its backend (export: only read it)."""
     manifest = batch.manifest()
     job = next((j for j in manifest.jobs if j.job_id == job_id), None)
     if job is None:
         raise KeyError(f"{batch.manifest_path}: no job {job_id!r}")
-    return label_job(batch, job, _runner(batch), manifest.theory.key())
-
-
-def _batch_name(batch: LabelBatch) -> str:
-    """'seed' or 'gen N': how progress lines name the batch."""
-    return "seed" if batch.generation < 0 else f"gen {batch.generation}"
+    return label_job(batch, job, batch.backend.runner(batch), manifest.theory.key())
 
 
 def run_all(batch: LabelBatch) -> None:
-    """Run every unfinished job: local in `n_parallel` threads, Slurm as one array (plus one
-    array for retries), export not at all."""
+    """Run every unfinished job of the batch the way its backend runs them."""
     manifest = batch.manifest()
     key = manifest.theory.key()
-    todo = [
-        j
+    todo = {
+        batch.job_dir(j): j
         for j in manifest.jobs
         if _read_record(batch.job_dir(j) / OUTCOME_NAME, key, j.input_sha256) is None
-    ]
-    if not todo or batch.cfg.backend == "export":
+    }
+    if not todo:
         return
-    if batch.cfg.backend == "slurm":
-        _run_slurm(batch, todo, key)
-        return
-    reset_cancel()
-    with _progress(True) as progress, ThreadPoolExecutor(max_workers=batch.cfg.n_parallel) as pool:
-        task = progress.add_task(
-            f"labeling ({batch.cfg.kind}, {batch.cfg.n_parallel} at once)", total=len(todo)
-        )
-        futures = [pool.submit(label_job, batch, j, batch.labeler.execute, key) for j in todo]
-        throttle, done, failed = Throttle(), 0, 0
-        try:
-            for fut in as_completed(futures):
-                try:
-                    failed += fut.result().status == "failed"
-                except Cancelled:
-                    pass
-                progress.advance(task)
-                done += 1
-                if throttle.due() or done == len(todo):
-                    say("label", f"{_batch_name(batch)}: {done}/{len(todo)} jobs done, {failed} failed")
-        except KeyboardInterrupt:
-            cancel_local()
-            for fut in futures:
-                fut.cancel()
-            raise
 
+    def label(d: Path, runner: Runner | None) -> JobOutcome:
+        return label_job(batch, todo[d], runner, key)
 
-def _run_slurm(batch: LabelBatch, todo: list[LabelingJob], key: str) -> None:
-    labeler = batch.labeler
-    backend = SlurmBackend(
-        batch.label_dir, batch.cfg.slurm, job_name=f"eip-label-{batch.generation}"
-    )
-    dirs = [batch.job_dir(j) for j in todo]
-    with _progress(True) as progress:
-        task = progress.add_task("Slurm tasks done", total=len(dirs))
+    def retry(d: Path) -> bool:
+        atoms = _frame(batch, todo[d])
+        result = batch.labeler.parse(d, atoms)
+        return (not result.ok and result.failure_class != "not_run"
+                and batch.labeler.prepare_retry(d, atoms, result) is not None)
 
-        throttle = Throttle()
-
-        def show(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-            if throttle.due() or done == total:
-                say("label", f"{_batch_name(batch)}: Slurm {done}/{total} tasks ended")
-
-        backend.run([labeler.run_script(d) for d in dirs], show)
-        retry_dirs = []
-        for job, d in zip(todo, dirs, strict=True):
-            atoms = _frame(batch, job)
-            result = labeler.parse(d, atoms)
-            if (
-                not result.ok
-                and result.failure_class != "not_run"
-                and labeler.prepare_retry(d, atoms, result)
-            ):
-                retry_dirs.append(d)
-        if retry_dirs:
-            progress.update(
-                task, description="Slurm retries done", completed=0, total=len(retry_dirs)
-            )
-            backend.run(
-                [labeler.run_script(d) for d in retry_dirs], show
-            )
-    for job in todo:
-        label_job(batch, job, None, key)
+    batch.backend.run_all(batch, list(todo), label, retry)
 
 
 # ------------------------------------------------------------------------- collect
@@ -521,12 +440,7 @@ def collect(batch: LabelBatch, out_path: Path | None = None) -> LabelingResult:
             f"more than labeler.max_failure_fraction = {batch.cfg.max_failure_fraction:g}; "
             f"details in {batch.label_dir / FAILURES_NAME}"
         )
-        if not_run and batch.cfg.backend == "export":
-            message += (
-                f". {not_run} exported jobs have not run yet: run the scripts listed in "
-                f"{batch.label_dir / 'jobs' / 'tasks.txt'} (each job dir is self-contained), "
-                "then `eip-al ingest` this directory"
-            )
+        message += batch.backend.unfinished_hint(batch, not_run)
     return LabelingResult(
         generation=batch.generation,
         labeler=batch.cfg.kind,
@@ -576,17 +490,6 @@ def _write_failures(batch: LabelBatch, failed: list[JobOutcome]) -> None:
             ]
         )
     atomic_write_text(batch.label_dir / FAILURES_NAME, buf.getvalue())
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=True,
-    )
 
 
 def frames_for_labeling(path: Path) -> list[Atoms]:

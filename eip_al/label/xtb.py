@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from eip_al.config import ConfigError, XTBConfig
+from eip_al.config import ConfigError, LabelerConfig, XTBConfig
 from eip_al.label.ase import ASELabeler
 from eip_al.schemas import TheoryFingerprint
 
@@ -41,6 +41,10 @@ class XTBLabeler(ASELabeler):
             raise ConfigError(problem)
         self.omp_num_threads = self.config.omp_num_threads
         self._setup(CALCULATOR, self.tblite_kwargs(), "labeler.xtb")
+
+    @classmethod
+    def describe(cls, lab: LabelerConfig) -> str:
+        return f"xtb ({lab.xtb.method}, tblite)"
 
     def tblite_kwargs(self) -> dict[str, object]:
         """TBLite's constructor arguments for these settings (quiet: job logs stay small)."""

@@ -22,7 +22,7 @@ from ase import Atoms
 from ase.io import write
 
 from eip_al.config import CP2KConfig
-from eip_al.label.backends import run_script_local
+from eip_al.label.backends.local import run_script_local
 from eip_al.label.cp2k import CP2KLabeler
 
 HERE = Path(__file__).resolve().parent
