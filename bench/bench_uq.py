@@ -17,7 +17,8 @@ Stages (each caches trained models under bench/data/uq/ and resumes):
             winner; picks by the rule in `choose` → bench/results/uq_sweep.json
   baselines trains (caches) the ensemble and dropout models only
   compare   eIP (symmetric head, default), the same model with its feature novelty fitted
-            ("eIP + novelty"), eIP with the paper's per-component head (both heads with
+            ("eIP + novelty"), the same model with last-layer prediction rigidity instead
+            ("eIP + LLPR", bench/novelty_candidates.py), eIP with the paper's per-component head (both heads with
             EIP_LOSS), plain PaiNN, a 4-model ensemble and MC-dropout, all on the base
             schedule, plus a side-by-side epoch-cost probe → bench/results/uq.json; with
             --epochs N → uq-<N>ep.json; --methods picks a subset, --out another file
@@ -65,6 +66,7 @@ from baselines import (
     train_ensemble,
     train_plain,
 )
+from novelty_candidates import LastLayerRigidity
 from scipy.spatial.transform import Rotation
 from summarize import git_commit, machine_info, now_iso
 
@@ -589,6 +591,19 @@ def novelty_predictor(checkpoint: Path, train: list[Atoms], device: str):
     return run, fit_s
 
 
+def llpr_predictor(checkpoint: Path, train: list[Atoms], device: str):
+    """The trained symmetric eIP (novelty off) with σ scaled by last-layer prediction rigidity
+    (bench/novelty_candidates.py), fitted on the training frames; and the fit's wall seconds."""
+    model, _ = load_checkpoint(checkpoint, device)
+    llpr, fit_s, _ = timed(lambda: LastLayerRigidity(model, train))
+
+    def run(frames: Sequence[Atoms]) -> tuple[list[Prediction], float, float]:
+        graphs = frames_to_graphs(frames, model)
+        return timed(lambda: llpr.predict(graphs))
+
+    return run, fit_s
+
+
 METHOD_GROUPS = ("eip-symmetric", "eip-paper", "baselines")
 
 
@@ -615,6 +630,9 @@ def compare_track(
             predictor, fit_s = novelty_predictor(trained["checkpoint"], train, device)
             methods["eIP + novelty"] = run_method(predictor, tests, timing_set, 1)
             methods["eIP + novelty"]["train"] = train_cost([trained]) | {"novelty_fit_wall_s": fit_s}
+            predictor, fit_s = llpr_predictor(trained["checkpoint"], train, device)
+            methods["eIP + LLPR"] = run_method(predictor, tests, timing_set, 1)
+            methods["eIP + LLPR"]["train"] = train_cost([trained]) | {"novelty_fit_wall_s": fit_s}
 
     if "baselines" in groups:
         print(f"[{track}] baselines", flush=True)
@@ -708,7 +726,9 @@ def main(argv: list[str] | None = None) -> None:
             "train": baseline_cfg(args.device, args.epochs).model_dump(mode="json", exclude={"loss"}),
             "eip_loss": {"q": EIP_LOSS.q, "lam": EIP_LOSS.lam, "w_per_atom": EIP_LOSS.w_energy},
             "eip_heads": "eIP = symmetric head (default), eIP + novelty = the same model with its feature "
-                         "novelty fitted on the train split, eIP paper head = per-component head",
+                         "novelty fitted on the train split, eIP + LLPR = the same model with σ scaled by "
+                         "last-layer prediction rigidity (bench/novelty_candidates.py), eIP paper head = "
+                         "per-component head",
             "ensemble_members": N_MEMBERS,
             "dropout": DROPOUT, "mc_samples": MC_SAMPLES, "bootstrap": BOOTSTRAP,
             "baseline_loss": "mean_ic (ΔF_ic)² + 1·mean_g (ΔE_g/N_g)² (eV, Å)",

@@ -341,3 +341,41 @@ def test_summarizer_renders_every_result_file(tmp_path) -> None:
     assert "## `broken.json`" in text and "Unreadable" in text
     assert "unexpected layout" in text  # a malformed known result falls back to raw values
     assert "date not recorded" not in text.split("## explore")[1].split("##")[0]
+
+
+# ----------------------------------------------------------------------------- novelty candidates
+def test_llpr_factor_follows_its_definition_and_is_rotation_invariant(tiny_frames) -> None:
+    import novelty_candidates as nc
+    from scipy.spatial.transform import Rotation
+
+    from eip_al.model.evaluation import predict_graphs
+    from tests.model_fixtures import tiny_model
+
+    model = tiny_model(seed=1)
+    llpr = nc.LastLayerRigidity(model, tiny_frames[:4])
+    train_factor = llpr.factor(frames_to_graphs(tiny_frames[:4], model))
+    assert (train_factor >= 1).all()
+    # by construction ~REFERENCE_QUANTILE of each element's training atoms are inside the envelope
+    species = np.concatenate([a.numbers for a in tiny_frames[:4]])
+    for z in np.unique(species):
+        inside = np.mean(train_factor[species == z] == 1.0)
+        assert inside == pytest.approx(nc.REFERENCE_QUANTILE, abs=2 / np.sum(species == z))
+    # the factor of one atom, recomputed by hand from the readout's hidden layer
+    f, sp = nc._last_layer(model, frames_to_graphs(tiny_frames[:4], model))
+    e = sp[0]
+    x = f[sp == e]
+    c = x.T @ x / len(x)
+    c += nc.RIDGE * np.trace(c) / len(c) * np.eye(len(c))
+    r = np.einsum("nh,hk,nk->n", x, np.linalg.inv(c), x)
+    assert train_factor[0] == pytest.approx(max(1.0, r[0] / np.quantile(r, nc.REFERENCE_QUANTILE)), rel=1e-9)
+    # invariant features: a rigidly rotated frame has the same factors; σ is scaled by √factor
+    test = tiny_frames[4]
+    rotated = test.copy()
+    rot = Rotation.from_euler("xyz", [0.3, -1.1, 2.0])
+    rotated.positions = rot.apply(test.positions)
+    rotated.cell = rot.apply(np.asarray(test.cell))
+    g, g_rot = frames_to_graphs([test], model), frames_to_graphs([rotated], model)
+    assert np.allclose(llpr.factor(g), llpr.factor(g_rot), rtol=1e-8)
+    (base,), (scaled,) = predict_graphs(model, g), llpr.predict(g)
+    assert np.allclose(scaled["uncertainty"], base["uncertainty"] * np.sqrt(llpr.factor(g)))
+    assert scaled["config_uncertainty"] == pytest.approx(float(np.mean(scaled["uncertainty"])))
