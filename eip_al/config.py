@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -367,18 +368,12 @@ class LabelerConfig(Section):
     xtb: XTBConfig = XTBConfig()
     slurm: SlurmConfig = SlurmConfig()
 
-    @field_validator("kind")
+    @field_validator("kind", "backend")
     @classmethod
-    def _registered(cls, value: str) -> str:
-        if value not in LABELERS:
-            raise ValueError(f"must be one of {', '.join(LABELERS)}")
-        return value
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"must be one of {', '.join(BACKENDS)}")
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        registry = LABELERS if info.field_name == "kind" else BACKENDS
+        if value not in registry:
+            raise ValueError(f"must be one of {', '.join(registry)}")
         return value
 
     @model_validator(mode="after")
