@@ -18,7 +18,7 @@ Stages (each caches trained models under bench/data/uq/ and resumes):
   baselines trains (caches) the ensemble and dropout models only
   compare   eIP (symmetric head, default), the same model with its feature novelty fitted
             ("eIP + novelty"), the same model with last-layer prediction rigidity instead
-            ("eIP + LLPR", bench/novelty_candidates.py), eIP with the paper's per-component head (both heads with
+            ("eIP + LLPR", bench/novelty_candidates.py) and both ("eIP + novelty + LLPR"), eIP with the paper's per-component head (both heads with
             EIP_LOSS), plain PaiNN, a 4-model ensemble and MC-dropout, all on the base
             schedule, plus a side-by-side epoch-cost probe → bench/results/uq.json; with
             --epochs N → uq-<N>ep.json; --methods picks a subset, --out another file
@@ -591,11 +591,18 @@ def novelty_predictor(checkpoint: Path, train: list[Atoms], device: str):
     return run, fit_s
 
 
-def llpr_predictor(checkpoint: Path, train: list[Atoms], device: str):
-    """The trained symmetric eIP (novelty off) with σ scaled by last-layer prediction rigidity
-    (bench/novelty_candidates.py), fitted on the training frames; and the fit's wall seconds."""
+def llpr_predictor(checkpoint: Path, train: list[Atoms], device: str, with_ppca: bool):
+    """The trained symmetric eIP with σ scaled by last-layer prediction rigidity
+    (bench/novelty_candidates.py), fitted on the training frames, on top of its PPCA feature
+    novelty (`with_ppca`) or without it; and the fits' wall seconds."""
     model, _ = load_checkpoint(checkpoint, device)
-    llpr, fit_s, _ = timed(lambda: LastLayerRigidity(model, train))
+
+    def fit() -> LastLayerRigidity:
+        if with_ppca:
+            model.fit_novelty(frames_to_graphs(train, model))
+        return LastLayerRigidity(model, train)
+
+    llpr, fit_s, _ = timed(fit)
 
     def run(frames: Sequence[Atoms]) -> tuple[list[Prediction], float, float]:
         graphs = frames_to_graphs(frames, model)
@@ -630,9 +637,10 @@ def compare_track(
             predictor, fit_s = novelty_predictor(trained["checkpoint"], train, device)
             methods["eIP + novelty"] = run_method(predictor, tests, timing_set, 1)
             methods["eIP + novelty"]["train"] = train_cost([trained]) | {"novelty_fit_wall_s": fit_s}
-            predictor, fit_s = llpr_predictor(trained["checkpoint"], train, device)
-            methods["eIP + LLPR"] = run_method(predictor, tests, timing_set, 1)
-            methods["eIP + LLPR"]["train"] = train_cost([trained]) | {"novelty_fit_wall_s": fit_s}
+            for name, with_ppca in (("eIP + LLPR", False), ("eIP + novelty + LLPR", True)):
+                predictor, fit_s = llpr_predictor(trained["checkpoint"], train, device, with_ppca)
+                methods[name] = run_method(predictor, tests, timing_set, 1)
+                methods[name]["train"] = train_cost([trained]) | {"novelty_fit_wall_s": fit_s}
 
     if "baselines" in groups:
         print(f"[{track}] baselines", flush=True)
@@ -727,7 +735,8 @@ def main(argv: list[str] | None = None) -> None:
             "eip_loss": {"q": EIP_LOSS.q, "lam": EIP_LOSS.lam, "w_per_atom": EIP_LOSS.w_energy},
             "eip_heads": "eIP = symmetric head (default), eIP + novelty = the same model with its feature "
                          "novelty fitted on the train split, eIP + LLPR = the same model with σ scaled by "
-                         "last-layer prediction rigidity (bench/novelty_candidates.py), eIP paper head = "
+                         "last-layer prediction rigidity (bench/novelty_candidates.py), eIP + novelty + LLPR = "
+                         "both factors, eIP paper head = "
                          "per-component head",
             "ensemble_members": N_MEMBERS,
             "dropout": DROPOUT, "mc_samples": MC_SAMPLES, "bootstrap": BOOTSTRAP,
