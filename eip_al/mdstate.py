@@ -21,7 +21,6 @@ from ase import Atoms
 from eip_al.atomic import atomic_path
 from eip_al.progress import say
 
-
 _STATE = "state:"  # npz name prefix of the integrator's state arrays
 
 

@@ -8,12 +8,12 @@ import pytest
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.stress import voigt_6_to_full_3x3_stress
 
-pytestmark = pytest.mark.filterwarnings("ignore:Please use `ase.calculators.fd:FutureWarning")
-
 from eip_al.calculator import EIPCalculator
 from eip_al.config import UDDConfig
 from eip_al.explore.udd import UDDCalculator
 from tests.model_fixtures import tiny_model, torch_threads, water_box
+
+pytestmark = pytest.mark.filterwarnings("ignore:Please use `ase.calculators.fd:FutureWarning")
 
 
 def strained_box():

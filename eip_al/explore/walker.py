@@ -44,7 +44,12 @@ from eip_al.calculator import EIPCalculator
 from eip_al.config import ALConfig, CollapseConfig, WalkerConfig
 from eip_al.explore.biases import PreparedBias, prepare_bias
 from eip_al.explore.collapse import CollapseDetector, density_g_cm3
-from eip_al.explore.integrators import advance, integrator_state, make_dynamics, restore_integrator_state
+from eip_al.explore.integrators import (
+    advance,
+    integrator_state,
+    make_dynamics,
+    restore_integrator_state,
+)
 from eip_al.io import frame_id, read_frames
 from eip_al.mdstate import MDState, load_md_state, save_md_state
 from eip_al.model.checkpoint import resolve_device
