@@ -16,7 +16,8 @@ them in parallel; each writes, in ``gen-XXX/explore/``:
 
 Both files are streamed to ``*.part`` files and renamed when the walker ends. Every
 ``explore.restart_every`` steps a restart point (positions, momenta, cell, thermostat RNG,
-the integrator's thermostat/barostat variables, file offsets) is saved, so an interrupted walker resumes there instead of starting over.
+the integrator's thermostat/barostat variables, file offsets) is saved, so an interrupted
+walker resumes there instead of starting over.
 A collapse (see `collapse.py`) stops the walker cleanly; nothing from the first insane
 step on is logged or written.
 """
@@ -209,8 +210,8 @@ def run_trajectory(
     (with velocities) under `calc`.
 
     `calc` is an `EIPCalculator` (md) or a `UDDCalculator` (udd): anything whose results
-    hold energy, forces, uncertainty arrays and config_uncertainty (and stress for NPT). Each sane step is
-    logged; every `walker.sample_every` steps the frame is written as a candidate with
+    hold energy, forces, uncertainty arrays and config_uncertainty (and stress for NPT).
+    Each sane step is logged; every `walker.sample_every` steps the frame is written as a candidate with
     `frame_info` added to its info. Stops at the first step the `CollapseDetector`
     rejects (with `screen` as its per-pair distance rule). With `restart_path`, a restart point is saved every `restart_every` steps
     and a matching one (same `restart_key`) is resumed from.
@@ -353,15 +354,14 @@ def log_statistics(log_csv: Path, biased: bool) -> dict[str, float | None]:
 
     ratio, r_med, r_max = finite("bias_ratio"), finite("bias_ratio_median"), finite("bias_ratio_max")
     rho = finite("density")
-    udd = biased
     return {
         "sigma_mean": float(df["sigma"].mean()),
         "sigma_max": float(df["sigma"].max()),
         "energy_mean": float(df["energy"].mean()),
         "energy_std": float(df["energy"].std(ddof=0)),
-        "bias_ratio_mean": float(ratio.mean()) if udd and ratio.size else None,
-        "bias_ratio_median": float(np.median(r_med)) if udd and r_med.size else None,
-        "bias_ratio_max": float(r_max.max()) if udd and r_max.size else None,
+        "bias_ratio_mean": float(ratio.mean()) if biased and ratio.size else None,
+        "bias_ratio_median": float(np.median(r_med)) if biased and r_med.size else None,
+        "bias_ratio_max": float(r_max.max()) if biased and r_max.size else None,
         "density_mean": float(rho.mean()) if rho.size else None,
         "density_min": float(rho.min()) if rho.size else None,
         "density_max": float(rho.max()) if rho.size else None,
@@ -399,7 +399,6 @@ class WalkerJob:
     gen: int
     plan: WalkerPlan
     atoms: Atoms
-    calc: Calculator
     collapse: CollapseConfig
     screen: PairScreen
     bias: PreparedBias
@@ -418,7 +417,7 @@ class WalkerJob:
         plan, wc, run = self.plan, self.plan.config, self.run
         log_csv, frames_xyz, restart = self.paths
         outcome = run_trajectory(
-            self.atoms, self.calc, wc, self.collapse, log_csv, frames_xyz,
+            self.atoms, self.bias.calc, wc, self.collapse, log_csv, frames_xyz,
             frame_info={"walker": plan.name, "kind": plan.kind, "source": plan.kind, "generation": self.gen},
             thermostat_rng=walker_seeds(plan, self.gen)[2], restart_path=restart, restart_key=self.restart_key,
             restart_every=self.restart_every, label=f"gen {self.gen} {plan.name}", screen=self.screen,
@@ -490,7 +489,7 @@ def prepare_walker(
         "screen": screen.thresholds, "log_columns": LOG_COLUMNS,
     }
     restart_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()
-    return WalkerJob(run, gen, plan, atoms, bias.calc, cfg.explore.collapse, screen, bias, restart_key,
+    return WalkerJob(run, gen, plan, atoms, cfg.explore.collapse, screen, bias, restart_key,
                      cfg.explore.restart_every)
 
 
