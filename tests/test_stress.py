@@ -72,3 +72,19 @@ def test_stress_only_when_asked_and_refused_without_a_periodic_cell() -> None:
         atoms.pbc = False
         with pytest.raises(PropertyNotImplementedError, match="periodic in all three"):
             atoms.get_stress()
+
+
+def test_limited_bias_stress_follows_the_limiter_gain() -> None:
+    """In the limiter's linear regime (|F_b| ≪ C) F̃_b = k·F_b with k = D/(2πC²): the bias
+    stress is k times the exact one, and the total is model + bias."""
+    with torch_threads(1):
+        atoms = strained_box()
+        udd = UDDConfig(A=0.05, B=0.5, C=0.2, D=1.5, limiter=True)
+        calc = UDDCalculator(EIPCalculator.from_model(tiny_model(seed=2)), udd)
+        atoms.calc = calc
+        stress = atoms.get_stress()
+        res = calc.results
+    assert np.abs(res["forces_bias_raw"]).max() < 0.01 * udd.C  # linear regime
+    k = udd.D / (2 * np.pi * udd.C**2)
+    np.testing.assert_allclose(res["stress_bias"], k * res["stress_bias_raw"], rtol=1e-3)
+    np.testing.assert_allclose(stress, res["stress_model"] + res["stress_bias"], rtol=0, atol=1e-15)
