@@ -81,3 +81,11 @@ def test_registered_integrator_and_bias_run_a_walker(registered: None, tmp_path:
     x4, x8, x12 = (f.positions for f in frames)
     np.testing.assert_allclose(x12 - x8, x8 - x4, atol=3e-8)  # straight lines (extxyz keeps 8 decimals)
     assert np.abs(x8 - x4).max() > 1e-3
+
+
+def test_unknown_integrator_or_kind_is_one_config_line() -> None:
+    with pytest.raises(config.ConfigError, match=r"explore\.walkers\.0\.thermostat: must be one of berendsen, "
+                                                 r"langevin, nose_hoover, npt_berendsen, mtk \(got 'nh'\)$"):
+        config.config_from_mapping({"explore": {"walkers": [{"thermostat": "nh"}]}})
+    with pytest.raises(config.ConfigError, match=r"explore\.walkers\.0\.kind: must be one of md, udd \(got 'x'\)$"):
+        config.config_from_mapping({"explore": {"walkers": [{"kind": "x"}]}})
