@@ -5,7 +5,11 @@ Results: ``energy``, ``free_energy``, ``forces`` (always the UNBIASED model forc
 ((N,3)), ``config_uncertainty`` (σ = mean_i σ_i), ``descriptor`` (mean final scalar
 features, (F,), for farthest-point selection) and, when a UDD bias is given,
 ``energy_bias`` and ``forces_bias`` (raw −∂E_bias/∂R, before any limiter), both from the
-same forward pass as the forces. When the checkpoint carries a calibration
+same forward pass as the forces. ``stress`` (Voigt 6, eV/Å³, ASE's sign: (1/V)·∂E/∂ε)
+comes from a strain derivative in the same pass, only when asked for (``"stress"`` in the
+requested properties, or ``stress=True`` for NPT, so that forces and stress come from one
+pass); with a bias also ``stress_bias``. Stress needs a cell periodic in all three
+directions (`PropertyNotImplementedError` otherwise). When the checkpoint carries a calibration
 (docs/calibration.md) also ``calibrated_uncertainty`` (expected per-atom force error,
 eV/Å, (N,)) and ``config_calibrated_uncertainty`` (its mean over atoms).
 
@@ -25,7 +29,8 @@ import numpy as np
 import torch
 import vesin
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from eip_al.model.checkpoint import load_checkpoint
 from eip_al.model.eip import BiasFn, EIPModel
@@ -49,6 +54,8 @@ class EIPCalculator(Calculator):
         "descriptor",
         "energy_bias",
         "forces_bias",
+        "stress",
+        "stress_bias",
         "calibrated_uncertainty",
         "config_calibrated_uncertainty",
     ]
@@ -60,13 +67,16 @@ class EIPCalculator(Calculator):
         bias: BiasFn | None = None,
         skin: float = 0.5,
         dtype: str | None = None,
+        stress: bool = False,
         **kwargs: Any,
     ):
         """`bias(σ, n_atoms) -> E_bias` (scalar tensor, eV) enables UDD bias forces;
         `skin` (Å) is the Verlet skin of the neighbor list; `dtype` ('float32' or
-        'float64') overrides the checkpoint's precision."""
+        'float64') overrides the checkpoint's precision; `stress=True` computes the
+        stress with every evaluation (NPT)."""
         model, meta = load_checkpoint(checkpoint_path, device)
         self._setup(model, bias, skin, dtype)
+        self.stress = stress
         self.checkpoint_path = Path(checkpoint_path)
         self.meta = meta
         try:
@@ -83,6 +93,7 @@ class EIPCalculator(Calculator):
         """A calculator around a frozen copy of an in-memory model (e.g. right after training)."""
         calc = cls.__new__(cls)
         calc._setup(copy.deepcopy(model), bias, skin, dtype)
+        calc.stress = False
         calc.checkpoint_path = None
         calc.meta = {}
         calc.calibration = calibration
@@ -124,11 +135,20 @@ class EIPCalculator(Calculator):
         system_changes: Sequence[str] = all_changes,
     ) -> None:
         super().calculate(atoms, properties, system_changes)
+        stress = self.wants_stress(properties)
         g = self.graph(self.atoms).to(self.model.device, self.model.dtype)
         with torch.enable_grad():
-            out = self.model.predict(g, bias=self.bias)
+            out = self.model.predict(g, bias=self.bias, stress=stress)
         (res,) = unpack_results(out, g, [self.bias is not None])
         self.results = self._add_calibrated(res)
+
+    def wants_stress(self, properties: Sequence[str]) -> bool:
+        """Whether this evaluation computes the stress; a clear error for a cell that has none."""
+        stress = self.stress or "stress" in properties
+        if stress and not self.atoms.pbc.all():
+            raise PropertyNotImplementedError(
+                f"stress needs a cell periodic in all three directions (pbc={self.atoms.pbc.tolist()})")
+        return stress
 
     def _add_calibrated(self, res: dict) -> dict:
         """Add the calibrated uncertainty (eV/Å of expected force error) when calibrated."""
@@ -151,15 +171,22 @@ class EIPCalculator(Calculator):
 
 def unpack_results(out: dict[str, torch.Tensor], g: Graph, biased: Sequence[bool]) -> list[dict]:
     """Per-frame calculator results of one `EIPModel.predict` over batch `g`; frames with
-    `biased[k]` also get ``energy_bias`` and ``forces_bias``."""
+    `biased[k]` also get ``energy_bias`` and ``forces_bias``; a stress pass adds ``stress``
+    (and ``stress_bias`` for biased frames), Voigt 6."""
     results = split_outputs(out, g)
+    voigt = {key: [full_3x3_to_voigt_6_stress(m) for m in out[key].detach().to("cpu", torch.float64).numpy()]
+             for key in ("stress", "stress_bias") if key in out}
     if any(biased):
         counts = torch.bincount(g.batch, minlength=g.n_graphs).tolist()
         e_bias = out["energy_bias"].detach().cpu().tolist()
         f_bias = torch.split(out["forces_bias"].detach().to("cpu", torch.float64), counts)
     for k, res in enumerate(results):
         res["free_energy"] = res["energy"]
+        if "stress" in voigt:
+            res["stress"] = voigt["stress"][k]
         if biased[k]:
             res["energy_bias"] = float(e_bias[k])
             res["forces_bias"] = f_bias[k].numpy()
+            if "stress_bias" in voigt:
+                res["stress_bias"] = voigt["stress_bias"][k]
     return results

@@ -147,19 +147,86 @@ class UDDConfig(Section):
     scale_frames: PosInt = 16  # training frames used to find that amplitude
 
 
-class WalkerConfig(Section):
-    """One exploration trajectory template; `replicas` copies differ by seed and start frame."""
+class WalkerEntry(NamedTuple):
+    """One walker integrator: its module, its ensemble and the `WalkerConfig` fields it reads."""
 
-    kind: Literal["md", "udd"] = "md"
+    target: str  # module with make(atoms, wc, rng) and STATE (eip_al/explore/integrators/)
+    ensemble: Literal["nvt", "npt"]
+    fields: tuple[str, ...]
+
+
+# adding an integrator = its module + one line here (docs/exploration.md, "Adding a walker or a bias")
+WALKERS: dict[str, WalkerEntry] = {
+    "berendsen": WalkerEntry("eip_al.explore.integrators.berendsen", "nvt", ("tau_fs",)),
+    "langevin": WalkerEntry("eip_al.explore.integrators.langevin", "nvt", ("friction_per_fs",)),
+    "nose_hoover": WalkerEntry("eip_al.explore.integrators.nose_hoover", "nvt", ("tau_fs",)),
+    "npt_berendsen": WalkerEntry("eip_al.explore.integrators.npt_berendsen", "npt",
+                                 ("tau_fs", "pressure_bar", "taup_fs", "compressibility_per_bar")),
+    "mtk": WalkerEntry("eip_al.explore.integrators.mtk", "npt", ("tau_fs", "pressure_bar", "taup_fs")),
+}
+
+
+class BiasEntry(NamedTuple):
+    """One walker kind (bias): its module and the `ExploreConfig` field holding its settings."""
+
+    target: str  # module with prepare(base, explore, frames, label) (eip_al/explore/biases/)
+    section: str | None  # None: the bias takes no settings
+
+
+# the walker `kind` is the bias: md = none (plain model forces), udd = uncertainty-driven
+BIASES: dict[str, BiasEntry] = {
+    "md": BiasEntry("eip_al.explore.biases.md", None),
+    "udd": BiasEntry("eip_al.explore.biases.udd", "udd"),
+}
+
+
+def _registry_field(registry: dict[str, Any], default: str, what: str) -> Any:
+    """A str field whose choices are the registry's keys, in validation and in the JSON schema
+    (both read the registry when used, so an entry added at runtime is a valid choice)."""
+
+    def enum(schema: dict[str, Any]) -> None:
+        schema["enum"] = list(registry)
+
+    return Field(default, description=f"{what}: a key of the registry", json_schema_extra=enum)
+
+
+class WalkerConfig(Section):
+    """One exploration trajectory template; `replicas` copies differ by seed and start frame.
+
+    `kind` picks the bias (`BIASES`), `thermostat` the integrator and ensemble (`WALKERS`;
+    the historical name covers the barostats too). Each integrator reads only its fields."""
+
+    kind: str = _registry_field(BIASES, "md", "bias")
     temperature_K: PosFloat = 300.0
     steps: PosInt = 1000
     timestep_fs: PosFloat = 0.5
-    thermostat: Literal["berendsen", "langevin"] = "berendsen"
-    tau_fs: PosFloat = 100.0  # Berendsen time constant
+    thermostat: str = _registry_field(WALKERS, "berendsen", "integrator")
+    tau_fs: PosFloat = 100.0  # thermostat time constant (Berendsen, Nosé–Hoover, MTK)
     friction_per_fs: PosFloat = 0.01  # Langevin friction
+    pressure_bar: float = 1.0  # NPT target pressure
+    taup_fs: PosFloat = 1000.0  # NPT barostat time constant
+    compressibility_per_bar: PosFloat = 4.57e-5  # Berendsen NPT (water at 300 K)
     sample_every: PosInt = 10  # steps between candidate frames
     replicas: PosInt = 1
     seed: int = 0
+
+    @field_validator("kind")
+    @classmethod
+    def _bias_registered(cls, value: str) -> str:
+        if value not in BIASES:
+            raise ValueError(f"must be one of {', '.join(BIASES)}")
+        return value
+
+    @field_validator("thermostat")
+    @classmethod
+    def _integrator_registered(cls, value: str) -> str:
+        if value not in WALKERS:
+            raise ValueError(f"must be one of {', '.join(WALKERS)}")
+        return value
+
+    @property
+    def ensemble(self) -> Literal["nvt", "npt"]:
+        return WALKERS[self.thermostat].ensemble
 
 
 def parse_pair(name: str) -> tuple[int, int]:
@@ -189,6 +256,10 @@ class CollapseConfig(Section):
     max_oh_bond: PosFloat | None = 1.6  # Å; water only: an H farther than this from every O
     max_temperature_factor: PosFloat = 3.0  # T > factor * target
     max_force: PosFloat = 50.0  # eV/Å on any atom
+    # NPT walkers: the density (g/cm³) must stay in [density_min, density_max] (water's
+    # defaults; None switches a bound off). NVT boxes keep their start density, never checked.
+    density_min_g_cm3: PosFloat | None = 0.5
+    density_max_g_cm3: PosFloat | None = 1.5
 
     @model_validator(mode="after")
     def _pairs_known(self) -> CollapseConfig:
@@ -197,6 +268,9 @@ class CollapseConfig(Section):
                 parse_pair(name)
             except ValueError as exc:
                 raise ValueError(f"min_pair_distance: {exc}") from None
+        lo, hi = self.density_min_g_cm3, self.density_max_g_cm3
+        if lo is not None and hi is not None and not lo < hi:
+            raise ValueError(f"density_min_g_cm3 {lo} must be below density_max_g_cm3 {hi}")
         return self
 
 

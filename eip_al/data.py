@@ -30,14 +30,19 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from eip_al import integrity
-from eip_al.config import ALConfig, ConfigError, MergeConfig
+from eip_al.config import BIASES, ALConfig, ConfigError, MergeConfig
 from eip_al.io import FrameError, frame_id, read_frames, validate_frame, write_frames
 from eip_al.rundir import ARTIFACT_NAME, RunDir, RunDirError
 from eip_al.schemas import DatasetManifest, LabelingResult, TheoryFingerprint
 
 DATASET_NAME = "dataset.extxyz"
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
-SOURCES: tuple[str, ...] = ("seed", "md", "udd", "user")
+def sources() -> tuple[str, ...]:
+    """Valid frame sources: the seed, each walker kind (`config.BIASES`, read when asked, so a
+    registered bias's frames merge like md and udd ones) and user data."""
+    return ("seed", *BIASES, "user")
+
+
 STR_KEYS: tuple[str, ...] = ("frame_id", "source", "walker", "labeler", "theory", "job_id", "split")
 INT_KEYS: tuple[str, ...] = ("generation", "step")
 FLOAT_KEYS: tuple[str, ...] = ("time_fs",)
@@ -277,9 +282,9 @@ def write_dataset(
         content = frame_id(atoms)
         fid = atoms.info.setdefault("frame_id", content)
         where = f"{where} (frame_id {fid})"
-        if atoms.info.get("source") not in SOURCES:
+        if atoms.info.get("source") not in sources():
             raise FrameError(
-                f"{where}: info 'source' must be one of {list(SOURCES)}, got {atoms.info.get('source')!r}"
+                f"{where}: info 'source' must be one of {list(sources())}, got {atoms.info.get('source')!r}"
             )
         if atoms.info.get("split", "train") not in SPLITS:
             raise FrameError(f"{where}: split {atoms.info['split']!r} not in {list(SPLITS)}")

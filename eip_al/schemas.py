@@ -180,7 +180,10 @@ class ExplorationResult(Artifact):
     payload_fields: ClassVar[tuple[str, ...]] = ("log_csv", "frames_extxyz")
     generation: int
     walker: str  # e.g. "md-300K-0", "udd-300K-0"
-    kind: Literal["md", "udd"]
+    kind: str  # the bias (config.BIASES): md | udd
+    integrator: str | None = None  # config.WALKERS key (None: written before integrators had names)
+    ensemble: Literal["nvt", "npt"] = "nvt"
+    pressure_bar: float | None = None  # npt only
     temperature_K: float
     steps_requested: int
     steps_run: int
@@ -204,6 +207,10 @@ class ExplorationResult(Artifact):
     bias_ratio_max: float | None = None
     udd_A: float | None = None  # the amplitude used (eV): configured, or scaled to udd_target_ratio
     udd_target_ratio: float | None = None
+    # over the logged steps, g/cm³ (None without a 3D cell or in logs written before density)
+    density_mean: float | None = None
+    density_min: float | None = None
+    density_max: float | None = None
     min_pair_distance: dict[str, float] | None = None  # Å, the screen this walker ran under
     wall_time_s: float
 

@@ -79,8 +79,8 @@ class PairScreen:
 
 
 class PairChecker:
-    """`PairScreen` bound to one trajectory (fixed species, cell, pbc): a Verlet-skin
-    neighbor list reused between steps, so a per-step check is cheap."""
+    """`PairScreen` bound to one trajectory (fixed species and pbc): a Verlet-skin neighbor
+    list reused between steps while the cell stays, so a per-step check is cheap."""
 
     def __init__(self, screen: PairScreen, atoms: Atoms, skin: float = 0.3):
         self.numbers = np.asarray(atoms.numbers)
@@ -94,9 +94,15 @@ class PairChecker:
         self.cutoff = max(self._limit.values())
         self.pbc = [bool(p) for p in atoms.pbc]
         self.box = np.asarray(atoms.cell.array, dtype=np.float64) if any(self.pbc) else np.zeros((3, 3))
+        self.skin = skin
         self._nl = vesin.NeighborList(cutoff=self.cutoff, full_list=False, skin=skin)
 
-    def check(self, positions: np.ndarray) -> str | None:
+    def check(self, positions: np.ndarray, cell: np.ndarray | None = None) -> str | None:
+        """The worst pair as text, or None; `cell` is the current cell of a variable-cell
+        (NPT) trajectory (a changed cell rebuilds the neighbor list)."""
+        if cell is not None and not np.array_equal(cell, self.box):
+            self.box = np.array(cell, dtype=np.float64)
+            self._nl = vesin.NeighborList(cutoff=self.cutoff, full_list=False, skin=self.skin)
         i, j, d = self._nl.compute(np.asarray(positions, dtype=np.float64), self.box, self.pbc, "ijd")
         if not d.size:
             return None

@@ -314,9 +314,10 @@ def test_no_frame_at_or_after_the_collapse_is_kept(tmp_path: Path, monkeypatch: 
     seen = []
     real = CollapseDetector.check
 
-    def check(self, positions, energy, forces, sigma, temperature):  # type: ignore[no-untyped-def]
+    def check(self, positions, energy, forces, sigma, temperature, cell=None):  # type: ignore[no-untyped-def]
         seen.append(len(seen))
-        return "temperature: injected" if len(seen) == 13 else real(self, positions, energy, forces, sigma, temperature)
+        return "temperature: injected" if len(seen) == 13 else real(self, positions, energy, forces, sigma,
+                                                                    temperature, cell)
 
     monkeypatch.setattr(CollapseDetector, "check", check)
     res = run_walker(config(), run, 0, "md-300K-0")

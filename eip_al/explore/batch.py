@@ -57,7 +57,7 @@ class ReplicaBatch:
     def __init__(self, template: EIPCalculator):
         self.template = template
         self._members: set[int] = set()
-        self._pending: dict[int, tuple[Graph, BiasFn | None]] = {}
+        self._pending: dict[int, tuple[Graph, BiasFn | None, bool]] = {}
         self._hub: greenlet.greenlet | None = None
         self._slots = 0
         self.rounds = 0  # passes so far
@@ -68,21 +68,22 @@ class ReplicaBatch:
         self._slots += 1
         return ReplicaCalculator(self, self._slots - 1)
 
-    def evaluate(self, slot: int, g: Graph, bias: BiasFn | None) -> dict:
-        """Results of frame `g` (CPU graph) for replica `slot` (calculator keys)."""
+    def evaluate(self, slot: int, g: Graph, bias: BiasFn | None, stress: bool = False) -> dict:
+        """Results of frame `g` (CPU graph) for replica `slot` (calculator keys); with the
+        stress when `stress` (then the whole pass computes it: NPT and NVT walkers share it)."""
         if slot not in self._members or self._hub is None:
-            return self._evaluate({slot: (g, bias)})[slot]
-        self._pending[slot] = (g, bias)
+            return self._evaluate({slot: (g, bias, stress)})[slot]
+        self._pending[slot] = (g, bias, stress)
         return self._hub.switch()  # resumed by `run` with the results, or thrown the pass's error
 
-    def _evaluate(self, pending: dict[int, tuple[Graph, BiasFn | None]]) -> dict[int, dict]:
+    def _evaluate(self, pending: dict[int, tuple[Graph, BiasFn | None, bool]]) -> dict[int, dict]:
         """One pass over the pending frames (in slot order): one collate, one transfer."""
         slots = sorted(pending)
         model = self.template.model
         g = collate([pending[k][0] for k in slots]).to(model.device, model.dtype)
         biases = [pending[k][1] for k in slots]
         with torch.enable_grad():
-            out = model.predict(g, bias=biases)
+            out = model.predict(g, bias=biases, stress=any(pending[k][2] for k in slots))
         self.rounds += 1
         self.frames += len(slots)
         return dict(zip(slots, unpack_results(out, g, [b is not None for b in biases]), strict=True))
@@ -129,6 +130,7 @@ class ReplicaCalculator(EIPCalculator):
     def __init__(self, batch: ReplicaBatch, slot: int, **kwargs: Any):
         t = batch.template
         self._setup(t.model, None, t.skin, None)
+        self.stress = False
         self.checkpoint_path, self.meta, self.calibration = t.checkpoint_path, t.meta, t.calibration
         self.batch, self.slot = batch, slot
         Calculator.__init__(self, **kwargs)
@@ -140,7 +142,8 @@ class ReplicaCalculator(EIPCalculator):
         system_changes: Sequence[str] = all_changes,
     ) -> None:
         Calculator.calculate(self, atoms, properties, system_changes)
-        self.results = self._add_calibrated(self.batch.evaluate(self.slot, self.graph(self.atoms), self.bias))
+        stress = self.wants_stress(properties)
+        self.results = self._add_calibrated(self.batch.evaluate(self.slot, self.graph(self.atoms), self.bias, stress))
 
 
 def run_walkers(cfg: ALConfig, run: RunDir, gen: int, names: Sequence[str]) -> list[ExplorationResult]:

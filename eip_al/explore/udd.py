@@ -107,6 +107,20 @@ def atom_bias_ratios(forces_bias: np.ndarray, forces: np.ndarray) -> tuple[float
     return float(np.median(r)), float(np.max(r))
 
 
+def bias_stress(stress_raw: np.ndarray, forces_raw: np.ndarray, forces_limited: np.ndarray) -> np.ndarray:
+    """The stress of the (limited) bias: (1/V)·∂E_bias/∂ε scaled by the limiter's gain on this
+    frame, ‖F̃_b‖/‖F_b‖ (1 without the limiter; 0 when F_b = 0).
+
+    Without the limiter this is exact (F_b and the stress are derivatives of one E_bias). The
+    limited forces are the gradient of no energy, so no exact stress exists; in the limiter's
+    linear regime (|F_b| ≪ C) F̃_b = k·F_b = −∇(k·E_bias) and the scaled stress is exact
+    again, beyond it an approximation with the same overall strength as the forces.
+    """
+    norm = float(np.linalg.norm(forces_raw))
+    gain = float(np.linalg.norm(forces_limited)) / norm if norm > 0 else 0.0
+    return np.asarray(stress_raw, dtype=np.float64) * gain
+
+
 @dataclass(frozen=True)
 class BiasScale:
     """The amplitude A that makes the median frame's |F̃_b|/|F| equal the target."""
@@ -175,7 +189,9 @@ class UDDCalculator(Calculator):
     ``bias_ratio`` (|F̃_b|/|F|, see `bias_force_ratio`), ``bias_ratio_median`` and
     ``bias_ratio_max`` (over atoms of |F̃_b,i|/|F_i|), ``sigma_max`` (max_i σ_i) and
     the model's ``uncertainty``, ``uncertainty_components``, ``aleatoric_components``,
-    ``config_uncertainty``, ``descriptor``. One model evaluation per frame.
+    ``config_uncertainty``, ``descriptor``. When the stress is asked for (or the base has
+    ``stress=True``, NPT): ``stress`` (model + bias, what the barostat sees), ``stress_model``,
+    ``stress_bias`` (see `bias_stress`) and ``stress_bias_raw``. One model evaluation per frame.
     """
 
     implemented_properties = [
@@ -190,6 +206,10 @@ class UDDCalculator(Calculator):
         "bias_ratio_median",
         "bias_ratio_max",
         "sigma_max",
+        "stress",
+        "stress_model",
+        "stress_bias",
+        "stress_bias_raw",
         "uncertainty",
         "uncertainty_components",
         "aleatoric_components",
@@ -220,7 +240,8 @@ class UDDCalculator(Calculator):
         system_changes: Sequence[str] = all_changes,
     ) -> None:
         super().calculate(atoms, properties, system_changes)
-        self.base.calculate(self.atoms, ["energy", "forces"], all_changes)
+        self.base.calculate(self.atoms, ["energy", "forces", *(["stress"] if "stress" in properties else [])],
+                            all_changes)
         res = dict(self.base.results)
         forces = np.asarray(res["forces"], dtype=np.float64)
         raw = np.asarray(res["forces_bias"], dtype=np.float64)
@@ -232,4 +253,9 @@ class UDDCalculator(Calculator):
         res["bias_ratio"] = bias_force_ratio(limited, forces)
         res["bias_ratio_median"], res["bias_ratio_max"] = atom_bias_ratios(limited, forces)
         res["sigma_max"] = float(np.max(res["uncertainty"]))
+        if "stress" in res:
+            res["stress_model"] = res["stress"]
+            res["stress_bias_raw"] = res["stress_bias"]
+            res["stress_bias"] = bias_stress(res["stress_bias"], raw, limited)
+            res["stress"] = res["stress"] + res["stress_bias"]
         self.results = res

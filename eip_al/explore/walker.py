@@ -1,21 +1,23 @@
 """Exploration walkers: conventional MD and eIP-UDD trajectories with collapse detection.
 
-A walker is one trajectory: kind (md | udd), temperature, steps, timestep, thermostat
-(Berendsen or Langevin, ASE's integrators), seed and a start frame drawn from the
-generation's training data. Walkers of a generation are independent, so the flow may run
+A walker is one trajectory: kind (the bias, `config.BIASES`: md | udd), temperature, steps,
+timestep, integrator (`thermostat`, `config.WALKERS`: NVT Berendsen, Langevin or
+Nosé–Hoover, NPT Berendsen or MTK), seed and a start frame drawn from the generation's
+training data. Walkers of a generation are independent, so the flow may run
 them in parallel; each writes, in ``gen-XXX/explore/``:
 
 * ``<name>.csv``    one row per sane step: step, time_fs, energy (unbiased model E, eV),
   energy_bias (eV), sigma (configuration σ, eV/Å), sigma_max (max_i σ_i), temperature (K),
   bias_ratio (|F̃_b|/|F|; 0 for md), bias_ratio_median and bias_ratio_max (over atoms of
-  |F̃_b,i|/|F_i|; 0 for md);
+  |F̃_b,i|/|F_i|; 0 for md), volume (Å³) and density (g/cm³; NaN without a 3D cell);
 * ``<name>.extxyz`` candidate frames every ``sample_every`` steps (never step 0, which is
   a training frame), with provenance and the model's σ arrays but NO labels;
 * the `ExplorationResult` (written by the caller, `pipeline.walker_step`).
 
 Both files are streamed to ``*.part`` files and renamed when the walker ends. Every
-``explore.restart_every`` steps a restart point (positions, momenta, thermostat RNG,
-file offsets) is saved, so an interrupted walker resumes there instead of starting over.
+``explore.restart_every`` steps a restart point (positions, momenta, cell, thermostat RNG,
+the integrator's thermostat/barostat variables, file offsets) is saved, so an interrupted
+walker resumes there instead of starting over.
 A collapse (see `collapse.py`) stops the walker cleanly; nothing from the first insane
 step on is logged or written.
 """
@@ -29,23 +31,26 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
 import numpy as np
 import pandas as pd
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.io.extxyz import write_extxyz
-from ase.md.langevin import Langevin
-from ase.md.md import MolecularDynamics
-from ase.md.nvtberendsen import NVTBerendsen
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 from eip_al.atomic import sha256_file
 from eip_al.calculator import EIPCalculator
-from eip_al.config import ALConfig, CollapseConfig, UDDConfig, WalkerConfig
-from eip_al.explore.collapse import CollapseDetector
-from eip_al.explore.udd import BiasScale, UDDCalculator, scale_amplitude
+from eip_al.config import ALConfig, CollapseConfig, WalkerConfig
+from eip_al.explore.biases import PreparedBias, prepare_bias
+from eip_al.explore.collapse import CollapseDetector, density_g_cm3
+from eip_al.explore.integrators import (
+    advance,
+    integrator_state,
+    make_dynamics,
+    restore_integrator_state,
+)
 from eip_al.io import frame_id, read_frames
 from eip_al.mdstate import MDState, load_md_state, save_md_state
 from eip_al.model.checkpoint import resolve_device
@@ -55,7 +60,7 @@ from eip_al.schemas import ExplorationResult, TrainingResult
 from eip_al.screening import PairScreen, screen_for_run
 
 LOG_COLUMNS = ("step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio",
-               "bias_ratio_median", "bias_ratio_max")
+               "bias_ratio_median", "bias_ratio_max", "volume", "density")
 
 
 def _say(label: str, message: str) -> None:
@@ -74,7 +79,7 @@ class WalkerPlan:
     index: int
 
     @property
-    def kind(self) -> Literal["md", "udd"]:
+    def kind(self) -> str:
         return self.config.kind
 
 
@@ -129,17 +134,6 @@ def start_atoms(frame: Atoms, temperature_K: float, rng: np.random.Generator) ->
     thermalize_momenta(atoms, temperature_K, rng=rng)
     Stationary(atoms)
     return atoms
-
-
-def make_dynamics(atoms: Atoms, wc: WalkerConfig, rng: np.random.Generator) -> MolecularDynamics:
-    """ASE NVT integrator of the walker: Berendsen (τ = tau_fs) or Langevin (friction_per_fs)."""
-    dt = wc.timestep_fs * units.fs
-    if wc.thermostat == "berendsen":
-        return NVTBerendsen(atoms, dt, temperature_K=wc.temperature_K, taut=wc.tau_fs * units.fs)
-    if wc.thermostat == "langevin":
-        return Langevin(atoms, dt, temperature_K=wc.temperature_K, friction=wc.friction_per_fs / units.fs,
-                        fixcm=False, rng=rng)
-    raise ValueError(f"unknown thermostat {wc.thermostat!r}")
 
 
 FrameValues = tuple[float, float, float, float, float, float, float]
@@ -212,11 +206,12 @@ def run_trajectory(
     label: str = "walker",
     screen: PairScreen | None = None,
 ) -> TrajectoryOutcome:
-    """Integrate `walker.steps` steps of NVT MD from `atoms` (with velocities) under `calc`.
+    """Integrate `walker.steps` steps of MD (the walker's integrator, NVT or NPT) from `atoms`
+    (with velocities) under `calc`.
 
     `calc` is an `EIPCalculator` (md) or a `UDDCalculator` (udd): anything whose results
-    hold energy, forces, uncertainty arrays and config_uncertainty. Each sane step is
-    logged; every `walker.sample_every` steps the frame is written as a candidate with
+    hold energy, forces, uncertainty arrays and config_uncertainty (and stress for NPT).
+    Each sane step is logged; every `walker.sample_every` steps the frame is written as a candidate with
     `frame_info` added to its info. Stops at the first step the `CollapseDetector`
     rejects (with `screen` as its per-pair distance rule). With `restart_path`, a restart point is saved every `restart_every` steps
     and a matching one (same `restart_key`) is resumed from.
@@ -231,6 +226,8 @@ def run_trajectory(
         for part, size in ((log_part, meta["log_bytes"]), (frames_part, meta["frames_bytes"])):
             with open(part, "r+b") as fh:
                 fh.truncate(size)
+        if restart.cell is not None:
+            atoms.set_cell(restart.cell, scale_atoms=False)
         atoms.set_positions(restart.positions)
         atoms.set_momenta(restart.momenta)
         rng.bit_generator.state = meta["rng_state"]
@@ -242,7 +239,12 @@ def run_trajectory(
 
     atoms.calc = calc
     dyn = make_dynamics(atoms, walker, rng)
-    detector = CollapseDetector(collapse, atoms, walker.temperature_K, screen=screen)
+    if restart is not None:
+        restore_integrator_state(dyn, walker, restart.state)
+    npt = walker.ensemble == "npt"
+    detector = CollapseDetector(collapse, atoms, walker.temperature_K, screen=screen, variable_cell=npt)
+    periodic = bool(atoms.pbc.all())
+    mass = float(atoms.get_masses().sum())
     info = dict(frame_info or {})
     dt_fs = walker.timestep_fs
     collapse_step: int | None = None
@@ -258,14 +260,17 @@ def run_trajectory(
             values = frame_values(res)
             energy = values[0]
             temperature = float(atoms.get_temperature())
-            why = detector.check(atoms.positions, energy, forces, np.asarray(res["uncertainty"]), temperature)
+            volume = float(atoms.get_volume()) if periodic else math.nan
+            density = density_g_cm3(mass, volume) if periodic else math.nan
+            why = detector.check(atoms.positions, energy, forces, np.asarray(res["uncertainty"]), temperature,
+                                 atoms.cell.array if npt else None)
             if why is not None:
                 collapse_step, reason = k, why
                 _say(label, f"collapsed at step {k} ({k * dt_fs:g} fs): {why}")
                 return False
             e_bias, sigma, sigma_max, ratio, r_med, r_max = values[1:]
             log_fh.write(f"{k},{k * dt_fs!r},{energy!r},{e_bias!r},{sigma!r},{sigma_max!r},"
-                         f"{temperature!r},{ratio!r},{r_med!r},{r_max!r}\n")
+                         f"{temperature!r},{ratio!r},{r_med!r},{r_max!r},{volume!r},{density!r}\n")
             if k > 0 and k % walker.sample_every == 0:
                 _write_candidate(frames_fh, atoms, res, info, step=k, time_fs=k * dt_fs,
                                  temperature=temperature, values=values)
@@ -273,11 +278,12 @@ def run_trajectory(
             return True
 
         _say(label, f"{'resumed at step ' + str(step) if restart else 'started'}: {walker.steps} steps "
-                    f"of {dt_fs:g} fs at {walker.temperature_K:g} K ({walker.thermostat})")
+                    f"of {dt_fs:g} fs at {walker.temperature_K:g} K ({walker.thermostat}"
+                    + (f", {walker.pressure_bar:g} bar)" if npt else ")"))
         forces = atoms.get_forces(md=True)
         ok = True if restart is not None else sane(0, forces)
         while ok and step < walker.steps:
-            forces = dyn.step(forces)
+            forces = advance(dyn, forces)
             step += 1
             ok = sane(step, forces)
             if not ok:
@@ -289,12 +295,13 @@ def run_trajectory(
                     "log_bytes": _size(log_fh), "frames_bytes": _size(frames_fh),
                     "rng_state": rng.bit_generator.state, "wall_time_s": wall_before + now - t_start,
                 }
-                save_md_state(restart_path, atoms, meta)
+                save_md_state(restart_path, atoms, meta, integrator_state(dyn, walker))
             if lines.due():
                 log_fh.flush()
                 _say(label, f"step {step}/{walker.steps} ({100 * step / walker.steps:.0f}%), "
                             f"{step * dt_fs:g} fs, σ={calc.results['config_uncertainty']:.3g} eV/Å, "
-                            f"T={atoms.get_temperature():.0f} K")
+                            f"T={atoms.get_temperature():.0f} K"
+                            + (f", ρ={density_g_cm3(mass, atoms.get_volume()):.3f} g/cm³" if npt else ""))
 
     os.replace(log_part, log_path)
     os.replace(frames_part, frames_path)
@@ -332,27 +339,32 @@ def _write_candidate(
     write_extxyz(fh, [frame])
 
 
-def log_statistics(log_csv: Path, kind: str) -> dict[str, float | None]:
-    """σ, energy and bias-ratio statistics over a walker log (None when it has no rows)."""
+def log_statistics(log_csv: Path, biased: bool) -> dict[str, float | None]:
+    """σ, energy, bias-ratio (biased walkers) and density statistics over a walker log (None
+    when it has no rows, or no finite density)."""
     df = pd.read_csv(log_csv)
     if df.empty:
         return {"sigma_mean": None, "sigma_max": None, "energy_mean": None, "energy_std": None,
-                "bias_ratio_mean": None, "bias_ratio_median": None, "bias_ratio_max": None}
+                "bias_ratio_mean": None, "bias_ratio_median": None, "bias_ratio_max": None,
+                "density_mean": None, "density_min": None, "density_max": None}
 
     def finite(col: str) -> np.ndarray:
         v = df[col].to_numpy(dtype=np.float64) if col in df.columns else np.zeros(0)
         return v[np.isfinite(v)]
 
     ratio, r_med, r_max = finite("bias_ratio"), finite("bias_ratio_median"), finite("bias_ratio_max")
-    udd = kind == "udd"
+    rho = finite("density")
     return {
         "sigma_mean": float(df["sigma"].mean()),
         "sigma_max": float(df["sigma"].max()),
         "energy_mean": float(df["energy"].mean()),
         "energy_std": float(df["energy"].std(ddof=0)),
-        "bias_ratio_mean": float(ratio.mean()) if udd and ratio.size else None,
-        "bias_ratio_median": float(np.median(r_med)) if udd and r_med.size else None,
-        "bias_ratio_max": float(r_max.max()) if udd and r_max.size else None,
+        "bias_ratio_mean": float(ratio.mean()) if biased and ratio.size else None,
+        "bias_ratio_median": float(np.median(r_med)) if biased and r_med.size else None,
+        "bias_ratio_max": float(r_max.max()) if biased and r_max.size else None,
+        "density_mean": float(rho.mean()) if rho.size else None,
+        "density_min": float(rho.min()) if rho.size else None,
+        "density_max": float(rho.max()) if rho.size else None,
     }
 
 
@@ -387,11 +399,9 @@ class WalkerJob:
     gen: int
     plan: WalkerPlan
     atoms: Atoms
-    calc: Calculator
     collapse: CollapseConfig
     screen: PairScreen
-    udd: UDDConfig
-    scale: BiasScale | None
+    bias: PreparedBias
     restart_key: str
     restart_every: int
 
@@ -407,16 +417,18 @@ class WalkerJob:
         plan, wc, run = self.plan, self.plan.config, self.run
         log_csv, frames_xyz, restart = self.paths
         outcome = run_trajectory(
-            self.atoms, self.calc, wc, self.collapse, log_csv, frames_xyz,
+            self.atoms, self.bias.calc, wc, self.collapse, log_csv, frames_xyz,
             frame_info={"walker": plan.name, "kind": plan.kind, "source": plan.kind, "generation": self.gen},
             thermostat_rng=walker_seeds(plan, self.gen)[2], restart_path=restart, restart_key=self.restart_key,
             restart_every=self.restart_every, label=f"gen {self.gen} {plan.name}", screen=self.screen,
         )
-        udd = plan.kind == "udd"
         return ExplorationResult(
             generation=self.gen,
             walker=plan.name,
             kind=plan.kind,
+            integrator=wc.thermostat,
+            ensemble=wc.ensemble,
+            pressure_bar=wc.pressure_bar if wc.ensemble == "npt" else None,
             temperature_K=wc.temperature_K,
             steps_requested=wc.steps,
             steps_run=outcome.steps_run,
@@ -430,9 +442,8 @@ class WalkerJob:
             frames_extxyz=run.rel(frames_xyz),
             wall_time_s=outcome.wall_time_s,
             min_pair_distance=self.screen.thresholds,
-            udd_A=self.udd.A if udd else None,
-            udd_target_ratio=self.scale.target if self.scale is not None else None,
-            **log_statistics(log_csv, plan.kind),
+            **self.bias.result,
+            **log_statistics(log_csv, self.bias.biased),
         )
 
 
@@ -451,8 +462,9 @@ def prepare_walker(
     """Walker `name` of generation `gen`, ready to run with `base` as its unbiased model
     (default: its own `EIPCalculator` of the generation's checkpoint on `explore.device`).
 
-    Starts from a seeded training frame with seeded Maxwell–Boltzmann velocities; a UDD
-    walker wraps `base` in a `UDDCalculator` (amplitude scaled first when configured). The
+    Starts from a seeded training frame with seeded Maxwell–Boltzmann velocities; the
+    walker's bias (`config.BIASES`, e.g. udd: a `UDDCalculator`, amplitude scaled first when
+    configured) wraps `base`; an NPT walker's base computes the stress with every pass. The
     restart key covers everything that changes the trajectory, not how walkers are
     scheduled, so a walker interrupted in a batch resumes alone and vice versa.
     """
@@ -466,23 +478,18 @@ def prepare_walker(
     screen = screen_for_run(cfg.explore.collapse, run, gen, atoms.numbers)
     if base is None:
         base = EIPCalculator(checkpoint, device=cfg.explore.device, dtype=explore_dtype(cfg))
-    udd, scale = cfg.explore.udd, None
-    if plan.kind == "udd" and udd.target_bias_ratio is not None:
-        scale = scale_amplitude(base, udd, training_frames(run, gen, udd.scale_frames), udd.target_bias_ratio)
-        _say(f"gen {gen} {name}", f"UDD amplitude A = {scale.A:.4g} eV for median |F_b|/|F| "
-                                  f"{scale.achieved:.3g} (target {scale.target:g}, {scale.n_frames} training frames)")
-        udd = udd.model_copy(update={"A": scale.A})
-    calc: Calculator = UDDCalculator(base, udd) if plan.kind == "udd" else base
+    base.stress = wc.ensemble == "npt"
+    bias = prepare_bias(plan.kind, base, cfg.explore, lambda n: training_frames(run, gen, n), f"gen {gen} {name}")
     key_data = {
         "generation": gen, "walker": plan.name, "config": wc.model_dump(mode="json"),
-        "udd": udd.model_dump(mode="json") if plan.kind == "udd" else None,
+        "bias": bias.settings,
         "collapse": cfg.explore.collapse.model_dump(mode="json"), "device": cfg.explore.device,
         "dtype": str(base.model.dtype),
         "checkpoint_sha256": sha256_file(checkpoint), "dataset_sha256": dataset_sha, "start_frame": frame_index,
         "screen": screen.thresholds, "log_columns": LOG_COLUMNS,
     }
     restart_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()
-    return WalkerJob(run, gen, plan, atoms, calc, cfg.explore.collapse, screen, udd, scale, restart_key,
+    return WalkerJob(run, gen, plan, atoms, cfg.explore.collapse, screen, bias, restart_key,
                      cfg.explore.restart_every)
 
 

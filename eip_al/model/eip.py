@@ -143,21 +143,25 @@ class EIPModel(nn.Module):
         )
 
     def energy_and_features(
-        self, g: Graph, positions: torch.Tensor
+        self, g: Graph, positions: torch.Tensor, cell: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Network energy per graph (without reference energies) and final (s, v): plain PaiNN."""
+        """Network energy per graph (without reference energies) and final (s, v): plain PaiNN.
+        `cell` (G, 3, 3) replaces `g.cell` (the strained cell of a stress pass)."""
+        cell = g.cell if cell is None else cell
         if g.n_graphs == 1:
-            shift_vec = g.shifts @ g.cell[0]
+            shift_vec = g.shifts @ cell[0]
         else:
-            shift_vec = torch.einsum("ek,ekl->el", g.shifts, g.cell[g.batch[g.edge_i]])
+            shift_vec = torch.einsum("ek,ekl->el", g.shifts, cell[g.batch[g.edge_i]])
         vectors = positions.index_select(0, g.edge_j) - positions.index_select(0, g.edge_i) + shift_vec
         s, v = self.backbone(g.species, vectors, g.edge_i, g.edge_j)
         atomic = self.readout(s).squeeze(-1) * self.energy_scale
         return atomic.new_zeros(g.n_graphs).index_add(0, g.batch, atomic), s, v
 
-    def forward(self, g: Graph, positions: torch.Tensor) -> tuple[torch.Tensor, Evidence, torch.Tensor]:
+    def forward(
+        self, g: Graph, positions: torch.Tensor, cell: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Evidence, torch.Tensor]:
         """Network energy per graph (without reference energies), evidence, final scalars."""
-        energy, s, v = self.energy_and_features(g, positions)
+        energy, s, v = self.energy_and_features(g, positions, cell)
         return energy, self.head(s, v, g.species), s
 
     @torch.no_grad()
@@ -180,6 +184,7 @@ class EIPModel(nn.Module):
         *,
         create_graph: bool = False,
         bias: BiasFn | Sequence[BiasFn | None] | None = None,
+        stress: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Energies, forces, evidential parameters and uncertainties of graph batch `g`.
 
@@ -188,6 +193,10 @@ class EIPModel(nn.Module):
         the same forward pass (no second model evaluation). A sequence gives one bias per
         graph (None: E_bias = 0 for that graph), so batched walker replicas of different
         kinds share one pass.
+        `stress=True` adds the stress (1/V)·∂E/∂ε (G,3,3; eV/Å³, ASE's sign) from a
+        symmetric strain ε applied to positions and cell inside this pass (zero at ε = 0,
+        so E, F and σ are unchanged; one more leaf in the same backward pass), and with a
+        bias also stress_bias, (1/V)·∂E_bias/∂ε. Every graph needs a cell of nonzero volume.
         Output keys: energy (G, float64), forces (N,3), nu/alpha/beta ((N,3) paper head,
         (N,) symmetric head), shape (N,3,3; symmetric head only), covariance (N,3,3,
         epistemic Σ_i), sigma_components (N,3), sigma_atom (N,), sigma_config (G,),
@@ -195,7 +204,19 @@ class EIPModel(nn.Module):
         forces_bias (N,3).
         """
         positions = g.positions.detach().requires_grad_(True)
-        energy_net, ev, scalars = self.forward(g, positions)
+        leaves, cell, volume = [positions], None, None
+        if stress:
+            volume = torch.linalg.det(g.cell).abs()
+            if bool((volume < 1e-6).any()):
+                raise ValueError("stress needs a cell of nonzero volume for every frame (periodic in 3D)")
+            strain = torch.zeros_like(g.cell).requires_grad_(True)
+            sym = 0.5 * (strain + strain.transpose(1, 2))
+            positions_eval = positions + torch.einsum("ni,nij->nj", positions, sym[g.batch])
+            cell = g.cell + torch.bmm(g.cell, sym)
+            leaves.append(strain)
+        else:
+            positions_eval = positions
+        energy_net, ev, scalars = self.forward(g, positions_eval, cell)
         cov = epistemic_covariance(ev)
         sig_a = covariance_atom_sigma(cov)
         sig_g = config_sigma(sig_a, g.batch, g.n_graphs)
@@ -218,8 +239,10 @@ class EIPModel(nn.Module):
         if ev.shape is not None:
             result["shape"] = ev.shape
         if bias is None or (not callable(bias) and all(b is None for b in bias)):
-            (grad,) = torch.autograd.grad(energy_net.sum(), positions, create_graph=create_graph)
-            result["forces"] = -grad
+            grads = torch.autograd.grad(energy_net.sum(), leaves, create_graph=create_graph)
+            result["forces"] = -grads[0]
+            if stress:
+                result["stress"] = grads[1] / volume.view(-1, 1, 1)
             return result
         n_atoms = counts.to(torch.long).tolist()
         biases = [bias] * g.n_graphs if callable(bias) else list(bias)
@@ -231,11 +254,12 @@ class EIPModel(nn.Module):
         ])
         # Two vector-Jacobian products over the same graph (retain_graph): measured faster
         # on CPU than one vmap-batched backward (is_grads_batched), same result.
-        (grad,) = torch.autograd.grad(
-            energy_net.sum(), positions, retain_graph=True, create_graph=create_graph
-        )
-        (grad_bias,) = torch.autograd.grad(e_bias.sum(), positions, create_graph=create_graph)
-        result["forces"] = -grad
+        grads = torch.autograd.grad(energy_net.sum(), leaves, retain_graph=True, create_graph=create_graph)
+        grads_bias = torch.autograd.grad(e_bias.sum(), leaves, create_graph=create_graph)
+        result["forces"] = -grads[0]
         result["energy_bias"] = e_bias
-        result["forces_bias"] = -grad_bias
+        result["forces_bias"] = -grads_bias[0]
+        if stress:
+            result["stress"] = grads[1] / volume.view(-1, 1, 1)
+            result["stress_bias"] = grads_bias[1] / volume.view(-1, 1, 1)
         return result

@@ -98,6 +98,34 @@ def energy_sigma_vs_time(
     return fig
 
 
+def density_vs_time(
+    logs: Mapping[str, pd.DataFrame], collapses: Mapping[str, float | None],
+    window: tuple[float | None, float | None] = (None, None),
+) -> Figure:
+    """Density (g/cm³) vs time of NPT walkers, one line each; red × a collapse; dashed: the
+    collapse rule's density window (`window`, a None bound not drawn)."""
+    t_max = max((float(df["time_fs"].max()) for df in logs.values() if len(df)), default=0.0)
+    scale, unit = (1000.0, "ps") if t_max >= 1000.0 else (1.0, "fs")
+    fig = Figure(figsize=(7.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for w, df in logs.items():
+        if df.empty:
+            continue
+        t, rho = df["time_fs"].to_numpy() / scale, df["density"].to_numpy()
+        (line,) = ax.plot(t, rho, lw=1.0, label=w)
+        if collapses.get(w) is not None:
+            ax.plot(t[-1], rho[-1], "x", color="red", ms=9, mew=2)
+    for level in window:
+        if level is not None:
+            ax.axhline(level, color="k", ls="--", lw=0.8)
+    ax.set_xlabel(f"simulation time ({unit})")
+    ax.set_ylabel("density (g/cm³)")
+    ax.set_title(f"NPT walkers: {len(logs)}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    return fig
+
+
 def sigma_histograms(
     edges: np.ndarray, pool_counts: np.ndarray, selected_counts: np.ndarray, lo: float, hi: float,
     log_x: bool, xlabel: str = "σ_config (eV/Å)",

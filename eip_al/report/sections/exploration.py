@@ -1,4 +1,5 @@
-"""Exploration: energy and σ vs time per walker, collapses, stable times."""
+"""Exploration: energy and σ vs time per walker, density vs time of NPT walkers, collapses,
+stable times."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def render(c: Context) -> None:
         has = df is not None and len(df) > 0
         bias = df["bias_ratio"] if has and "bias_ratio" in df.columns else None
         rows.append({
-            "walker": res.walker, "kind": res.kind, "temperature_K": res.temperature_K,
+            "walker": res.walker, "kind": res.kind, "ensemble": res.ensemble, "temperature_K": res.temperature_K,
             "steps_run": res.steps_run, "steps_requested": res.steps_requested,
             "simulated_time_fs": res.simulated_time_fs, "collapsed": res.collapsed,
             "collapse_time_fs": res.collapse_time_fs, "collapse_reason": res.collapse_reason,
@@ -82,6 +83,7 @@ def render(c: Context) -> None:
             "sigma_config_max": float(df["sigma"].max()) if has else None,
             "sigma_atom_max": float(df["sigma_max"].max()) if has and "sigma_max" in df.columns else None,
             "bias_ratio_mean": float(bias.mean()) if bias is not None and res.kind == "udd" else None,
+            "density_mean": res.density_mean if res.ensemble == "npt" else None,
             "bias_ratio_atom_median": res.bias_ratio_median, "bias_ratio_atom_max": res.bias_ratio_max,
             "wall_time_s": res.wall_time_s,
         })
@@ -115,17 +117,31 @@ def render(c: Context) -> None:
     c.w.figure(fig, "energy_sigma", "Unbiased total potential energy (top) and σ_config (bottom) vs time; "
                "MD left, eIP-UDD right; ○ frames selected for labeling, red × a collapse; "
                "dashed/dotted: selection lo/hi.")
+    _density(c, walkers, logs)
     c.w.text("Per walker (stable time = time before a collapse; σ statistics over the logged steps; "
              "energy mean/std (population std), steps and wall time in the CSV):")
     c.w.table(table, "walkers", columns=[
-        "walker", "kind", "temperature_K", "simulated_time_fs", "collapsed", "collapse_time_fs",
+        "walker", "kind", "ensemble", "temperature_K", "simulated_time_fs", "collapsed", "collapse_time_fs",
         "collapse_reason", "stable_time_fs", "n_candidates", "sigma_config_mean", "sigma_config_max",
-        "bias_ratio_mean", "bias_ratio_atom_median", "bias_ratio_atom_max"])
+        "bias_ratio_mean", "bias_ratio_atom_median", "bias_ratio_atom_max", "density_mean"])
     screens = {tuple(sorted(r.min_pair_distance.items())) for r in walkers if r.min_pair_distance}
     if len(screens) == 1:
         c.w.text("Minimum pair distances (walker collapse rule and selection screen): "
                  + ", ".join(f"{k} {v:.3g} Å" for k, v in next(iter(screens))) + ".")
     frames.render(c)
+
+
+def _density(c: Context, walkers: list[ExplorationResult], logs: dict[str, pd.DataFrame]) -> None:
+    """Density vs time of the NPT walkers whose logs record it (none: nothing shown)."""
+    npt = {r.walker: logs[r.walker] for r in walkers
+           if r.ensemble == "npt" and r.walker in logs and "density" in logs[r.walker].columns}
+    if not npt:
+        return
+    col = c.cfg.explore.collapse
+    collapses = {r.walker: r.collapse_time_fs for r in walkers if r.walker in npt and r.collapsed}
+    fig = figures.density_vs_time(npt, collapses, (col.density_min_g_cm3, col.density_max_g_cm3))
+    c.w.figure(fig, "density", "Density vs time of the NPT walkers; red × a collapse; dashed: the "
+               "collapse rule's density window (explore.collapse.density_min/max_g_cm3).")
 
 
 def _selected_times(c: Context) -> dict[str, list[float]]:
