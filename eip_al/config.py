@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
 import yaml
 from ase.data import chemical_symbols
@@ -22,6 +22,15 @@ from pydantic import (
     ValidationInfo,
     field_validator,
     model_validator,
+)
+
+from eip_al.registries import (
+    BACKENDS,
+    BIASES,
+    LABELERS,
+    WALKERS,
+    check_registered,
+    registry_field,
 )
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -147,60 +156,17 @@ class UDDConfig(Section):
     scale_frames: PosInt = 16  # training frames used to find that amplitude
 
 
-class WalkerEntry(NamedTuple):
-    """One walker integrator: its module, its ensemble and the `WalkerConfig` fields it reads."""
-
-    target: str  # module with make(atoms, wc, rng) and STATE (eip_al/explore/integrators/)
-    ensemble: Literal["nvt", "npt"]
-    fields: tuple[str, ...]
-
-
-# adding an integrator = its module + one line here (docs/exploration.md, "Adding a walker or a bias")
-WALKERS: dict[str, WalkerEntry] = {
-    "berendsen": WalkerEntry("eip_al.explore.integrators.berendsen", "nvt", ("tau_fs",)),
-    "langevin": WalkerEntry("eip_al.explore.integrators.langevin", "nvt", ("friction_per_fs",)),
-    "nose_hoover": WalkerEntry("eip_al.explore.integrators.nose_hoover", "nvt", ("tau_fs",)),
-    "npt_berendsen": WalkerEntry("eip_al.explore.integrators.npt_berendsen", "npt",
-                                 ("tau_fs", "pressure_bar", "taup_fs", "compressibility_per_bar")),
-    "mtk": WalkerEntry("eip_al.explore.integrators.mtk", "npt", ("tau_fs", "pressure_bar", "taup_fs")),
-}
-
-
-class BiasEntry(NamedTuple):
-    """One walker kind (bias): its module and the `ExploreConfig` field holding its settings."""
-
-    target: str  # module with prepare(base, explore, frames, label) (eip_al/explore/biases/)
-    section: str | None  # None: the bias takes no settings
-
-
-# the walker `kind` is the bias: md = none (plain model forces), udd = uncertainty-driven
-BIASES: dict[str, BiasEntry] = {
-    "md": BiasEntry("eip_al.explore.biases.md", None),
-    "udd": BiasEntry("eip_al.explore.biases.udd", "udd"),
-}
-
-
-def _registry_field(registry: dict[str, Any], default: str, what: str) -> Any:
-    """A str field whose choices are the registry's keys, in validation and in the JSON schema
-    (both read the registry when used, so an entry added at runtime is a valid choice)."""
-
-    def enum(schema: dict[str, Any]) -> None:
-        schema["enum"] = list(registry)
-
-    return Field(default, description=f"{what}: a key of the registry", json_schema_extra=enum)
-
-
 class WalkerConfig(Section):
     """One exploration trajectory template; `replicas` copies differ by seed and start frame.
 
     `kind` picks the bias (`BIASES`), `thermostat` the integrator and ensemble (`WALKERS`;
     the historical name covers the barostats too). Each integrator reads only its fields."""
 
-    kind: str = _registry_field(BIASES, "md", "bias")
+    kind: str = registry_field(BIASES, "md", "bias")
     temperature_K: PosFloat = 300.0
     steps: PosInt = 1000
     timestep_fs: PosFloat = 0.5
-    thermostat: str = _registry_field(WALKERS, "berendsen", "integrator")
+    thermostat: str = registry_field(WALKERS, "berendsen", "integrator")
     tau_fs: PosFloat = 100.0  # thermostat time constant (Berendsen, Nosé–Hoover, MTK)
     friction_per_fs: PosFloat = 0.01  # Langevin friction
     pressure_bar: float = 1.0  # NPT target pressure
@@ -210,19 +176,10 @@ class WalkerConfig(Section):
     replicas: PosInt = 1
     seed: int = 0
 
-    @field_validator("kind")
+    @field_validator("kind", "thermostat")
     @classmethod
-    def _bias_registered(cls, value: str) -> str:
-        if value not in BIASES:
-            raise ValueError(f"must be one of {', '.join(BIASES)}")
-        return value
-
-    @field_validator("thermostat")
-    @classmethod
-    def _integrator_registered(cls, value: str) -> str:
-        if value not in WALKERS:
-            raise ValueError(f"must be one of {', '.join(WALKERS)}")
-        return value
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        return check_registered(BIASES if info.field_name == "kind" else WALKERS, value)
 
     @property
     def ensemble(self) -> Literal["nvt", "npt"]:
@@ -395,39 +352,9 @@ class XTBConfig(Section):
     omp_num_threads: PosInt | None = None  # OMP_NUM_THREADS in each job's run script (None: inherit)
 
 
-class LabelerEntry(NamedTuple):
-    """One labeler kind: its `Labeler` class and the `LabelerConfig` field holding its settings."""
-
-    target: str  # "module:Class", imported only when the labeler is used
-    section: str | None  # None: the labeler takes no settings
-    required: tuple[str, ...] = ()  # fields of the section that have no default
-
-
-# adding a labeler = its module + one line here (+ its settings section below): docs/labeling.md
-LABELERS: dict[str, LabelerEntry] = {
-    "mock": LabelerEntry("eip_al.label.mock:MockLabeler", "mock"),
-    "cp2k": LabelerEntry("eip_al.label.cp2k:CP2KLabeler", "cp2k"),
-    "ase": LabelerEntry("eip_al.label.ase:ASELabeler", "ase", ("calculator",)),
-    "xtb": LabelerEntry("eip_al.label.xtb:XTBLabeler", "xtb"),
-}
-
-
-# where jobs run: `labeler.backend` -> its Backend class (eip_al/label/backends/, one module each)
-BACKENDS: dict[str, str] = {
-    "local": "eip_al.label.backends.local:LocalBackend",
-    "slurm": "eip_al.label.backends.slurm:SlurmBackend",
-    "export": "eip_al.label.backends.export:ExportBackend",
-}
-
-
-def _registry_enum(registry: dict[str, Any]) -> Any:
-    """JSON-schema hook listing a registry's keys when the schema is built (plug-ins included)."""
-    return lambda schema: schema.update(enum=list(registry))
-
-
 class LabelerConfig(Section):
-    kind: str = Field("mock", json_schema_extra=_registry_enum(LABELERS))  # a key of LABELERS
-    backend: str = Field("local", json_schema_extra=_registry_enum(BACKENDS))  # a key of BACKENDS
+    kind: str = registry_field(LABELERS, "mock", "labeler")
+    backend: str = registry_field(BACKENDS, "local", "where jobs run")
     n_parallel: PosInt = 1  # local jobs at once
     max_failure_fraction: Fraction = 0.2
     max_force_eV_A: PosFloat = 100.0  # a label with any |F| above this is implausible_forces
@@ -445,10 +372,7 @@ class LabelerConfig(Section):
     @field_validator("kind", "backend")
     @classmethod
     def _registered(cls, value: str, info: ValidationInfo) -> str:
-        registry = LABELERS if info.field_name == "kind" else BACKENDS
-        if value not in registry:
-            raise ValueError(f"must be one of {', '.join(registry)}")
-        return value
+        return check_registered(LABELERS if info.field_name == "kind" else BACKENDS, value)
 
     @model_validator(mode="after")
     def _required_settings(self) -> LabelerConfig:

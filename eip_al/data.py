@@ -30,15 +30,16 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from eip_al import integrity
-from eip_al.config import BIASES, ALConfig, ConfigError, MergeConfig
+from eip_al.config import ALConfig, ConfigError, MergeConfig
 from eip_al.io import FrameError, frame_id, read_frames, validate_frame, write_frames
+from eip_al.registries import BIASES
 from eip_al.rundir import ARTIFACT_NAME, RunDir, RunDirError
 from eip_al.schemas import DatasetManifest, LabelingResult, TheoryFingerprint
 
 DATASET_NAME = "dataset.extxyz"
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 def sources() -> tuple[str, ...]:
-    """Valid frame sources: the seed, each walker kind (`config.BIASES`, read when asked, so a
+    """Valid frame sources: the seed, each walker kind (`registries.BIASES`, read when asked, so a
     registered bias's frames merge like md and udd ones) and user data."""
     return ("seed", *BIASES, "user")
 

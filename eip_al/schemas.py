@@ -180,8 +180,8 @@ class ExplorationResult(Artifact):
     payload_fields: ClassVar[tuple[str, ...]] = ("log_csv", "frames_extxyz")
     generation: int
     walker: str  # e.g. "md-300K-0", "udd-300K-0"
-    kind: str  # the bias (config.BIASES): md | udd
-    integrator: str | None = None  # config.WALKERS key (None: written before integrators had names)
+    kind: str  # the bias (registries.BIASES): md | udd
+    integrator: str | None = None  # registries.WALKERS key (None: written before integrators had names)
     ensemble: Literal["nvt", "npt"] = "nvt"
     pressure_bar: float | None = None  # npt only
     temperature_K: float
@@ -295,8 +295,8 @@ class LabelingJob(Strict):
 class LabelingJobSet(Artifact):
     artifact: ClassVar[str] = "labeling-jobs"
     generation: int
-    labeler: str  # a key of eip_al.config.LABELERS
-    backend: str  # a key of eip_al.config.BACKENDS
+    labeler: str  # a key of eip_al.registries.LABELERS
+    backend: str  # a key of eip_al.registries.BACKENDS
     theory: TheoryFingerprint
     jobs: list[LabelingJob]
 
@@ -316,8 +316,8 @@ class LabelingResult(Artifact):
     artifact: ClassVar[str] = "labeling"
     payload_fields: ClassVar[tuple[str, ...]] = ("labeled_extxyz",)
     generation: int
-    labeler: str  # a key of eip_al.config.LABELERS
-    backend: str  # a key of eip_al.config.BACKENDS
+    labeler: str  # a key of eip_al.registries.LABELERS
+    backend: str  # a key of eip_al.registries.BACKENDS
     theory: TheoryFingerprint
     outcomes: list[JobOutcome]
     n_ok: int

@@ -22,12 +22,13 @@ from typer.testing import CliRunner
 
 from eip_al import config as config_mod
 from eip_al.cli import app
-from eip_al.config import ConfigError, LabelerConfig, LabelerEntry, config_from_mapping
+from eip_al.config import ConfigError, LabelerConfig, config_from_mapping
 from eip_al.io import read_frames, write_frames
 from eip_al.label import ingest_path, label_file
 from eip_al.label.base import JobResult, Labeler
 from eip_al.label.jobs import get_labeler
 from eip_al.preflight import preflight
+from eip_al.registries import LabelerEntry
 from eip_al.schemas import TheoryFingerprint
 from eip_al.serving import ParameterError, apply_overrides
 

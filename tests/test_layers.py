@@ -19,7 +19,7 @@ PACKAGE = ROOT / "eip_al"
 LAYERS: dict[str, int] = {
     # 0 contracts and plumbing
     "eip_al": 0, "eip_al.atomic": 0, "eip_al.schemas": 0, "eip_al.config": 0, "eip_al.metrics": 0,
-    "eip_al.io": 0, "eip_al.systems": 0, "eip_al.progress": 0, "eip_al.mdstate": 0,
+    "eip_al.io": 0, "eip_al.systems": 0, "eip_al.progress": 0, "eip_al.mdstate": 0, "eip_al.registries": 0,
     # 1 pure science on arrays; the run directory
     "eip_al.uq": 1, "eip_al.rundir": 1, "eip_al.integrity": 1, "eip_al.screening": 1,
     # 2 the model and its calculator

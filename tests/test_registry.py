@@ -17,9 +17,10 @@ from ase.io import read
 from ase.md.verlet import VelocityVerlet
 
 from eip_al import config
-from eip_al.config import ALConfig, BiasEntry, WalkerConfig, WalkerEntry
+from eip_al.config import ALConfig, WalkerConfig
 from eip_al.explore import run_walker
 from eip_al.explore.biases import PreparedBias
+from eip_al.registries import BiasEntry, WalkerEntry
 from tests.model_fixtures import torch_threads
 from tests.test_explore import make_run, water_box
 

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from eip_al.cli.app import app, user_errors
-from eip_al.config import BACKENDS, LABELERS, ALConfig, config_from_mapping, load_config
+from eip_al.config import ALConfig, config_from_mapping, load_config
+from eip_al.registries import BACKENDS, LABELERS
 from eip_al.schemas import LabelingResult
 
 out = Console()

@@ -3,7 +3,7 @@
 `walker_names(cfg)` lists a generation's walkers, `run_walker(cfg, run, gen, name)` runs
 one, `run_walkers(cfg, run, gen, names)` runs several (batched on one model with
 `explore.batched`), `explore_generation(cfg, run, gen)` runs them all. Integrators
-(`integrators/`, `config.WALKERS`) and biases (`biases/`, `config.BIASES`) plug in by registry.
+(`integrators/`, `registries.WALKERS`) and biases (`biases/`, `registries.BIASES`) plug in by registry.
 """
 
 from eip_al.explore.batch import ReplicaBatch, ReplicaCalculator, explore_generation, run_walkers

@@ -1,7 +1,7 @@
 """Exploration walkers: conventional MD and eIP-UDD trajectories with collapse detection.
 
-A walker is one trajectory: kind (the bias, `config.BIASES`: md | udd), temperature, steps,
-timestep, integrator (`thermostat`, `config.WALKERS`: NVT Berendsen, Langevin or
+A walker is one trajectory: kind (the bias, `registries.BIASES`: md | udd), temperature, steps,
+timestep, integrator (`thermostat`, `registries.WALKERS`: NVT Berendsen, Langevin or
 Nosé–Hoover, NPT Berendsen or MTK), seed and a start frame drawn from the generation's
 training data. Walkers of a generation are independent, so the flow may run
 them in parallel; each writes, in ``gen-XXX/explore/``:
@@ -463,7 +463,7 @@ def prepare_walker(
     (default: its own `EIPCalculator` of the generation's checkpoint on `explore.device`).
 
     Starts from a seeded training frame with seeded Maxwell–Boltzmann velocities; the
-    walker's bias (`config.BIASES`, e.g. udd: a `UDDCalculator`, amplitude scaled first when
+    walker's bias (`registries.BIASES`, e.g. udd: a `UDDCalculator`, amplitude scaled first when
     configured) wraps `base`; an NPT walker's base computes the stress with every pass. The
     restart key covers everything that changes the trajectory, not how walkers are
     scheduled, so a walker interrupted in a batch resumes alone and vice versa.

@@ -1,7 +1,7 @@
 """Labeling: reference energies (eV) and forces (eV/Å) for selected frames.
 
 One config line picks the labeler (`labeler.kind`: mock | cp2k | ase | xtb, the registry
-`eip_al.config.LABELERS`) and one the backend
+`eip_al.registries.LABELERS`) and one the backend
 (`labeler.backend: local | slurm | export`). The generation step is prepare → run every
 job → collect (`label_generation`); the Prefect flow calls the three parts itself so jobs
 run as parallel tasks. Layout of `gen-XXX/label/`: see `eip_al.label.jobs`; CP2K job

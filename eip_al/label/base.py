@@ -1,6 +1,6 @@
 """The labeler interface: generate jobs → execute → parse.
 
-Every labeler kind (`eip_al.config.LABELERS`: mock, cp2k, ase, xtb) implements `Labeler`;
+Every labeler kind (`eip_al.registries.LABELERS`: mock, cp2k, ase, xtb) implements `Labeler`;
 the generation step (`eip_al.label.label_generation`) and `eip-al label` only talk to this
 interface, so CI swaps CP2K for the mock by one config line (`labeler.kind: mock`).
 """
@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from eip_al.config import LABELERS, ConfigError, LabelerConfig
+from eip_al.config import ConfigError, LabelerConfig
+from eip_al.registries import LABELERS
 from eip_al.schemas import FailureClass, TheoryFingerprint
 
 

@@ -13,8 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from eip_al.config import LABELERS, ConfigError, LabelerConfig
+from eip_al.config import ConfigError, LabelerConfig
 from eip_al.label.jobfile import JOB_FILE
+from eip_al.registries import LABELERS
 
 
 def main(argv: list[str] | None = None, kind: str | None = None) -> int:

@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from rich.progress import track
 
 from eip_al.atomic import atomic_write_text
-from eip_al.config import LABELERS
 from eip_al.io import frame_id, read_frames, write_frames
 from eip_al.label.backends.script import job_script_text
 from eip_al.label.base import JobResult, Labeler
@@ -35,6 +34,7 @@ from eip_al.label.parse import (
     stopped_by_time_limit,
     tail_lines,
 )
+from eip_al.registries import LABELERS
 
 STRUCTURE_FILE = "structure.extxyz"
 JOB_FILE = "job.json"

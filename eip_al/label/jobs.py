@@ -38,7 +38,7 @@ from ase import Atoms
 from ase.io import write as ase_write
 
 from eip_al.atomic import atomic_write_text
-from eip_al.config import LABELERS, LabelerConfig
+from eip_al.config import LabelerConfig
 from eip_al.io import (
     attach_labels,
     extxyz_safe_string,
@@ -50,6 +50,7 @@ from eip_al.io import (
 from eip_al.label.backends import Backend, Runner, backend_for
 from eip_al.label.base import JobResult, Labeler, import_object
 from eip_al.progress import bar
+from eip_al.registries import LABELERS
 from eip_al.schemas import JobOutcome, LabelingJob, LabelingJobSet, LabelingResult, Strict
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ _LABELERS_LOCK = threading.Lock()
 
 
 def labeler_class(kind: str) -> type[Labeler]:
-    """The `Labeler` class registered for `kind` in eip_al.config.LABELERS."""
+    """The `Labeler` class registered for `kind` in eip_al.registries.LABELERS."""
     return import_object(LABELERS[kind].target, f"labeler.kind {kind}")
 
 

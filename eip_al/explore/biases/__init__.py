@@ -1,4 +1,4 @@
-"""Walker biases by registry (`config.BIASES`; the walker `kind`): one module per bias.
+"""Walker biases by registry (`registries.BIASES`; the walker `kind`): one module per bias.
 
 A module has ``prepare(base, explore, frames, label) -> PreparedBias``: the calculator the
 walker integrates with, built around `base` (the unbiased `EIPCalculator` of the
@@ -17,7 +17,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from eip_al.calculator import EIPCalculator
-from eip_al.config import BIASES, ExploreConfig
+from eip_al.config import ExploreConfig
+from eip_al.registries import BIASES
 
 FrameSource = Callable[[int], list[Atoms]]
 
@@ -37,7 +38,7 @@ class PreparedBias:
 
 def prepare_bias(kind: str, base: EIPCalculator, explore: ExploreConfig, frames: FrameSource,
                  label: str) -> PreparedBias:
-    """The bias of walker kind `kind` (a key of `config.BIASES`) around `base`."""
+    """The bias of walker kind `kind` (a key of `registries.BIASES`) around `base`."""
     if kind not in BIASES:
         raise ValueError(f"unknown walker kind {kind!r} (expected one of {', '.join(BIASES)})")
     return import_module(BIASES[kind].target).prepare(base, explore, frames, label)

@@ -1,4 +1,4 @@
-"""Walker integrators by registry (`config.WALKERS`): one module per ASE integrator.
+"""Walker integrators by registry (`registries.WALKERS`): one module per ASE integrator.
 
 A module has ``make(atoms, wc, rng) -> MolecularDynamics`` (the integrator of walker config
 `wc`; `rng` is the walker's thermostat RNG) and ``STATE``: the integrator attributes
@@ -17,13 +17,14 @@ import numpy as np
 from ase import Atoms, units
 from ase.md.md import MolecularDynamics
 
-from eip_al.config import WALKERS, WalkerConfig
+from eip_al.config import WalkerConfig
+from eip_al.registries import WALKERS
 
 BAR = 1e5 * units.Pascal  # 1 bar in eV/Å³
 
 
 def integrator_module(name: str) -> ModuleType:
-    """The module of integrator `name` (a key of `config.WALKERS`)."""
+    """The module of integrator `name` (a key of `registries.WALKERS`)."""
     if name not in WALKERS:
         raise ValueError(f"unknown integrator {name!r} (expected one of {', '.join(WALKERS)})")
     return import_module(WALKERS[name].target)

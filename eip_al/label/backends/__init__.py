@@ -1,6 +1,6 @@
 """Where labeling jobs run, behind one interface: `Backend`.
 
-The registry `eip_al.config.BACKENDS` names one class per `labeler.backend`:
+The registry `eip_al.registries.BACKENDS` names one class per `labeler.backend`:
 
 * `local` (`backends/local.py`): job scripts or in-process labelers here, `n_parallel` at once;
 * `slurm` (`backends/slurm.py`): one job array per batch (plus one for SCF retries),
@@ -20,8 +20,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from eip_al.config import BACKENDS, LabelerConfig
+from eip_al.config import LabelerConfig
 from eip_al.label.base import Labeler, import_object
+from eip_al.registries import BACKENDS
 
 Runner = Callable[[list[Path]], None]
 """Runs the current attempt of each job directory now and returns when they have ended."""
@@ -87,7 +88,7 @@ _BACKENDS: dict[str, Backend] = {}
 
 
 def backend_for(name: str) -> Backend:
-    """The backend `labeler.backend: name` selects (eip_al.config.BACKENDS)."""
+    """The backend `labeler.backend: name` selects (eip_al.registries.BACKENDS)."""
     if name not in _BACKENDS:
         cls = import_object(BACKENDS[name], f"labeler.backend {name}")
         _BACKENDS[name] = cls()
