@@ -1,4 +1,4 @@
-"""The eIP model: PaiNN backbone + energy readout + evidential head, and its prediction pass.
+"""The eIP model (PaiNN backbone + energy readout + evidential head) and its head-less base `PlainPaiNN`.
 
 Energy E = Σ_i scale·MLP(s_i) + Σ_i e_ref(Z_i). The reference energies e_ref are fit by
 least squares on the training split (`fit_element_energies`) and added in float64 outside
@@ -101,8 +101,9 @@ def fit_element_energies(frames: Sequence[Atoms], elements: Sequence[int]) -> np
     return solution
 
 
-class EIPModel(nn.Module):
-    """PaiNN + energy readout + evidential head. Use `predict` for energies/forces/σ."""
+class PlainPaiNN(nn.Module):
+    """PaiNN backbone + energy readout, no uncertainty head: an ensemble member (eip_al/model/
+    ensemble.py) and the base of `EIPModel`. Energy as in the module docstring."""
 
     def __init__(self, spec: ModelSpec, element_energies: Sequence[float] | None = None):
         super().__init__()
@@ -110,13 +111,16 @@ class EIPModel(nn.Module):
         n_el, nf = len(spec.elements), spec.n_features
         self.backbone = PaiNN(n_el, nf, spec.n_interactions, spec.cutoff, spec.n_rbf)
         self.readout = nn.Sequential(nn.Linear(nf, max(nf // 2, 1)), nn.SiLU(), nn.Linear(max(nf // 2, 1), 1))
-        self.head = make_head(spec.head, nf, n_el)
+        self._init_head()
         self.register_buffer("energy_scale", torch.ones(()))
         ee = np.zeros(n_el) if element_energies is None else np.asarray(element_energies, dtype=np.float64)
         if ee.shape != (n_el,):
             raise ValueError(f"element_energies must have {n_el} entries, got {ee.shape}")
         # float64 on purpose and outside the state_dict: stored explicitly in checkpoints.
         self.element_energies = torch.tensor(ee, dtype=torch.float64)
+
+    def _init_head(self) -> None:
+        """Subclasses add their head here (after the readout: parameter init order is part of a seed)."""
 
     def set_element_energies(self, values: Sequence[float]) -> None:
         self.element_energies = torch.tensor(np.asarray(values, dtype=np.float64))
@@ -154,6 +158,28 @@ class EIPModel(nn.Module):
         s, v = self.backbone(g.species, vectors, g.edge_i, g.edge_j)
         atomic = self.readout(s).squeeze(-1) * self.energy_scale
         return atomic.new_zeros(g.n_graphs).index_add(0, g.batch, atomic), s, v
+
+    def predict(self, g: Graph, *, create_graph: bool = False) -> dict[str, torch.Tensor]:
+        """Energy (G, float64), forces −∂E/∂R (N, 3) and descriptor (G, F: mean final scalars)."""
+        positions = g.positions.detach().requires_grad_(True)
+        energy_net, scalars, _ = self.energy_and_features(g, positions)
+        (grad,) = torch.autograd.grad(energy_net.sum(), positions, create_graph=create_graph)
+        return {"energy": energy_net.to(torch.float64) + self.reference_energy(g), "forces": -grad,
+                "descriptor": graph_mean(scalars, g)}
+
+
+def graph_mean(per_atom: torch.Tensor, g: Graph) -> torch.Tensor:
+    """Mean over each graph's atoms of per-atom rows (N, F) → (G, F)."""
+    counts = per_atom.new_zeros(g.n_graphs).index_add(0, g.batch, per_atom.new_ones(len(g.batch)))
+    total = per_atom.new_zeros((g.n_graphs, per_atom.shape[1])).index_add(0, g.batch, per_atom)
+    return total / counts.unsqueeze(-1)
+
+
+class EIPModel(PlainPaiNN):
+    """PaiNN + energy readout + evidential head. Use `predict` for energies/forces/σ."""
+
+    def _init_head(self) -> None:
+        self.head = make_head(self.spec.head, self.spec.n_features, len(self.spec.elements))
 
     def forward(self, g: Graph, positions: torch.Tensor) -> tuple[torch.Tensor, Evidence, torch.Tensor]:
         """Network energy per graph (without reference energies), evidence, final scalars."""
@@ -200,9 +226,7 @@ class EIPModel(nn.Module):
         sig_a = covariance_atom_sigma(cov)
         sig_g = config_sigma(sig_a, g.batch, g.n_graphs)
         counts = sig_a.new_zeros(g.n_graphs).index_add(0, g.batch, torch.ones_like(sig_a))
-        descriptor = scalars.new_zeros((g.n_graphs, scalars.shape[1])).index_add(
-            0, g.batch, scalars
-        ) / counts.unsqueeze(-1)
+        descriptor = graph_mean(scalars, g)
         result = {
             "energy": energy_net.to(torch.float64) + self.reference_energy(g),
             "nu": ev.nu,
