@@ -505,7 +505,7 @@ def train_baselines(root: Path, device: str, train: list[Atoms], valid: list[Ato
     """The ensemble (member 0 is the plain model) and the dropout model, cached under `root`."""
     cfg = baseline_cfg(device, epochs)
     members, logs = train_ensemble(train, valid, MODEL, cfg, N_MEMBERS, cache_dir=root / "plain")
-    dmodel, dlog = train_plain(train, valid, MODEL, cfg, dropout=DROPOUT, cache=root / f"dropout{DROPOUT:g}.pt")
+    dmodel, dlog = train_plain(train, valid, MODEL, cfg, dropout=DROPOUT, cache=root / f"dropout{DROPOUT:g}")
     return members, logs, dmodel, dlog
 
 

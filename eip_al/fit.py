@@ -40,7 +40,7 @@ from eip_al.model.eip import EIPModel, ModelSpec, PlainPaiNN, fit_element_energi
 from eip_al.model.errors import CheckpointError
 from eip_al.model.evaluation import evaluation_metrics, frames_to_graphs, split_outputs
 from eip_al.model.head import Evidence
-from eip_al.model.loss import mse_loss, total_loss
+from eip_al.model.loss import MSE_ENERGY_WEIGHT, mse_loss, total_loss
 from eip_al.model.neighbors import Graph, collate
 from eip_al.progress import Throttle, say
 
@@ -135,11 +135,16 @@ def _evidential_metrics(frames: Sequence[Atoms], outs: list[tuple[dict[str, torc
     return evaluation_metrics(frames, preds).model_dump(exclude={"n_frames"})
 
 
-def _mse_loss(model: PlainPaiNN, g: Graph, e_ref: torch.Tensor, f_ref: torch.Tensor, cfg: TrainConfig,
-              create_graph: bool):
-    out = model.predict(g, create_graph=create_graph)
-    loss, parts = mse_loss(f_ref, out["forces"], e_ref, out["energy"], _n_atoms(g))
-    return loss, parts, out
+def mse_objective(w_energy: float = MSE_ENERGY_WEIGHT) -> Objective:
+    """The plain force/energy MSE (`eip_al.model.loss.mse_loss`) with energy weight λ_E = `w_energy`."""
+
+    def loss(model: PlainPaiNN, g: Graph, e_ref: torch.Tensor, f_ref: torch.Tensor, cfg: TrainConfig,
+             create_graph: bool):
+        out = model.predict(g, create_graph=create_graph)
+        value, parts = mse_loss(f_ref, out["forces"], e_ref, out["energy"], _n_atoms(g), w_energy)
+        return value, parts, out
+
+    return Objective("mse" if w_energy == MSE_ENERGY_WEIGHT else f"mse w_energy={w_energy!r}", loss, _accuracy_metrics)
 
 
 def _accuracy_metrics(frames: Sequence[Atoms], outs: list[tuple[dict[str, torch.Tensor], Graph]]) -> dict[str, Any]:
@@ -152,7 +157,7 @@ def _accuracy_metrics(frames: Sequence[Atoms], outs: list[tuple[dict[str, torch.
 
 
 EVIDENTIAL = Objective("", _evidential_loss, _evidential_metrics)
-MSE = Objective("mse", _mse_loss, _accuracy_metrics)
+MSE = mse_objective()
 
 
 def _validate(model: Trainable, data: PreparedFrames, cfg: TrainConfig, objective: Objective) -> tuple[float, dict[str, Any]]:
@@ -198,11 +203,15 @@ def scale_to_forces(model: PlainPaiNN, train: Sequence[Atoms]) -> None:
     model.energy_scale.fill_(rms if rms > 0 else 1.0)
 
 
-def new_plain_model(train: Sequence[Atoms], model_cfg: ModelConfig, init: PlainPaiNN | None = None) -> PlainPaiNN:
-    """Fresh head-less PaiNN (seeded by the caller) or a copy of `init`; reference energies fit on `train`."""
+def new_plain_model(
+    train: Sequence[Atoms], model_cfg: ModelConfig, init: PlainPaiNN | None = None,
+    make: Callable[[ModelSpec], PlainPaiNN] = PlainPaiNN,
+) -> PlainPaiNN:
+    """Fresh head-less PaiNN `make(spec)` (seeded by the caller) or a copy of `init`; energy
+    scale = RMS training force, reference energies fit on `train`."""
     elements = sorted({int(z) for a in train for z in a.numbers})
     if init is None:
-        model = PlainPaiNN(ModelSpec.from_config(model_cfg, elements)).to(getattr(torch, model_cfg.dtype))
+        model = make(ModelSpec.from_config(model_cfg, elements)).to(getattr(torch, model_cfg.dtype))
         scale_to_forces(model, train)
     else:
         model = copy.deepcopy(init)
