@@ -517,7 +517,8 @@ PROBE_NOTE = ("one epoch = training pass + validation (eIP's validation also com
 
 def eip_epoch_cost(train: list[Atoms], valid: list[Atoms], cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[float, float]:
     """(wall, CPU) seconds of eIP's second training epoch + validation, via eip_al.train's internals."""
-    from eip_al import fit, train as trainer
+    from eip_al import fit
+    from eip_al import train as trainer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

@@ -377,7 +377,7 @@ def campaign_section(name: str, result: dict[str, Any]) -> str:
            + ", ".join(f"{k} {v}" for k, v in result["test_sets"].items()) + ".", ""]
     out += [f"- {n}" for n in result.get("notes", [])] + [""]
     out += ["How to run: `OMP_NUM_THREADS=1 PYTHONPATH=. nice -n 15 python bench/bench_campaign.py --scale reduced` "
-            "(or `--scale full`; `--strategies eip md random` picks a subset, so strategies can run in parallel "
+            "(or `--scale full`; `--strategies eip md random ensemble` picks a subset, so strategies can run in parallel "
             "processes and a last call with all of them collects the results). Work files go to "
             "bench/data/campaign/<scale>/ and every step resumes; `--quick` is the smoke test of "
             "tests/test_bench_campaign.py.", ""]

@@ -9,8 +9,8 @@ from test_flows import assert_generation_complete, tiny_config
 from eip_al import pipeline
 from eip_al.config import config_from_mapping
 from eip_al.io import read_frames
-from eip_al.rundir import RunDir
 from eip_al.model.checkpoint import read_payload
+from eip_al.rundir import RunDir
 from eip_al.schemas import DatasetManifest, ExplorationSummary, GenerationRecord, TrainingResult
 
 
@@ -34,7 +34,10 @@ def test_one_generation_with_the_ensemble_uncertainty_source(tmp_path):
     """model.uncertainty = ensemble through the real loop: every step runs on the 2-member
     ensemble (UDD on its disagreement σ), no step asks which source it holds."""
     data = tiny_config(generations=1)
-    data["model"] = {**data.get("model", {}), "uncertainty": "ensemble", "ensemble_size": 2}
+    data["model"] = {**data["model"], "uncertainty": "ensemble", "ensemble_size": 2}
+    data["train"] = {**data["train"], "epochs": 2}
+    for walker in data["explore"]["walkers"]:
+        walker["steps"] = 30
     cfg = config_from_mapping(data)
     run = RunDir(tmp_path / "run")
     run.init(cfg)
