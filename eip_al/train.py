@@ -282,6 +282,9 @@ def _write_mean_metrics(path: Path, histories: list[list[dict[str, Any]]]) -> No
     atomic_write_text(path, buf.getvalue())
 
 
+TRAINERS = {"evidential": train_model, "ensemble": train_ensemble}  # model.uncertainty → how it trains
+
+
 def train_generation(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
     """Train generation `gen` on `run.dataset_for(gen)` ('train' split; early stopping on 'valid').
 
@@ -301,8 +304,7 @@ def train_generation(cfg: ALConfig, run: RunDir, gen: int) -> TrainingResult:
         if prev is None:
             raise RunDirError(f"{prev_path}: warm start needs generation {gen - 1}'s training result")
         init = run.abs(prev.checkpoint)
-    trainer = train_ensemble if cfg.model.uncertainty == "ensemble" else train_model
-    outcome = trainer(parts["train"], parts["valid"], cfg.model, cfg.train, run.step_dir(gen, "train"), init_checkpoint=init)
+    outcome = TRAINERS[cfg.model.uncertainty](parts["train"], parts["valid"], cfg.model, cfg.train, run.step_dir(gen, "train"), init_checkpoint=init)
     return TrainingResult(
         generation=gen,
         checkpoint=run.rel(outcome.checkpoint),

@@ -14,20 +14,19 @@ an eIP checkpoint, as every checkpoint before ensembles).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from eip_al.model.eip import BiasFn, ModelSpec
 from eip_al.model.neighbors import Graph
 
-SOURCE_KIND = {"evidential": "eip", "ensemble": "ensemble"}  # model.uncertainty → checkpoint kind
-
 
 class UncertaintySource(Protocol):
     """What every consumer of a trained model relies on (`EIPModel`, `EnsembleModel`)."""
 
     spec: ModelSpec
+    training: bool
 
     @property
     def dtype(self) -> torch.dtype: ...
@@ -36,6 +35,14 @@ class UncertaintySource(Protocol):
     def device(self) -> torch.device: ...
 
     def element_energy_dict(self) -> dict[str, float]: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def requires_grad_(self, requires_grad: bool = True) -> Any: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def predict(
         self, g: Graph, *, create_graph: bool = False, bias: BiasFn | list[BiasFn | None] | None = None
