@@ -10,9 +10,10 @@ training budget (epochs, early stopping, warm start):
   c  random  MD + UDD walkers, the same number of frames drawn at random
              (`selection.method: random`: σ is ignored; screen, dedup and step gap still apply)
 
-Strategy (d) of issue #19, a 4-model ensemble through the same loop (force-disagreement
-selection, UDD on the ensemble's energy disagreement, 4× model cost), is NOT implemented: it
-needs an uncertainty-source plug-in in the pipeline.
+  d  ensemble  MD + UDD walkers on a 4-model ensemble (`model.uncertainty: ensemble`,
+             `model.ensemble_size: 4`): the same loop, σ = the members' force disagreement
+             for selection, calibration, audit and UDD (docs/model.md); its real cost (4 members
+             trained and evaluated per step) is in the timing columns like every other strategy's
 
 Per strategy and generation g (model g is trained on the seed + g label batches):
 * force MAE/RMSE and energy MAE per atom on fixed held-out sets labelled by the mock
@@ -38,7 +39,7 @@ Scales: `quick` (a test: seconds of MD, 2 generations), `reduced` (what fits a s
 bench/data/campaign/<scale>/ (resumable: finished pipeline steps, test sets and evaluations are
 reused); results in bench/results/campaign[-<scale>].json.
 
-Run: OMP_NUM_THREADS=1 PYTHONPATH=. python bench/bench_campaign.py [--scale quick|reduced|full] [--quick] [--strategies eip md random] [--work DIR] [--out FILE] [--figures DIR]
+Run: OMP_NUM_THREADS=1 PYTHONPATH=. python bench/bench_campaign.py [--scale quick|reduced|full] [--quick] [--strategies eip md random ensemble] [--work DIR] [--out FILE] [--figures DIR]
 """
 
 from __future__ import annotations
@@ -110,15 +111,18 @@ SCALES = {
     "full": Scale("full", 6, 16, 48, 16, 30, 1000, 16, 111, 500.0, 4, 2000),
 }
 
-# strategy -> (walker kinds, replicas of each, selection method)
-STRATEGIES: dict[str, tuple[tuple[str, ...], int, str]] = {
-    "eip": (("md", "udd"), 1, "sigma"),
-    "md": (("md",), 2, "sigma"),
-    "random": (("md", "udd"), 1, "random"),
+ENSEMBLE_SIZE = 4  # members of strategy (d)
+# strategy -> (walker kinds, replicas of each, selection method, model.uncertainty)
+STRATEGIES: dict[str, tuple[tuple[str, ...], int, str, str]] = {
+    "eip": (("md", "udd"), 1, "sigma", "evidential"),
+    "md": (("md",), 2, "sigma", "evidential"),
+    "random": (("md", "udd"), 1, "random", "evidential"),
+    "ensemble": (("md", "udd"), 1, "sigma", "ensemble"),
 }
 NOTES = [
-    "Strategy (d), a 4-model ensemble through the same loop, was NOT run: the pipeline has no "
-    "uncertainty-source plug-in yet (bench/baselines.py trains and evaluates ensembles, but only outside the loop).",
+    f"Strategy (d) runs the same loop with model.uncertainty = ensemble ({ENSEMBLE_SIZE} head-less PaiNNs, "
+    f"seeds seed … seed+{ENSEMBLE_SIZE - 1}, MSE loss through the one training loop): {ENSEMBLE_SIZE}× the "
+    "training and model-evaluation cost of (a), recorded in its timing columns.",
     "Every strategy accepts any share of failed labels (labeler.max_failure_fraction 1) and never stops early, "
     "so all run every generation; σ selection may pick fewer than n_select frames when few are candidates "
     "(lo ≤ σ < hi), random selection always picks n_select: compare at equal `labels`.",
@@ -128,23 +132,26 @@ SCALE_NOTES = {
                 "(`--scale full`, ≈ 2 h on a free 2-core machine) is pending."],
     "quick": ["Quick scale: a smoke test of the code path; its numbers mean nothing."],
 }
-LABELS = {"eip": "(a) eIP: MD+UDD, σ", "md": "(b) MD only, σ", "random": "(c) MD+UDD, random"}
+LABELS = {"eip": "(a) eIP: MD+UDD, σ", "md": "(b) MD only, σ", "random": "(c) MD+UDD, random",
+          "ensemble": f"(d) {ENSEMBLE_SIZE}-model ensemble: MD+UDD, σ"}
 
 
 # ----------------------------------------------------------------------------- configs
 def strategy_config(strategy: str, scale: Scale, run_dir: Path) -> ALConfig:
-    """configs/al-water-demo.yaml at `scale`, with the strategy's walkers and selection method.
+    """configs/al-water-demo.yaml at `scale`, with the strategy's walkers, selection method and
+    uncertainty source.
 
     The stop rule is switched off (a candidate fraction below 0 never happens) and any
     share of failed labels is accepted (`labeler.max_failure_fraction: 1`), so every
     strategy runs all generations and failed labels are counted as wasted, not fatal."""
     data = yaml.safe_load(BASE_CONFIG.read_text())
-    kinds, replicas, method = STRATEGIES[strategy]
+    kinds, replicas, method, source = STRATEGIES[strategy]
     walker = data["explore"]["walkers"][0] | {"steps": scale.walker_steps}
     data.update(name=f"campaign-{scale.name}-{strategy}", generations=scale.generations, run_dir=str(run_dir))
     data["system"]["n_molecules"] = scale.n_molecules
     data["seed_data"]["n_frames"] = scale.seed_frames
     data["train"]["epochs"] = scale.epochs
+    data["model"] |= {"uncertainty": source, "ensemble_size": ENSEMBLE_SIZE}
     data["explore"]["walkers"] = [walker | {"kind": k, "replicas": replicas} for k in kinds]
     data["labeler"]["max_failure_fraction"] = 1.0
     data["selection"] |= {"n_select": scale.n_select, "method": method, "converge_candidate_fraction": 0.0}

@@ -507,7 +507,7 @@ def train_baselines(root: Path, device: str, train: list[Atoms], valid: list[Ato
     """The ensemble (member 0 is the plain model) and the dropout model, cached under `root`."""
     cfg = baseline_cfg(device, epochs)
     members, logs = train_ensemble(train, valid, MODEL, cfg, N_MEMBERS, cache_dir=root / "plain")
-    dmodel, dlog = train_plain(train, valid, MODEL, cfg, dropout=DROPOUT, cache=root / f"dropout{DROPOUT:g}.pt")
+    dmodel, dlog = train_plain(train, valid, MODEL, cfg, dropout=DROPOUT, cache=root / f"dropout{DROPOUT:g}")
     return members, logs, dmodel, dlog
 
 
@@ -519,18 +519,19 @@ PROBE_NOTE = ("one epoch = training pass + validation (eIP's validation also com
 
 def eip_epoch_cost(train: list[Atoms], valid: list[Atoms], cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[float, float]:
     """(wall, CPU) seconds of eIP's second training epoch + validation, via eip_al.train's internals."""
+    from eip_al import fit
     from eip_al import train as trainer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = trainer._new_model(train, model_cfg, None, torch.device(cfg.device))
-    data, vdata = trainer._prepare(train, model, "train"), trainer._prepare(valid, model, "valid")
+    data, vdata = fit._prepare(train, model, "train"), fit._prepare(valid, model, "valid")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffle = torch.Generator().manual_seed(cfg.seed)
     cost = (0.0, 0.0)
     for epoch in (1, 2):
-        _, wall, cpu = timed(lambda epoch=epoch: (trainer._train_epoch(model, data, optimizer, cfg, shuffle, epoch),
-                                                  trainer._validate(model, vdata, cfg)))
+        _, wall, cpu = timed(lambda epoch=epoch: (fit._train_epoch(model, data, optimizer, cfg, shuffle, epoch, fit.EVIDENTIAL),
+                                                  fit._validate(model, vdata, cfg, fit.EVIDENTIAL)))
         cost = (wall, cpu)
     return cost
 

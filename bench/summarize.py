@@ -375,9 +375,13 @@ def campaign_section(name: str, result: dict[str, Any]) -> str:
            f"evaluation wall {fmt(result.get('total_eval_wall_s'))} s, process CPU {fmt(result.get('total_cpu_s'))} s. Same seed dataset in "
            f"every run: {fmt(result.get('same_seed_dataset'))}. Test sets (frames): "
            + ", ".join(f"{k} {v}" for k, v in result["test_sets"].items()) + ".", ""]
-    out += [f"- {n}" for n in result.get("notes", [])] + [""]
+    out += [f"- {n}" for n in result.get("notes", [])]
+    if "ensemble" not in result["generations"]:
+        out.append("- Strategy (d) now runs through the same loop (`--strategies ensemble`: model.uncertainty = "
+                   "ensemble, 4 members); this result predates it or left it out, so it has no numbers for (d).")
+    out += [""]
     out += ["How to run: `OMP_NUM_THREADS=1 PYTHONPATH=. nice -n 15 python bench/bench_campaign.py --scale reduced` "
-            "(or `--scale full`; `--strategies eip md random` picks a subset, so strategies can run in parallel "
+            "(or `--scale full`; `--strategies eip md random ensemble` picks a subset, so strategies can run in parallel "
             "processes and a last call with all of them collects the results). Work files go to "
             "bench/data/campaign/<scale>/ and every step resumes; `--quick` is the smoke test of "
             "tests/test_bench_campaign.py.", ""]

@@ -1,4 +1,5 @@
-"""`EIPCalculator`: the trained eIP model as a standard ASE calculator.
+"""`EIPCalculator`: a trained model as a standard ASE calculator, for every uncertainty
+source (eip_al/model/sources.py: the eIP model or an ensemble; the checkpoint's kind decides).
 
 Results: ``energy``, ``free_energy``, ``forces`` (always the UNBIASED model force),
 ``uncertainty`` (σ_i, (N,)), ``uncertainty_components`` ((N,3)), ``aleatoric_components``
@@ -33,15 +34,16 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from eip_al.model.checkpoint import load_checkpoint
-from eip_al.model.eip import BiasFn, EIPModel
+from eip_al.model.eip import BiasFn
 from eip_al.model.errors import CheckpointError
 from eip_al.model.evaluation import frames_to_graphs, predict_graphs, split_outputs
 from eip_al.model.neighbors import Graph, SpeciesMap, frame_graph
+from eip_al.model.sources import UncertaintySource
 from eip_al.uq import Calibration, CalibrationError, calibration_from_meta
 
 
 class EIPCalculator(Calculator):
-    """ASE calculator for an eIP checkpoint, with optional differentiable UDD bias."""
+    """ASE calculator for a model checkpoint (eIP or ensemble), with optional differentiable UDD bias."""
 
     implemented_properties = [
         "energy",
@@ -87,7 +89,7 @@ class EIPCalculator(Calculator):
 
     @classmethod
     def from_model(
-        cls, model: EIPModel, bias: BiasFn | None = None, skin: float = 0.5, dtype: str | None = None,
+        cls, model: UncertaintySource, bias: BiasFn | None = None, skin: float = 0.5, dtype: str | None = None,
         calibration: Calibration | None = None,
     ) -> EIPCalculator:
         """A calculator around a frozen copy of an in-memory model (e.g. right after training)."""
@@ -100,7 +102,7 @@ class EIPCalculator(Calculator):
         Calculator.__init__(calc)
         return calc
 
-    def _setup(self, model: EIPModel, bias: BiasFn | None, skin: float, dtype: str | None) -> None:
+    def _setup(self, model: UncertaintySource, bias: BiasFn | None, skin: float, dtype: str | None) -> None:
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")
         if dtype is not None:
@@ -170,7 +172,7 @@ class EIPCalculator(Calculator):
 
 
 def unpack_results(out: dict[str, torch.Tensor], g: Graph, biased: Sequence[bool]) -> list[dict]:
-    """Per-frame calculator results of one `EIPModel.predict` over batch `g`; frames with
+    """Per-frame calculator results of one model `predict` over batch `g`; frames with
     `biased[k]` also get ``energy_bias`` and ``forces_bias``; a stress pass adds ``stress``
     (and ``stress_bias`` for biased frames), Voigt 6."""
     results = split_outputs(out, g)

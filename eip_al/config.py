@@ -114,6 +114,9 @@ class ModelConfig(Section):
     dtype: Literal["float32", "float64"] = "float32"
     head: Literal["symmetric", "paper"] = "symmetric"  # rotation-invariant σ_i, or the paper's per-component head
     novelty: bool = True  # symmetric head: feature-space novelty divides ν, fitted after training (docs/model.md)
+    # uncertainty source (docs/model.md): the eIP head, or an ensemble of head-less PaiNNs (ensemble_size× cost)
+    uncertainty: Literal["evidential", "ensemble"] = "evidential"
+    ensemble_size: Annotated[int, Field(ge=2)] = 4  # members of `uncertainty: ensemble` (seeds seed … seed+M−1)
 
 
 class LossConfig(Section):

@@ -236,6 +236,8 @@ def redo(run: RunDir, step: str, gen: int) -> tuple[Path, list[Path]]:
             todo += [d / name for name in REDO_RESUME_FILES.get(s, ())]
             if s == "explore" and d.is_dir():
                 todo += sorted(d.glob("*.json"))  # each walker's result
+            if s == "train" and d.is_dir():
+                todo += sorted(d.glob("member-*/last.pt"))  # an ensemble's members (eip_al/train.py)
         _forget_steps(run, g, STEPS[first:])
     moved = []
     for src in dict.fromkeys(todo):

@@ -202,12 +202,12 @@ def test_plain_forces_are_minus_energy_gradient(tiny_frames) -> None:
 def test_each_baseline_trains_and_gives_sigma_of_right_shape(tiny_frames, tmp_path) -> None:
     train, valid = tiny_frames[:4], tiny_frames[4:]
     n_atoms = [len(a) for a in valid]
-    plain, log = baselines.train_plain(train, valid, MODEL, CFG, cache=tmp_path / "plain.pt")
+    plain, log = baselines.train_plain(train, valid, MODEL, CFG, cache=tmp_path / "plain")
     assert log.epochs_run == 1 and np.isfinite(log.valid_loss[0])
     graphs = frames_to_graphs(valid, plain)
     out = baselines.predict_plain(plain, graphs)
     assert [p["forces"].shape for p in out] == [(n, 3) for n in n_atoms] and "uncertainty" not in out[0]
-    again, log2 = baselines.train_plain(train, valid, MODEL, CFG, cache=tmp_path / "plain.pt")
+    again, log2 = baselines.train_plain(train, valid, MODEL, CFG, cache=tmp_path / "plain")
     assert log2 == log and np.allclose(baselines.predict_plain(again, graphs)[0]["forces"], out[0]["forces"])
 
     members, logs = baselines.train_ensemble(train, valid, MODEL, CFG, n_members=2)

@@ -12,6 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from eip_al.model.checkpoint import read_payload
+from eip_al.rundir import RunDir
+from eip_al.schemas import TrainingResult
 from tests.conftest import WATER_DFT
 from tests.model_fixtures import torch_threads
 
@@ -47,5 +50,11 @@ def test_quick_campaign_structure(tmp_path: Path) -> None:
         reasons = set(pd.read_csv(tmp_path / "work" / "runs" / "random" / f"gen-{g:03d}" / "select" / "decisions.csv")
                       ["reason"])
         assert not reasons & {"accurate", "failed_band", "label_noise"}
+    # strategy (d): the real loop on a 4-member ensemble, its members trained and its cost recorded
+    ens = RunDir(tmp_path / "work" / "runs" / "ensemble")
+    for g in range(scale.generations):
+        payload = read_payload(ens.abs(TrainingResult.load(ens.artifact_path(g, "train")).checkpoint))
+        assert payload["kind"] == "ensemble" and payload["n_members"] == bench_campaign.ENSEMBLE_SIZE
+    assert all(r["train_wall_s"] > 0 for r in result["generations"]["ensemble"])
     text = summarize.campaign_section("campaign", result)
-    assert "F MAE dft_geometries" in text and "not run" in text.lower()
+    assert "F MAE dft_geometries" in text and "| ensemble | 0 |" in text and "Strategy (d) runs the same loop" in text

@@ -129,6 +129,9 @@ def test_redo_train_gen0_invalidates_train_to_report_and_later_generations_only(
     run = syn.run
     last = run.step_dir(0, "train") / "last.pt"
     last.write_bytes(b"finished training state")
+    member = run.step_dir(0, "train") / "member-1" / "last.pt"  # an ensemble member's resume point
+    member.parent.mkdir()
+    member.write_bytes(b"finished member state")
     audit = run.gen_dir(1) / "audit" / "artifact.json"
     audit.parent.mkdir()
     audit.write_text("{}")
@@ -142,6 +145,7 @@ def test_redo_train_gen0_invalidates_train_to_report_and_later_generations_only(
         assert f"gen-00{gen}/explore/md-300K-0.json" in rel
         assert GenerationRecord.load(run.gen_dir(gen) / "generation.json").steps == []
     assert "gen-000/train/last.pt" in rel and "gen-001/audit/artifact.json" in rel
+    assert "gen-000/train/member-1/last.pt" in rel
     assert not any(r.startswith("seed/") for r in rel)
     assert load_valid(run.seed_dir / "artifact.json", DatasetManifest) is not None
     after = {p for p in run.root.rglob("*") if p.is_file() and dest not in p.parents}

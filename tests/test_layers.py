@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     # 2 the model and its calculator
     "eip_al.model": 2, "eip_al.calculator": 2,
     # 3 the steps
-    "eip_al.seed": 3, "eip_al.train": 3, "eip_al.explore": 3, "eip_al.select": 3, "eip_al.label": 3,
+    "eip_al.seed": 3, "eip_al.fit": 3, "eip_al.train": 3, "eip_al.explore": 3, "eip_al.select": 3, "eip_al.label": 3,
     "eip_al.data": 3, "eip_al.audit": 3, "eip_al.stop": 3,
     # 4 the report reads every step
     "eip_al.report": 4,

@@ -9,8 +9,9 @@ from test_flows import assert_generation_complete, tiny_config
 from eip_al import pipeline
 from eip_al.config import config_from_mapping
 from eip_al.io import read_frames
+from eip_al.model.checkpoint import read_payload
 from eip_al.rundir import RunDir
-from eip_al.schemas import DatasetManifest, GenerationRecord
+from eip_al.schemas import DatasetManifest, ExplorationSummary, GenerationRecord, TrainingResult
 
 
 def test_run_generation_without_prefect(tmp_path):
@@ -27,6 +28,30 @@ def test_run_generation_without_prefect(tmp_path):
     pipeline.run_generation(cfg, run, 0)
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert DatasetManifest.load(run.artifact_path(0, "merge")).n_frames >= seed.n_frames
+
+
+def test_one_generation_with_the_ensemble_uncertainty_source(tmp_path):
+    """model.uncertainty = ensemble through the real loop: every step runs on the 2-member
+    ensemble (UDD on its disagreement σ), no step asks which source it holds."""
+    data = tiny_config(generations=1)
+    data["model"] = {**data["model"], "uncertainty": "ensemble", "ensemble_size": 2}
+    data["train"] = {**data["train"], "epochs": 2}
+    for walker in data["explore"]["walkers"]:
+        walker["steps"] = 30
+    cfg = config_from_mapping(data)
+    run = RunDir(tmp_path / "run")
+    run.init(cfg)
+    seed = pipeline.seed_step(cfg, run)
+    pipeline.run_generation(cfg, run, 0)
+    assert_generation_complete(run, 0, seed.n_frames)
+    tr = TrainingResult.load(run.artifact_path(0, "train"))
+    payload = read_payload(run.abs(tr.checkpoint))
+    assert payload["kind"] == "ensemble" and payload["n_members"] == 2
+    assert set(tr.files) >= {tr.checkpoint} and tr.valid.sigma_mean > 0
+    assert all((run.step_dir(0, "train") / f"member-{k}" / "model.pt").is_file() for k in range(2))
+    walkers = ExplorationSummary.load(run.artifact_path(0, "explore")).walkers
+    udd = [w for w in walkers if w.kind == "udd"]
+    assert udd and all(w.steps_run > 0 and w.bias_ratio_mean > 0 and w.sigma_mean > 0 for w in udd)
 
 
 @pytest.mark.cp2k

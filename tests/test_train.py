@@ -12,6 +12,7 @@ from ase.md.verlet import VelocityVerlet
 from scipy.spatial.transform import Rotation
 from scipy.stats import spearmanr
 
+import eip_al.fit as fit_mod
 import eip_al.train as train_mod
 from eip_al.atomic import sha256_file
 from eip_al.calculator import EIPCalculator
@@ -82,7 +83,7 @@ def test_killed_training_resumes_from_last_epoch(tmp_path, frames, monkeypatch) 
     cfg = fast_cfg(epochs=5)
     reference = train_model(frames[:8], frames[8:10], MODEL, cfg, tmp_path / "ref", progress=False)
 
-    real_epoch = train_mod._train_epoch
+    real_epoch = fit_mod._train_epoch
     calls = []
 
     def dying_epoch(*args, **kwargs):
@@ -91,11 +92,11 @@ def test_killed_training_resumes_from_last_epoch(tmp_path, frames, monkeypatch) 
             raise KeyboardInterrupt  # the process is killed during epoch 4
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "_train_epoch", dying_epoch)
+    monkeypatch.setattr(fit_mod, "_train_epoch", dying_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_model(frames[:8], frames[8:10], MODEL, cfg, tmp_path / "run", progress=False)
     assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 3
-    monkeypatch.setattr(train_mod, "_train_epoch", real_epoch)
+    monkeypatch.setattr(fit_mod, "_train_epoch", real_epoch)
     calls.clear()
     resumed = train_model(frames[:8], frames[8:10], MODEL, cfg, tmp_path / "run", progress=False)
     assert resumed.epochs_run == 5

@@ -80,9 +80,10 @@ def train(
     ] = None,
     device: Annotated[Device | None, typer.Option(help="Overrides train.device.")] = None,
 ) -> None:
-    """Train an eIP model on labelled frames (early stopping on the validation frames)."""
+    """Train a model (the config's model.uncertainty: eIP or an ensemble) on labelled frames
+    (early stopping on the validation frames)."""
     from eip_al.atomic import atomic_write_bytes
-    from eip_al.train import train_model
+    from eip_al.train import TRAINERS
 
     cfg = load_config(config) if config is not None else ALConfig()
     train_cfg = cfg.train if device is None else cfg.train.model_copy(update={"device": device.value})
@@ -92,7 +93,7 @@ def train(
     else:
         train_frames, valid_frames = _split_for_training(frames, data, cfg)
     work = work_dir or out_model.with_name(out_model.stem + ".train")
-    result = train_model(train_frames, valid_frames, cfg.model, train_cfg, work, epochs=epochs)
+    result = TRAINERS[cfg.model.uncertainty](train_frames, valid_frames, cfg.model, train_cfg, work, epochs=epochs)
     atomic_write_bytes(out_model, result.checkpoint.read_bytes())
     out.print(_metrics_table(result.valid, f"validation ({result.n_valid} frames), best epoch {result.best_epoch}"))
     out.print(

@@ -1,6 +1,7 @@
-"""The eIP model: PaiNN backbone + evidential head (docs/eip-method §1–§4).
+"""The models: the eIP model (PaiNN backbone + evidential head, docs/eip-method §1–§4) and the
+ensemble of head-less PaiNNs, two uncertainty sources behind one interface (sources.py).
 
-Public API: `EIPModel`, `ModelSpec`, `fit_element_energies`, `load_checkpoint`,
+Public API: `EIPModel`, `EnsembleModel`, `PlainPaiNN`, `UncertaintySource`, `ModelSpec`, `fit_element_energies`, `load_checkpoint`,
 `save_checkpoint`, `resolve_device`, `CheckpointError`, `ElementError`, `BiasFn`; the loss
 in `eip_al.model.loss`, uncertainty helpers in `eip_al.model.uncertainty`, the ASE
 calculator in `eip_al.calculator`. Names are imported lazily so that importing the error
@@ -17,6 +18,9 @@ from eip_al.model.errors import CheckpointError, ElementError
 _LAZY = {
     "BiasFn": "eip_al.model.eip",
     "EIPModel": "eip_al.model.eip",
+    "EnsembleModel": "eip_al.model.ensemble",
+    "PlainPaiNN": "eip_al.model.eip",
+    "UncertaintySource": "eip_al.model.sources",
     "ModelSpec": "eip_al.model.eip",
     "fit_element_energies": "eip_al.model.eip",
     "load_checkpoint": "eip_al.model.checkpoint",

@@ -1,4 +1,8 @@
-"""Model checkpoints: state_dict + model spec + element energies + format version.
+"""Model checkpoints: state_dict + model spec + element energies + format version (+ kind).
+
+`kind` names the model class: absent for the eIP model (every checkpoint before ensembles
+loads as evidential), "plain" for one head-less PaiNN, "ensemble" for all members of an
+ensemble in one file (their weights under ``members.<k>.``, `n_members`).
 
 Files are written atomically and read with `torch.load(weights_only=True)` (no arbitrary
 pickles). Every failure to load raises `CheckpointError` naming the file and the problem.
@@ -15,12 +19,14 @@ import torch
 import eip_al
 from eip_al.atomic import atomic_write_bytes
 from eip_al.config import ConfigError
-from eip_al.model.eip import EIPModel, ModelSpec
+from eip_al.model.eip import EIPModel, ModelSpec, PlainPaiNN
+from eip_al.model.ensemble import EnsembleModel
 from eip_al.model.errors import CheckpointError
 from eip_al.uq import Calibration, calibration_from_meta
 
 FORMAT = "eip-al-model"
 FORMAT_VERSION = 1
+AnyModel = EIPModel | PlainPaiNN | EnsembleModel
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -34,9 +40,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def checkpoint_payload(model: EIPModel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint_payload(model: AnyModel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dict stored in a checkpoint (tensors on CPU; only types weights_only accepts)."""
-    return {
+    payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "eip_al_version": eip_al.__version__,
@@ -46,9 +52,14 @@ def checkpoint_payload(model: EIPModel, extra: dict[str, Any] | None = None) -> 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
     }
+    if isinstance(model, EnsembleModel):
+        payload.update(kind="ensemble", n_members=len(model.members))
+    elif not isinstance(model, EIPModel):
+        payload["kind"] = "plain"
+    return payload
 
 
-def save_checkpoint(path: Path, model: EIPModel, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(path: Path, model: AnyModel, extra: dict[str, Any] | None = None) -> Path:
     """Write the model atomically to `path`; `extra` holds plain metadata (numbers, strings)."""
     buf = io.BytesIO()
     torch.save(checkpoint_payload(model, extra), buf)
@@ -83,13 +94,22 @@ def load_calibration(checkpoint: Path | str) -> Calibration | None:
     return calibration_from_meta(read_payload(checkpoint), str(checkpoint))
 
 
-def model_from_payload(payload: dict[str, Any], path: Path | str) -> EIPModel:
-    """Build the model a payload describes and load its weights (strict)."""
+def model_from_payload(payload: dict[str, Any], path: Path | str) -> AnyModel:
+    """Build the model a payload describes (its `kind`) and load its weights (strict)."""
     try:
         spec = ModelSpec.from_dict(payload["spec"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid model spec in checkpoint: {exc}") from None
-    model = EIPModel(spec, payload["element_energies"])
+    kind, ee = payload.get("kind", "eip"), payload["element_energies"]
+    model: AnyModel
+    if kind == "eip":
+        model = EIPModel(spec, ee)
+    elif kind == "plain":
+        model = PlainPaiNN(spec, ee)
+    elif kind == "ensemble" and isinstance(payload.get("n_members"), int) and payload["n_members"] >= 2:
+        model = EnsembleModel([PlainPaiNN(spec, ee) for _ in range(payload["n_members"])])
+    else:
+        raise CheckpointError(f"{path}: unknown model kind {kind!r} (or an ensemble without n_members >= 2)")
     dtype = getattr(torch, str(payload["dtype"]), None)
     if dtype not in (torch.float32, torch.float64):
         raise CheckpointError(f"{path}: unsupported dtype {payload['dtype']!r}")
@@ -103,7 +123,7 @@ def model_from_payload(payload: dict[str, Any], path: Path | str) -> EIPModel:
     return model
 
 
-def load_checkpoint(path: Path | str, device: str | torch.device = "auto") -> tuple[EIPModel, dict[str, Any]]:
+def load_checkpoint(path: Path | str, device: str | torch.device = "auto") -> tuple[AnyModel, dict[str, Any]]:
     """Load a checkpoint → (model in eval mode on `device`, metadata dict without weights)."""
     payload = read_payload(path)
     model = model_from_payload(payload, path).to(resolve_device(device))

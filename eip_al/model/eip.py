@@ -1,4 +1,4 @@
-"""The eIP model: PaiNN backbone + energy readout + evidential head, and its prediction pass.
+"""The eIP model (PaiNN backbone + energy readout + evidential head) and its head-less base `PlainPaiNN`.
 
 Energy E = Σ_i scale·MLP(s_i) + Σ_i e_ref(Z_i). The reference energies e_ref are fit by
 least squares on the training split (`fit_element_energies`) and added in float64 outside
@@ -101,8 +101,9 @@ def fit_element_energies(frames: Sequence[Atoms], elements: Sequence[int]) -> np
     return solution
 
 
-class EIPModel(nn.Module):
-    """PaiNN + energy readout + evidential head. Use `predict` for energies/forces/σ."""
+class PlainPaiNN(nn.Module):
+    """PaiNN backbone + energy readout, no uncertainty head: an ensemble member (eip_al/model/
+    ensemble.py) and the base of `EIPModel`. Energy as in the module docstring."""
 
     def __init__(self, spec: ModelSpec, element_energies: Sequence[float] | None = None):
         super().__init__()
@@ -110,13 +111,16 @@ class EIPModel(nn.Module):
         n_el, nf = len(spec.elements), spec.n_features
         self.backbone = PaiNN(n_el, nf, spec.n_interactions, spec.cutoff, spec.n_rbf)
         self.readout = nn.Sequential(nn.Linear(nf, max(nf // 2, 1)), nn.SiLU(), nn.Linear(max(nf // 2, 1), 1))
-        self.head = make_head(spec.head, nf, n_el)
+        self._init_head()
         self.register_buffer("energy_scale", torch.ones(()))
         ee = np.zeros(n_el) if element_energies is None else np.asarray(element_energies, dtype=np.float64)
         if ee.shape != (n_el,):
             raise ValueError(f"element_energies must have {n_el} entries, got {ee.shape}")
         # float64 on purpose and outside the state_dict: stored explicitly in checkpoints.
         self.element_energies = torch.tensor(ee, dtype=torch.float64)
+
+    def _init_head(self) -> None:
+        """Subclasses add their head here (after the readout: parameter init order is part of a seed)."""
 
     def set_element_energies(self, values: Sequence[float]) -> None:
         self.element_energies = torch.tensor(np.asarray(values, dtype=np.float64))
@@ -157,6 +161,52 @@ class EIPModel(nn.Module):
         atomic = self.readout(s).squeeze(-1) * self.energy_scale
         return atomic.new_zeros(g.n_graphs).index_add(0, g.batch, atomic), s, v
 
+    def predict(self, g: Graph, *, create_graph: bool = False, stress: bool = False) -> dict[str, torch.Tensor]:
+        """Energy (G, float64), forces −∂E/∂R (N, 3), descriptor (G, F: mean final scalars)
+        and, with `stress`, the stress (G, 3, 3) as in `EIPModel.predict`."""
+        sp = StrainPass(g, stress)
+        energy_net, scalars, _ = self.energy_and_features(g, sp.positions, sp.cell)
+        grads = torch.autograd.grad(energy_net.sum(), sp.leaves, create_graph=create_graph)
+        return {"energy": energy_net.to(torch.float64) + self.reference_energy(g), "forces": -grads[0],
+                "descriptor": graph_mean(scalars, g), **sp.stress(grads)}
+
+
+class StrainPass:
+    """The leaves of one prediction pass: positions and, for a stress pass, a zero symmetric
+    strain ε applied to positions and cell (so E, F and σ are unchanged at ε = 0); the stress
+    is then (1/V)·∂E/∂ε (eV/Å³, ASE's sign) from the same backward pass."""
+
+    def __init__(self, g: Graph, stress: bool):
+        self.leaves = [g.positions.detach().requires_grad_(True)]
+        self.positions, self.cell, self.volume = self.leaves[0], None, None
+        if stress:
+            self.volume = torch.linalg.det(g.cell).abs()
+            if bool((self.volume < 1e-6).any()):
+                raise ValueError("stress needs a cell of nonzero volume for every frame (periodic in 3D)")
+            strain = torch.zeros_like(g.cell).requires_grad_(True)
+            sym = 0.5 * (strain + strain.transpose(1, 2))
+            self.positions = self.leaves[0] + torch.einsum("ni,nij->nj", self.leaves[0], sym[g.batch])
+            self.cell = g.cell + torch.bmm(g.cell, sym)
+            self.leaves.append(strain)
+
+    def stress(self, grads: Sequence[torch.Tensor], key: str = "stress") -> dict[str, torch.Tensor]:
+        """{key: (1/V)·∂/∂ε} from gradients w.r.t. `leaves` ({} without a stress pass)."""
+        return {} if self.volume is None else {key: grads[1] / self.volume.view(-1, 1, 1)}
+
+
+def graph_mean(per_atom: torch.Tensor, g: Graph) -> torch.Tensor:
+    """Mean over each graph's atoms of per-atom rows (N, F) → (G, F)."""
+    counts = per_atom.new_zeros(g.n_graphs).index_add(0, g.batch, per_atom.new_ones(len(g.batch)))
+    total = per_atom.new_zeros((g.n_graphs, per_atom.shape[1])).index_add(0, g.batch, per_atom)
+    return total / counts.unsqueeze(-1)
+
+
+class EIPModel(PlainPaiNN):
+    """PaiNN + energy readout + evidential head. Use `predict` for energies/forces/σ."""
+
+    def _init_head(self) -> None:
+        self.head = make_head(self.spec.head, self.spec.n_features, len(self.spec.elements))
+
     def forward(
         self, g: Graph, positions: torch.Tensor, cell: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, Evidence, torch.Tensor]:
@@ -193,37 +243,22 @@ class EIPModel(nn.Module):
         the same forward pass (no second model evaluation). A sequence gives one bias per
         graph (None: E_bias = 0 for that graph), so batched walker replicas of different
         kinds share one pass.
-        `stress=True` adds the stress (1/V)·∂E/∂ε (G,3,3; eV/Å³, ASE's sign) from a
-        symmetric strain ε applied to positions and cell inside this pass (zero at ε = 0,
-        so E, F and σ are unchanged; one more leaf in the same backward pass), and with a
-        bias also stress_bias, (1/V)·∂E_bias/∂ε. Every graph needs a cell of nonzero volume.
+        `stress=True` adds the stress (1/V)·∂E/∂ε (G,3,3; eV/Å³, ASE's sign) by `StrainPass`
+        (one more leaf in the same backward pass), and with a bias also stress_bias,
+        (1/V)·∂E_bias/∂ε. Every graph needs a cell of nonzero volume.
         Output keys: energy (G, float64), forces (N,3), nu/alpha/beta ((N,3) paper head,
         (N,) symmetric head), shape (N,3,3; symmetric head only), covariance (N,3,3,
         epistemic Σ_i), sigma_components (N,3), sigma_atom (N,), sigma_config (G,),
         aleatoric_components (N,3), descriptor (G,F); with bias also energy_bias (G,),
-        forces_bias (N,3).
+        forces_bias (N,3); with stress also stress (G,3,3) (and stress_bias).
         """
-        positions = g.positions.detach().requires_grad_(True)
-        leaves, cell, volume = [positions], None, None
-        if stress:
-            volume = torch.linalg.det(g.cell).abs()
-            if bool((volume < 1e-6).any()):
-                raise ValueError("stress needs a cell of nonzero volume for every frame (periodic in 3D)")
-            strain = torch.zeros_like(g.cell).requires_grad_(True)
-            sym = 0.5 * (strain + strain.transpose(1, 2))
-            positions_eval = positions + torch.einsum("ni,nij->nj", positions, sym[g.batch])
-            cell = g.cell + torch.bmm(g.cell, sym)
-            leaves.append(strain)
-        else:
-            positions_eval = positions
-        energy_net, ev, scalars = self.forward(g, positions_eval, cell)
+        sp = StrainPass(g, stress)
+        energy_net, ev, scalars = self.forward(g, sp.positions, sp.cell)
         cov = epistemic_covariance(ev)
         sig_a = covariance_atom_sigma(cov)
         sig_g = config_sigma(sig_a, g.batch, g.n_graphs)
         counts = sig_a.new_zeros(g.n_graphs).index_add(0, g.batch, torch.ones_like(sig_a))
-        descriptor = scalars.new_zeros((g.n_graphs, scalars.shape[1])).index_add(
-            0, g.batch, scalars
-        ) / counts.unsqueeze(-1)
+        descriptor = graph_mean(scalars, g)
         result = {
             "energy": energy_net.to(torch.float64) + self.reference_energy(g),
             "nu": ev.nu,
@@ -239,11 +274,8 @@ class EIPModel(nn.Module):
         if ev.shape is not None:
             result["shape"] = ev.shape
         if bias is None or (not callable(bias) and all(b is None for b in bias)):
-            grads = torch.autograd.grad(energy_net.sum(), leaves, create_graph=create_graph)
-            result["forces"] = -grads[0]
-            if stress:
-                result["stress"] = grads[1] / volume.view(-1, 1, 1)
-            return result
+            grads = torch.autograd.grad(energy_net.sum(), sp.leaves, create_graph=create_graph)
+            return result | {"forces": -grads[0], **sp.stress(grads)}
         n_atoms = counts.to(torch.long).tolist()
         biases = [bias] * g.n_graphs if callable(bias) else list(bias)
         if len(biases) != g.n_graphs:
@@ -254,12 +286,7 @@ class EIPModel(nn.Module):
         ])
         # Two vector-Jacobian products over the same graph (retain_graph): measured faster
         # on CPU than one vmap-batched backward (is_grads_batched), same result.
-        grads = torch.autograd.grad(energy_net.sum(), leaves, retain_graph=True, create_graph=create_graph)
-        grads_bias = torch.autograd.grad(e_bias.sum(), leaves, create_graph=create_graph)
-        result["forces"] = -grads[0]
-        result["energy_bias"] = e_bias
-        result["forces_bias"] = -grads_bias[0]
-        if stress:
-            result["stress"] = grads[1] / volume.view(-1, 1, 1)
-            result["stress_bias"] = grads_bias[1] / volume.view(-1, 1, 1)
-        return result
+        grads = torch.autograd.grad(energy_net.sum(), sp.leaves, retain_graph=True, create_graph=create_graph)
+        grads_bias = torch.autograd.grad(e_bias.sum(), sp.leaves, create_graph=create_graph)
+        return result | {"forces": -grads[0], "energy_bias": e_bias, "forces_bias": -grads_bias[0],
+                         **sp.stress(grads), **sp.stress(grads_bias, "stress_bias")}

@@ -14,8 +14,9 @@ from ase import Atoms
 from rich.progress import Progress
 
 from eip_al.metrics import atom_force_error, force_errors
-from eip_al.model.eip import EIPModel
+from eip_al.model.eip import PlainPaiNN
 from eip_al.model.neighbors import Graph, SpeciesMap, collate, frame_graph
+from eip_al.model.sources import UncertaintySource
 from eip_al.schemas import ValidationMetrics
 from eip_al.uq import sigma_error_scores
 
@@ -30,7 +31,7 @@ PREDICTION_KEYS = (
 )
 
 
-def frames_to_graphs(frames: Sequence[Atoms], model: EIPModel, where: str = "frames") -> list[Graph]:
+def frames_to_graphs(frames: Sequence[Atoms], model: PlainPaiNN | UncertaintySource, where: str = "frames") -> list[Graph]:
     """Graphs (CPU, float64) of `frames`; errors name the frame index."""
     species = SpeciesMap(model.spec.elements)
     return [frame_graph(a, species, model.spec.cutoff, f"{where}: frame {k}") for k, a in enumerate(frames)]
@@ -65,7 +66,7 @@ def split_outputs(out: dict[str, torch.Tensor], g: Graph) -> list[dict[str, np.n
 
 
 def predict_graphs(
-    model: EIPModel,
+    model: UncertaintySource,
     graphs: Sequence[Graph],
     batch_size: int = 8,
     progress: bool = False,

@@ -147,3 +147,16 @@ def total_loss(
     le = ((energy_pred - energy_ref).abs() / n_atoms).mean()
     loss = k_force * lf + w_energy * le
     return loss, {"loss_force": float(lf.detach()), "loss_energy": float(le.detach())}
+
+
+MSE_ENERGY_WEIGHT = 1.0  # λ_E of `mse_loss` (the UQ benchmark's baselines and the ensemble members)
+
+
+def mse_loss(
+    f_ref: torch.Tensor, f_pred: torch.Tensor, e_ref: torch.Tensor, e_pred: torch.Tensor, n_atoms: torch.Tensor,
+    w_energy: float = MSE_ENERGY_WEIGHT,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The plain MLIP loss of head-less members: mean_{i,c} (F_pred − F_ref)² + λ_E · mean_g ((E_pred − E_ref)/N_g)²."""
+    lf = ((f_pred - f_ref) ** 2).mean()
+    le = (((e_pred - e_ref) / n_atoms) ** 2).mean()
+    return lf + w_energy * le, {"loss_force": float(lf.detach()), "loss_energy": float(le.detach())}
