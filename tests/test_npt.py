@@ -1,6 +1,7 @@
 """NPT walkers: a barostat with a physical water potential keeps (and finds) a sane density;
 eIP-driven NPT + UDD walkers record volume and density, resume after a crash to the same
-trajectory, run batched as alone; the density collapse rule."""
+trajectory, run batched as alone; the density collapse rule. The mixed run end to end (xTB
+labels, NPT + UDD walker): tests/test_xtb.py."""
 
 from __future__ import annotations
 
@@ -136,32 +137,3 @@ def test_density_rule_only_for_npt_walkers() -> None:
     off = CollapseDetector(cfg.model_copy(update={"density_min_g_cm3": None, "density_max_g_cm3": None}), atoms,
                            300.0, variable_cell=True)
     assert off.check(*args, atoms.cell.array * 1.5) is None
-
-
-@pytest.mark.slow
-def test_mixed_nvt_and_npt_udd_generation_end_to_end(tmp_path: Path) -> None:
-    """Seed + one generation (train, explore, select, label, merge, audit, report) on 8 waters
-    with an NVT MD walker and an NPT (MTK) UDD walker: the NPT walker's frames are labelled
-    like any other and the report shows its density."""
-    from eip_al import pipeline
-    from eip_al.config import config_from_mapping
-    from eip_al.rundir import RunDir
-    from eip_al.schemas import ExplorationSummary, GenerationReport
-    from tests.test_flows import tiny_config
-
-    walkers = [{"kind": "md", "steps": 40, "sample_every": 10},
-               {"kind": "udd", "steps": 40, "sample_every": 10, "thermostat": "mtk", "taup_fs": 100}]
-    data = tiny_config(generations=1)
-    data["explore"] = {**data["explore"], "walkers": walkers, "restart_every": 20}
-    cfg = config_from_mapping(data)
-    run = RunDir(tmp_path / "run")
-    run.init(cfg)
-    with torch_threads(1):
-        pipeline.seed_step(cfg, run)
-        pipeline.run_generation(cfg, run, 0)
-    ex = ExplorationSummary.load(run.artifact_path(0, "explore"))
-    npt = next(w for w in ex.walkers if w.ensemble == "npt")
-    assert npt.kind == "udd" and npt.density_mean is not None and npt.steps_run > 0
-    rep = GenerationReport.load(run.artifact_path(0, "report"))
-    assert (run.abs(rep.report_html).parent / "density.png").is_file()
-    assert "Density vs time of the NPT walkers" in run.abs(rep.report_html).read_text()

@@ -114,19 +114,24 @@ def test_exported_xtb_job_run_by_its_script_gives_the_in_process_label(tmp_path:
 
 
 @pytest.mark.slow
-def test_one_generation_labelled_by_xtb(tmp_path: Path) -> None:
-    """Seed and generation 0 of a 2-water run labelled by GFN2-xTB through the real pipeline:
-    every label an xTB label, the theory check passing at merge."""
+def test_mixed_generation_xtb_labels_npt_udd_walker(tmp_path: Path) -> None:
+    """A mixed run through the real pipeline: seed and generation 0 of 4 waters labelled by
+    GFN2-xTB, explored by an NVT MD walker and an NPT (Berendsen barostat) UDD walker. Every
+    label is an xTB label equal to tblite called directly, the theory check passes at merge,
+    the NPT walker's density is recorded and the report shows it."""
     from test_flows import assert_generation_complete, tiny_config
 
     from eip_al import pipeline
     from eip_al.config import config_from_mapping
     from eip_al.rundir import RunDir
-    from eip_al.schemas import DatasetManifest
+    from eip_al.schemas import DatasetManifest, ExplorationSummary, GenerationReport
 
     data = tiny_config(generations=1)
-    data["system"] = {"kind": "water", "n_molecules": 2, "density_g_cm3": 0.5}
+    data["system"] = {"kind": "water", "n_molecules": 4, "density_g_cm3": 0.9}
     data["seed_data"] = {"n_frames": 6, "equilibration_steps": 40, "stride": 20}
+    data["explore"] = {**data["explore"], "walkers": [
+        {"kind": "md", "steps": 40, "sample_every": 10},
+        {"kind": "udd", "steps": 40, "sample_every": 10, "thermostat": "npt_berendsen", "taup_fs": 100}]}
     data["selection"]["n_select"] = 2
     data["merge"] = {"valid_fraction": 0.2, "test_fraction": 0.2}
     data["labeler"] = {"kind": "xtb", "outlier_force_factor": None, "xtb": {"omp_num_threads": 1}}
@@ -141,7 +146,11 @@ def test_one_generation_labelled_by_xtb(tmp_path: Path) -> None:
     assert man.theory.key() == seed.theory.key() and n > seed.n_frames
     frames = read_frames(run.abs(man.dataset_extxyz))
     assert {a.info["theory"] for a in frames} == {seed.theory.key()}
-    for a in frames:  # two GFN2 waters: about 2 × -138 eV
-        assert -290.0 < a.get_potential_energy() < -260.0
+    for a in frames:  # four GFN2 waters: about 4 × -138 eV
+        assert -580.0 < a.get_potential_energy() < -520.0
         e, f = direct(a, "GFN2-xTB")
         assert a.get_potential_energy() == pytest.approx(e, abs=1e-6)
+    npt = next(w for w in ExplorationSummary.load(run.artifact_path(0, "explore")).walkers if w.ensemble == "npt")
+    assert npt.kind == "udd" and npt.steps_run > 0 and 0.5 < (npt.density_mean or 0) < 1.5
+    html = run.abs(GenerationReport.load(run.artifact_path(0, "report")).report_html)
+    assert (html.parent / "density.png").is_file() and "Density vs time of the NPT walkers" in html.read_text()
