@@ -18,7 +18,6 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 KIND_LABEL = {"md": "MD", "udd": "eIP-UDD"}
-KIND_COLOR = {"md": "tab:blue", "udd": "tab:orange"}
 BAND_COLOR = {
     "accurate": "tab:green",
     "candidate": "tab:orange",

@@ -82,7 +82,7 @@ def render(c: Context) -> None:
             "sigma_config_mean": float(df["sigma"].mean()) if has else None,
             "sigma_config_max": float(df["sigma"].max()) if has else None,
             "sigma_atom_max": float(df["sigma_max"].max()) if has and "sigma_max" in df.columns else None,
-            "bias_ratio_mean": float(bias.mean()) if bias is not None and res.kind == "udd" else None,
+            "bias_ratio_mean": float(bias.mean()) if bias is not None and bool((bias != 0).any()) else None,
             "density_mean": res.density_mean if res.ensemble == "npt" else None,
             "bias_ratio_atom_median": res.bias_ratio_median, "bias_ratio_atom_max": res.bias_ratio_max,
             "wall_time_s": res.wall_time_s,
