@@ -1,5 +1,6 @@
 """Shared test settings. `WATER_DFT` is the real DFT dataset in ../shared beside the repo."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,3 +15,6 @@ SHARED = ROOT.parent / "shared"
 WATER_DFT = SHARED / "data" / "water-dft" / "water_revPBE0-D3_cnnp-gen1.extxyz"
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's test server logs "Stopping temporary server" from an exit hook, after pytest has
+# closed the captured streams; without this every run ends with a "--- Logging error ---" dump.
+logging.raiseExceptions = False
