@@ -325,7 +325,7 @@ def uq_headline(result: dict[str, Any]) -> str:
     return table(["test set", *[f"{m} AUC / ρ" for m in methods or []]], rows)
 
 
-TARGET_METHODS = ("eIP", "eIP + novelty")
+TARGET_METHODS = ("eIP", "eIP + novelty", "eIP + LLPR", "eIP + novelty + LLPR")
 ROTATION_TARGET = 0.999
 
 
