@@ -171,6 +171,23 @@ class PlainPaiNN(nn.Module):
                 "descriptor": graph_mean(scalars, g), **sp.stress(grads)}
 
 
+def has_bias(bias: BiasFn | Sequence[BiasFn | None] | None) -> bool:
+    """True if `bias` (one for all graphs, or one per graph) biases any graph."""
+    return bias is not None and (callable(bias) or any(b is not None for b in bias))
+
+
+def bias_energies(bias: BiasFn | Sequence[BiasFn | None], sig_g: torch.Tensor, g: Graph) -> torch.Tensor:
+    """E_bias(σ_config, N) per graph of `g`, (G,); a None entry of a per-graph sequence is 0."""
+    biases = [bias] * g.n_graphs if callable(bias) else list(bias)
+    if len(biases) != g.n_graphs:
+        raise ValueError(f"{len(biases)} biases for {g.n_graphs} graphs")
+    n_atoms = torch.bincount(g.batch, minlength=g.n_graphs).tolist()
+    return torch.stack([
+        b(sig_g[k], n_atoms[k]).reshape(()) if b is not None else sig_g.new_zeros(())
+        for k, b in enumerate(biases)
+    ])
+
+
 class StrainPass:
     """The leaves of one prediction pass: positions and, for a stress pass, a zero symmetric
     strain ε applied to positions and cell (so E, F and σ are unchanged at ε = 0); the stress
@@ -257,7 +274,6 @@ class EIPModel(PlainPaiNN):
         cov = epistemic_covariance(ev)
         sig_a = covariance_atom_sigma(cov)
         sig_g = config_sigma(sig_a, g.batch, g.n_graphs)
-        counts = sig_a.new_zeros(g.n_graphs).index_add(0, g.batch, torch.ones_like(sig_a))
         descriptor = graph_mean(scalars, g)
         result = {
             "energy": energy_net.to(torch.float64) + self.reference_energy(g),
@@ -273,17 +289,10 @@ class EIPModel(PlainPaiNN):
         }
         if ev.shape is not None:
             result["shape"] = ev.shape
-        if bias is None or (not callable(bias) and all(b is None for b in bias)):
+        if not has_bias(bias):
             grads = torch.autograd.grad(energy_net.sum(), sp.leaves, create_graph=create_graph)
             return result | {"forces": -grads[0], **sp.stress(grads)}
-        n_atoms = counts.to(torch.long).tolist()
-        biases = [bias] * g.n_graphs if callable(bias) else list(bias)
-        if len(biases) != g.n_graphs:
-            raise ValueError(f"{len(biases)} biases for {g.n_graphs} graphs")
-        e_bias = torch.stack([
-            b(sig_g[k], n_atoms[k]).reshape(()) if b is not None else sig_g.new_zeros(())
-            for k, b in enumerate(biases)
-        ])
+        e_bias = bias_energies(bias, sig_g, g)
         # Two vector-Jacobian products over the same graph (retain_graph): measured faster
         # on CPU than one vmap-batched backward (is_grads_batched), same result.
         grads = torch.autograd.grad(energy_net.sum(), sp.leaves, retain_graph=True, create_graph=create_graph)

@@ -24,7 +24,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from eip_al.model.eip import BiasFn, ModelSpec, PlainPaiNN, StrainPass, graph_mean
+from eip_al.model.eip import (
+    BiasFn,
+    ModelSpec,
+    PlainPaiNN,
+    StrainPass,
+    bias_energies,
+    graph_mean,
+    has_bias,
+)
 from eip_al.model.neighbors import Graph
 from eip_al.model.uncertainty import config_sigma
 
@@ -67,7 +75,7 @@ class EnsembleModel(nn.Module):
         """Energies, forces and σ of graph batch `g` (keys: module docstring); `bias` and
         `stress` as in `EIPModel.predict` (bias forces by autograd through σ; stress = the
         member-mean stress)."""
-        biased = bias is not None and (callable(bias) or any(b is not None for b in bias))
+        biased = has_bias(bias)
         sp = StrainPass(g, stress)
         energies, forces, stresses, scalars = [], [], [], None
         for k, m in enumerate(self.members):
@@ -100,13 +108,6 @@ class EnsembleModel(nn.Module):
             result["stress"] = torch.stack([x["stress"] for x in stresses]).mean(dim=0)
         if not biased:
             return result
-        biases = [bias] * g.n_graphs if callable(bias) else list(bias)
-        if len(biases) != g.n_graphs:
-            raise ValueError(f"{len(biases)} biases for {g.n_graphs} graphs")
-        n_atoms = torch.bincount(g.batch, minlength=g.n_graphs).tolist()
-        e_bias = torch.stack([
-            b(sig_g[k], n_atoms[k]).reshape(()) if b is not None else sig_g.new_zeros(())
-            for k, b in enumerate(biases)
-        ])
+        e_bias = bias_energies(bias, sig_g, g)
         grads_bias = torch.autograd.grad(e_bias.sum(), sp.leaves, create_graph=create_graph)
         return result | {"energy_bias": e_bias, "forces_bias": -grads_bias[0], **sp.stress(grads_bias, "stress_bias")}
