@@ -49,6 +49,17 @@ def smooth_bias(sigma: torch.Tensor, n_atoms: int) -> torch.Tensor:
     return 0.1 * n_atoms * torch.log1p(sigma)
 
 
+def central_difference(calc: EIPCalculator, atoms: Atoms, i: int, c: int, key: str, h: float = 1e-5) -> float:
+    """d results[key] / d x_ic of `calc` at `atoms` by central differences (step h, Å)."""
+    values = []
+    for sign in (1, -1):
+        b = atoms.copy()
+        b.positions[i, c] += sign * h
+        calc.calculate(b, ["energy"])
+        values.append(calc.results[key])
+    return (values[0] - values[1]) / (2 * h)
+
+
 def test_ensemble_sigma_is_the_spread_of_independently_predicted_members(ensemble_checkpoint) -> None:
     atoms = water_box(4, box=5.0, seed=3)
     calc = EIPCalculator(ensemble_checkpoint, device="cpu")
@@ -71,15 +82,8 @@ def test_ensemble_forces_are_minus_energy_gradient(ensemble_checkpoint) -> None:
     calc = EIPCalculator(ensemble_checkpoint, device="cpu", skin=0.0)
     calc.calculate(atoms, ["energy"])
     forces = calc.results["forces"].copy()
-    h = 1e-5
     for i, c in ((0, 0), (5, 2), (9, 1)):
-        e = []
-        for sign in (1, -1):
-            b = atoms.copy()
-            b.positions[i, c] += sign * h
-            calc.calculate(b, ["energy"])
-            e.append(calc.results["energy"])
-        assert forces[i, c] == pytest.approx(-(e[0] - e[1]) / (2 * h), rel=1e-5, abs=1e-7)
+        assert forces[i, c] == pytest.approx(-central_difference(calc, atoms, i, c, "energy"), rel=1e-5, abs=1e-7)
 
 
 def test_ensemble_udd_bias_forces_match_finite_differences(ensemble_checkpoint) -> None:
@@ -90,15 +94,8 @@ def test_ensemble_udd_bias_forces_match_finite_differences(ensemble_checkpoint) 
     assert calc.results["energy_bias"] == pytest.approx(
         float(smooth_bias(torch.tensor(calc.results["config_uncertainty"], dtype=torch.float64), len(atoms))), rel=1e-10)
     assert np.abs(f_bias).max() > 1e-6  # the bias acts
-    h = 1e-5
     for i, c in ((1, 0), (6, 1), (10, 2)):
-        e = []
-        for sign in (1, -1):
-            b = atoms.copy()
-            b.positions[i, c] += sign * h
-            calc.calculate(b, ["energy"])
-            e.append(calc.results["energy_bias"])
-        assert f_bias[i, c] == pytest.approx(-(e[0] - e[1]) / (2 * h), rel=1e-4, abs=1e-7)
+        assert f_bias[i, c] == pytest.approx(-central_difference(calc, atoms, i, c, "energy_bias"), rel=1e-4, abs=1e-7)
 
 
 def test_ensemble_sigma_is_rotation_invariant(ensemble_checkpoint) -> None:
