@@ -9,6 +9,7 @@ momenta, cell and the RNG, so a resumed walker continues the same trajectory.
 from __future__ import annotations
 
 import inspect
+from functools import cache
 from importlib import import_module
 from types import ModuleType
 from typing import Any
@@ -39,10 +40,17 @@ def advance(dyn: MolecularDynamics, forces: np.ndarray) -> np.ndarray:
     """One step; returns the forces at the new positions. Velocity-Verlet integrators take
     and return the forces; the Nosé–Hoover/MTK ones evaluate their own, and the calculator
     hands back its cached results (no second evaluation)."""
-    if "forces" in inspect.signature(dyn.step).parameters:
+    if _steps_with_forces(type(dyn)):
         return dyn.step(forces)
     dyn.step()
     return dyn.atoms.get_forces(md=True)
+
+
+@cache
+def _steps_with_forces(cls: type) -> bool:
+    """Whether the integrator class's `step` takes the current forces (asked once per class,
+    not every step)."""
+    return "forces" in inspect.signature(cls.step).parameters
 
 
 def _resolve(obj: Any, dotted: str) -> tuple[Any, str]:

@@ -23,13 +23,14 @@ from typing import ClassVar, Protocol
 from eip_al.config import LabelerConfig
 from eip_al.label.base import Labeler, import_object
 from eip_al.registries import BACKENDS
+from eip_al.schemas import JobOutcome
 
 Runner = Callable[[list[Path]], None]
 """Runs the current attempt of each job directory now and returns when they have ended."""
 
-LabelOne = Callable[[Path, Runner | None], object]
-"""Labels one job directory with a runner (None: only read what is there) and records its
-final outcome; returns the JobOutcome (its `status` is 'ok' or 'failed')."""
+LabelOne = Callable[[Path, Runner | None], JobOutcome]
+"""Labels one job directory with a runner (None: only read what is there), records its final
+outcome and returns it."""
 
 RetryOne = Callable[[Path], bool]
 """Parses one job directory and prepares a retry if the labeler offers one: True if it did."""

@@ -153,7 +153,7 @@ class LocalBackend(Backend):
             try:
                 for fut in as_completed(futures):
                     try:
-                        failed += getattr(fut.result(), "status", None) == "failed"
+                        failed += fut.result().status == "failed"
                     except Cancelled:
                         pass
                     progress.advance(task)
