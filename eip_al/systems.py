@@ -35,10 +35,14 @@ def water_box_length(n_molecules: int, density_g_cm3: float) -> float:
     return float((volume_cm3 * 1e24) ** (1.0 / 3.0))
 
 
+def density_g_cm3(mass_amu: float, volume_A3: float) -> float:
+    """Mass density (g/cm³) of `mass_amu` in `volume_A3`."""
+    return float(mass_amu / _Nav / (volume_A3 * 1e-24))
+
+
 def water_density_g_cm3(atoms: Atoms) -> float:
     """Mass density (g/cm³) of a periodic frame, from its atomic masses and cell volume."""
-    mass_g = atoms.get_masses().sum() / _Nav
-    return float(mass_g / (atoms.cell.volume * 1e-24))
+    return density_g_cm3(float(atoms.get_masses().sum()), atoms.cell.volume)
 
 
 def _water_molecule() -> np.ndarray:

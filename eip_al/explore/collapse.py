@@ -17,22 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 import vesin
-from ase import Atoms, units
+from ase import Atoms
 
 from eip_al.config import CollapseConfig
 from eip_al.screening import PairChecker, PairScreen, build_screen
-from eip_al.systems import is_water
+from eip_al.systems import density_g_cm3, is_water
 
 REASONS = ("non_finite", "max_force", "min_distance", "molecule_broken", "density", "temperature")
 """Prefixes of collapse reasons (`<prefix>: <detail>`), for grouping in reports."""
-
-G_CM3 = 1e24 / units.mol  # 1 amu/Å³ in g/cm³ (1.66054)
-
-
-def density_g_cm3(mass_amu: float, volume_A3: float) -> float:
-    """Mass density in g/cm³ of `mass_amu` in `volume_A3`."""
-    return mass_amu / volume_A3 * G_CM3
-
 
 
 class CollapseDetector:

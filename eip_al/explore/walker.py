@@ -44,7 +44,7 @@ from eip_al.atomic import sha256_file
 from eip_al.calculator import EIPCalculator
 from eip_al.config import ALConfig, CollapseConfig, WalkerConfig
 from eip_al.explore.biases import PreparedBias, prepare_bias
-from eip_al.explore.collapse import CollapseDetector, density_g_cm3
+from eip_al.explore.collapse import CollapseDetector
 from eip_al.explore.integrators import (
     advance,
     integrator_state,
@@ -58,6 +58,7 @@ from eip_al.progress import Throttle, say
 from eip_al.rundir import RunDir, RunDirError, load_valid
 from eip_al.schemas import ExplorationResult, TrainingResult
 from eip_al.screening import PairScreen, screen_for_run
+from eip_al.systems import density_g_cm3
 
 LOG_COLUMNS = ("step", "time_fs", "energy", "energy_bias", "sigma", "sigma_max", "temperature", "bias_ratio",
                "bias_ratio_median", "bias_ratio_max", "volume", "density")
