@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import eip_al.config as config_mod
+import eip_al.label.backends as backends_mod
 from eip_al.config import LabelerConfig, config_from_mapping
 from eip_al.io import read_frames, write_frames
 from eip_al.label import label_file
@@ -44,7 +45,7 @@ class ReverseBackend(Backend):
 @pytest.fixture
 def reverse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(config_mod.BACKENDS, "reverse", f"{__name__}:ReverseBackend")
-    monkeypatch.delitem(__import__("eip_al.label.backends", fromlist=["_BACKENDS"])._BACKENDS, "reverse", raising=False)
+    monkeypatch.delitem(backends_mod._BACKENDS, "reverse", raising=False)  # built anew per test
     RAN.clear()
 
 
