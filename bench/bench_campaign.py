@@ -2,8 +2,11 @@
 
 Several strategies run the real loop (`eip_al.pipeline.run_all`, no Prefect), each in its own
 run directory, from the same seed dataset (same config, deterministic seed MD; its sha256 is
-checked), with the same label budget per generation (`selection.n_select`) and the same
-training budget (epochs, early stopping, warm start):
+checked), with the same label budget per generation (`selection.n_select`; σ selection takes
+the n_select highest-σ frames below hi: `selection.lo` is set near zero so that it never picks
+fewer) and the same training budget (epochs, early stopping, warm start). Each strategy runs
+`replicates` times (replicate k: train, walker and selection seeds k; the seed dataset and
+the test sets are the same for all), so a difference can be told from seed noise:
 
   a  eip     MD + eIP-UDD walkers, frames chosen by eIP σ (the default loop)
   b  md      MD only (two MD replicas: the same number of exploration steps), chosen by σ
@@ -34,12 +37,13 @@ Figures (docs/figures/): campaign-fig4c.png (the paper's Fig. 4c for strategy a:
 time for the MD and UDD walker of each generation, collapse marked), campaign-learning.png
 (test force MAE vs labels), campaign-stability.png (stable MD time vs generation).
 
-Scales: `quick` (a test: seconds of MD, 2 generations), `reduced` (what fits a shared
-2-core machine in ~45 min), `full` (≈ 2 h on a free 2-core machine). Work files under
-bench/data/campaign/<scale>/ (resumable: finished pipeline steps, test sets and evaluations are
-reused); results in bench/results/campaign[-<scale>].json.
+Scales: `quick` (a test: seconds of MD, 2 generations), `reduced` (2 replicates; about 1 h
+of a free 2-core machine with two processes), `full` (3 replicates, longer walkers; several
+hours of CPU, or a GPU machine). Work files under bench/data/campaign/<scale>/ (replicate 0 in
+runs/<strategy>, replicate k in runs/<strategy>-r<k>; resumable: finished pipeline steps,
+test sets and evaluations are reused); results in bench/results/campaign[-<scale>].json.
 
-Run: OMP_NUM_THREADS=1 PYTHONPATH=. python bench/bench_campaign.py [--scale quick|reduced|full] [--quick] [--strategies eip md random ensemble] [--work DIR] [--out FILE] [--figures DIR]
+Run: OMP_NUM_THREADS=1 PYTHONPATH=. python bench/bench_campaign.py [--scale quick|reduced|full] [--quick] [--strategies eip md random ensemble] [--replicates 0 1 ...] [--work DIR] [--out FILE] [--figures DIR]
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ import numpy as np
 import torch
 import yaml
 from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
 from bench_uq import MockSet, dft_frames, eip_predictor, evaluate, mock_relabel, mock_set
+from campaign_figures import fig4c, fig_learning, fig_stability
 from summarize import git_commit, machine_info, now_iso
 
 from eip_al.atomic import atomic_write_text, sha256_file
@@ -66,6 +72,7 @@ from eip_al.config import ALConfig, WalkerConfig, config_from_mapping
 from eip_al.explore import run_trajectory
 from eip_al.explore.walker import start_atoms
 from eip_al.io import read_frames, write_frames
+from eip_al.label.mock import MockWaterCalculator
 from eip_al.pipeline import record_path, run_all
 from eip_al.rundir import RunDir, load_valid
 from eip_al.schemas import (
@@ -103,15 +110,17 @@ class Scale:
     hot_K: float
     stability_seeds: int
     stability_steps: int  # cap, 0.5 fs steps
+    replicates: int  # independent runs of every strategy (seeds 0 … replicates−1)
 
 
 SCALES = {
-    "quick": Scale("quick", 2, 8, 12, 4, 2, 40, 2, 3, 500.0, 1, 30),
-    "reduced": Scale("reduced", 4, 16, 48, 16, 30, 400, 8, 111, 500.0, 2, 200),
-    "full": Scale("full", 6, 16, 48, 16, 30, 1000, 16, 111, 500.0, 4, 2000),
+    "quick": Scale("quick", 2, 8, 12, 4, 2, 40, 2, 3, 500.0, 1, 30, 1),
+    "reduced": Scale("reduced", 4, 16, 48, 16, 30, 400, 8, 111, 500.0, 2, 2000, 2),
+    "full": Scale("full", 6, 16, 48, 16, 30, 1000, 16, 111, 500.0, 4, 4000, 3),
 }
 
 ENSEMBLE_SIZE = 4  # members of strategy (d)
+BUDGET_LO = 1e-4  # selection.lo of the σ strategies (eV/Å): far below any σ, so the budget is always filled
 # strategy -> (walker kinds, replicas of each, selection method, model.uncertainty)
 STRATEGIES: dict[str, tuple[tuple[str, ...], int, str, str]] = {
     "eip": (("md", "udd"), 1, "sigma", "evidential"),
@@ -124,12 +133,17 @@ NOTES = [
     f"seeds seed … seed+{ENSEMBLE_SIZE - 1}, MSE loss through the one training loop): {ENSEMBLE_SIZE}× the "
     "training and model-evaluation cost of (a), recorded in its timing columns.",
     "Every strategy accepts any share of failed labels (labeler.max_failure_fraction 1) and never stops early, "
-    "so all run every generation; σ selection may pick fewer than n_select frames when few are candidates "
-    "(lo ≤ σ < hi), random selection always picks n_select: compare at equal `labels`.",
+    "so all run every generation and failed labels count as wasted.",
+    f"Budget match: σ selection runs with selection.lo = {BUDGET_LO:g} eV/Å (the demo's 0.1 would let a "
+    "confident model pick fewer frames than n_select), so every strategy labels n_select frames per generation "
+    "unless the pool runs short; the loop's own stop rule is off.",
+    "Replicate k (k = 0 … replicates−1) seeds training, walkers and selection with k; the seed dataset and "
+    "the test sets are shared by all runs. The detailed tables are replicate 0; the replicate summary gives "
+    "mean and range over replicates, and the findings count wins over every (replicate, generation) pair.",
 ]
 SCALE_NOTES = {
-    "reduced": ["Reduced scale (shared 2-core machine, ~45 min budget); the full-scale run "
-                "(`--scale full`, ≈ 2 h on a free 2-core machine) is pending."],
+    "reduced": ["Reduced scale: 16 labels per generation, 4 generations, 2 replicates; the full scale "
+                "(`--scale full`: 6 generations, 3 replicates, 1000-step walkers) was not run."],
     "quick": ["Quick scale: a smoke test of the code path; its numbers mean nothing."],
 }
 LABELS = {"eip": "(a) eIP: MD+UDD, σ", "md": "(b) MD only, σ", "random": "(c) MD+UDD, random",
@@ -137,24 +151,31 @@ LABELS = {"eip": "(a) eIP: MD+UDD, σ", "md": "(b) MD only, σ", "random": "(c) 
 
 
 # ----------------------------------------------------------------------------- configs
-def strategy_config(strategy: str, scale: Scale, run_dir: Path) -> ALConfig:
-    """configs/al-water-demo.yaml at `scale`, with the strategy's walkers, selection method and
-    uncertainty source.
+def run_name(strategy: str, replicate: int) -> str:
+    """Run directory name under <work>/runs: the strategy, and -r<k> for replicate k ≥ 1."""
+    return strategy if replicate == 0 else f"{strategy}-r{replicate}"
+
+
+def strategy_config(strategy: str, scale: Scale, run_dir: Path, replicate: int = 0) -> ALConfig:
+    """configs/al-water-demo.yaml at `scale`, with the strategy's walkers, selection method,
+    uncertainty source and the replicate's seeds (train, walkers, selection; never the seed data).
 
     The stop rule is switched off (a candidate fraction below 0 never happens) and any
     share of failed labels is accepted (`labeler.max_failure_fraction: 1`), so every
     strategy runs all generations and failed labels are counted as wasted, not fatal."""
     data = yaml.safe_load(BASE_CONFIG.read_text())
     kinds, replicas, method, source = STRATEGIES[strategy]
-    walker = data["explore"]["walkers"][0] | {"steps": scale.walker_steps}
-    data.update(name=f"campaign-{scale.name}-{strategy}", generations=scale.generations, run_dir=str(run_dir))
+    walker = data["explore"]["walkers"][0] | {"steps": scale.walker_steps, "seed": replicate}
+    data.update(name=f"campaign-{scale.name}-{run_name(strategy, replicate)}", generations=scale.generations,
+                run_dir=str(run_dir))
     data["system"]["n_molecules"] = scale.n_molecules
     data["seed_data"]["n_frames"] = scale.seed_frames
-    data["train"]["epochs"] = scale.epochs
+    data["train"] |= {"epochs": scale.epochs, "seed": replicate}
     data["model"] |= {"uncertainty": source, "ensemble_size": ENSEMBLE_SIZE}
     data["explore"]["walkers"] = [walker | {"kind": k, "replicas": replicas} for k in kinds]
     data["labeler"]["max_failure_fraction"] = 1.0
-    data["selection"] |= {"n_select": scale.n_select, "method": method, "converge_candidate_fraction": 0.0}
+    data["selection"] |= {"n_select": scale.n_select, "method": method, "converge_candidate_fraction": 0.0,
+                          "lo": BUDGET_LO, "seed": replicate}
     return config_from_mapping(data, f"{BASE_CONFIG} ({strategy}, {scale.name})")
 
 
@@ -208,15 +229,28 @@ def test_sets(scale: Scale, data_dir: Path) -> dict[str, list[Atoms]]:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def stable_time(cfg: ALConfig, run: RunDir, gen: int, checkpoint: Path, start: Atoms, temperature_K: float,
+class ReferenceCalculator(MockWaterCalculator):
+    """The labeler's own force field with σ = 0, so that `run_trajectory` can drive it: how long
+    the reference itself stays inside the collapse rules (the ceiling of every model)."""
+
+    def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = ("energy",),
+                  system_changes: Sequence[str] = all_changes) -> None:
+        super().calculate(atoms, list(properties), list(system_changes))
+        zeros = np.zeros((len(self.atoms), 3))
+        self.results |= {"uncertainty": zeros[:, 0], "uncertainty_components": zeros, "aleatoric_components": zeros,
+                         "config_uncertainty": 0.0}
+
+
+def stable_time(cfg: ALConfig, run: RunDir, gen: int, calc: Calculator, start: Atoms, temperature_K: float,
                 seed: int, steps: int, out_dir: Path) -> dict[str, Any]:
-    """Model-driven NVT MD from `start` until the run's collapse rules fire or `steps` pass."""
+    """NVT MD driven by `calc` (a model, or the reference) from `start` until the run's collapse
+    rules fire or `steps` pass."""
     walker = WalkerConfig(kind="md", temperature_K=temperature_K, steps=steps, timestep_fs=0.5,
                           sample_every=steps, seed=seed)
     atoms = start_atoms(start, temperature_K, np.random.default_rng(seed))
     screen = screen_for_run(cfg.explore.collapse, run, gen, atoms.numbers)
     tag = f"{temperature_K:g}K-{seed}"
-    out = run_trajectory(atoms, EIPCalculator(checkpoint, device="cpu"), walker, cfg.explore.collapse,
+    out = run_trajectory(atoms, calc, walker, cfg.explore.collapse,
                          out_dir / f"{tag}.csv", out_dir / f"{tag}.extxyz",
                          thermostat_rng=np.random.default_rng(seed + 1), label=f"stability {tag}", screen=screen)
     t_fs = (out.collapse_step if out.collapsed else out.steps_run) * walker.timestep_fs
@@ -270,8 +304,8 @@ def evaluate_generation(cfg: ALConfig, run: RunDir, gen: int, sets: dict[str, li
         errors[name] = {k: m[k] for k in ("n_frames", "force_mae", "force_rmse", "energy_mae_per_atom",
                                           "sigma_mean", "spearman_atom", "roc_auc_atom")}
     starts = sets["id_300K"]
-    stability = [stable_time(cfg, run, gen, checkpoint, starts[s % len(starts)], t, s, scale.stability_steps,
-                             cache.parent / f"stability-gen-{gen:03d}")
+    stability = [stable_time(cfg, run, gen, EIPCalculator(checkpoint, device="cpu"), starts[s % len(starts)], t, s,
+                             scale.stability_steps, cache.parent / f"stability-gen-{gen:03d}")
                  for t in (300.0, scale.hot_K) for s in range(scale.stability_seeds)]
     out = {"generation": gen, "checkpoint_sha256": key, "n_labels": run.dataset_for(gen).n_frames,
            "train_epochs_run": training.epochs_run, "valid_force_mae": training.valid.force_mae,
@@ -279,6 +313,21 @@ def evaluate_generation(cfg: ALConfig, run: RunDir, gen: int, sets: dict[str, li
            "eval_wall_s": time.perf_counter() - w0, "eval_cpu_s": time.process_time() - c0}
     atomic_write_text(cache, json.dumps(out, indent=1) + "\n")
     return out | selection_numbers(run, gen) | generation_steps(run, gen)
+
+
+def reference_stability(cfg: ALConfig, run: RunDir, sets: dict[str, list[Atoms]], scale: Scale,
+                        cache: Path) -> list[dict[str, Any]]:
+    """The stability runs of the evaluation (same starts, seeds, cap and generation-0 collapse
+    rules) driven by the mock force field itself (cached)."""
+    key = f"reference-{scale.stability_seeds}x{scale.stability_steps}-{scale.hot_K:g}K"
+    if cache.exists() and (found := json.loads(cache.read_text())).get("key") == key:
+        return found["stability"]
+    starts = sets["id_300K"]
+    stability = [stable_time(cfg, run, 0, ReferenceCalculator(), starts[s % len(starts)], t, s, scale.stability_steps,
+                             cache.parent / "stability-reference")
+                 for t in (300.0, scale.hot_K) for s in range(scale.stability_seeds)]
+    atomic_write_text(cache, json.dumps({"key": key, "stability": stability}, indent=1) + "\n")
+    return stability
 
 
 def stable_summary(stability: Sequence[dict[str, Any]], temperature_K: float) -> dict[str, float]:
@@ -289,131 +338,97 @@ def stable_summary(stability: Sequence[dict[str, Any]], temperature_K: float) ->
 
 
 # ----------------------------------------------------------------------------- comparison
-def comparison(strategies: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """(a) vs (c) at equal labels on every test set: force MAE ratio a/c per generation."""
-    if "eip" not in strategies or "random" not in strategies:
+Runs = dict[str, list[list[dict[str, Any]]]]  # strategy -> replicate -> generation rows
+
+
+def comparison(runs: Runs, other: str) -> dict[str, Any]:
+    """(a) vs `other` at equal labels on every test set: force MAE per replicate and generation,
+    the ratio a/other of each pair and of the replicate means."""
+    if "eip" not in runs or other not in runs:
         return {}
     out: dict[str, Any] = {}
     for name in TEST_SETS:
         rows = []
-        for a, c in zip(strategies["eip"], strategies["random"], strict=False):
-            fa, fc = a["test"][name]["force_mae"], c["test"][name]["force_mae"]
-            rows.append({"generation": a["generation"], "n_labels": a["n_labels"], "n_labels_random": c["n_labels"],
-                         "eip": fa, "random": fc, "ratio": fa / fc})
+        for g in range(min(len(runs["eip"][0]), len(runs[other][0]))):
+            pairs = [(a[g], c[g]) for a, c in zip(runs["eip"], runs[other], strict=False) if len(a) > g and len(c) > g]
+            fa = [a["test"][name]["force_mae"] for a, _ in pairs]
+            fc = [c["test"][name]["force_mae"] for _, c in pairs]
+            rows.append({"generation": g, "n_labels": [a["n_labels"] for a, _ in pairs],
+                         f"n_labels_{other}": [c["n_labels"] for _, c in pairs], "eip": fa, other: fc,
+                         "ratio": [x / y for x, y in zip(fa, fc, strict=True)],
+                         "ratio_of_means": float(np.mean(fa) / np.mean(fc))})
         out[name] = rows
     return out
 
 
-def findings(strategies: dict[str, list[dict[str, Any]]], cmp: dict[str, Any]) -> list[str]:
+def model_cost(rows: Sequence[dict[str, Any]]) -> float:
+    """Wall seconds of train + explore + select summed over a run's generations (the model's cost)."""
+    return float(sum((r["train_wall_s"] or 0) + (r["explore_wall_s"] or 0) + (r["select_wall_s"] or 0)
+                     for r in rows))
+
+
+def findings(runs: Runs, cmp: dict[str, dict[str, Any]], reference: Sequence[dict[str, Any]]) -> list[str]:
     """Plain statements of what the numbers show (the issue's expectations, checked)."""
-    lines = []
-    for name in ("hot", "dft_geometries"):
-        if name not in cmp:
-            continue
-        last = cmp[name][-1]
-        later = [r for r in cmp[name] if r["generation"] > 0]
-        wins = sum(r["ratio"] < 1 for r in later)
-        verdict = ("(a) beats (c) in every generation" if wins == len(later) else
-                   "(a) does NOT beat (c) consistently" if wins else "(a) does NOT beat (c)")
-        lines.append(f"{name}: at the last generation ({last['n_labels']} labels) force MAE eIP {last['eip']:.4f} vs "
-                     f"random {last['random']:.4f} eV/Å (ratio {last['ratio']:.3f}); eIP lower in {wins} of "
-                     f"{len(later)} generations after gen 0: {verdict}.")
-    for s, rows in strategies.items():
-        n_sel = sum(r["n_selected"] for r in rows)
-        n_bad = sum(r["n_label_failed"] or 0 for r in rows)
-        first, last = rows[0]["stable"], rows[-1]["stable"]
-        stab = "; ".join(f"{t} {first[t]['mean_fs'] / 1000:.3g} → {last[t]['mean_fs'] / 1000:.3g} ps" for t in first)
+    temps = sorted({x["temperature_K"] for x in reference})
+    lines = ["reference (the mock force field itself, same starts, seeds, cap and collapse rules): " + "; ".join(
+        f"{t:g} K {stable_summary(reference, t)['mean_fs'] / 1000:.3g} ps mean, "
+        f"{stable_summary(reference, t)['full_length_fraction']:.0%} of runs reach the cap" for t in temps) + "."]
+    for other, by_set in cmp.items():
+        for name in ("hot", "dft_geometries"):
+            if name not in by_set:
+                continue
+            last = by_set[name][-1]
+            later = [x for r in by_set[name] if r["generation"] > 0 for x in r["ratio"]]
+            wins = sum(x < 1 for x in later)
+            verdict = (f"(a) beats {other} in every pair" if wins == len(later) else
+                       f"(a) does NOT beat {other} consistently" if wins else f"(a) does NOT beat {other}")
+            lines.append(
+                f"{name}, eip vs {other}: last generation ({last['n_labels'][0]} labels) force MAE eIP "
+                f"{np.mean(last['eip']):.4f} vs {other} {np.mean(last[other]):.4f} eV/Å (mean of "
+                f"{len(last['eip'])} replicate(s), ratio {last['ratio_of_means']:.3f}); eIP lower in {wins} of "
+                f"{len(later)} (replicate, generation ≥ 1) pairs: {verdict}.")
+    if "eip" in runs and "ensemble" in runs:
+        ca = np.mean([model_cost(rows) for rows in runs["eip"]])
+        cd = np.mean([model_cost(rows) for rows in runs["ensemble"]])
+        lines.append(f"model cost (train + explore + select wall s, all generations, replicate mean): eIP {ca:.0f} s, "
+                     f"ensemble {cd:.0f} s (eIP at {ca / cd:.2f}× the ensemble's cost).")
+    for s, reps in runs.items():
+        rows = reps[0]
+        n_sel = sum(r["n_selected"] for rr in reps for r in rr)
+        n_bad = sum(r["n_label_failed"] or 0 for rr in reps for r in rr)
+        stab = "; ".join(
+            f"{t} " + " → ".join(f"{np.mean([rr[g]['stable'][t]['mean_fs'] for rr in reps]) / 1000:.3g}"
+                                 for g in range(len(rows))) + " ps"
+            for t in rows[0]["stable"])
         lines.append(f"{LABELS[s]}: labels {rows[0]['n_labels']} → {rows[-1]['n_labels']}, selected per generation "
-                     f"{', '.join(str(r['n_selected']) for r in rows)}; {n_bad} of {n_sel} selected frames wasted; stable MD time gen 0 → gen {rows[-1]['generation']}: {stab}.")
-    if "eip" in strategies:
-        for r in strategies["eip"]:
+                     f"{', '.join(str(r['n_selected']) for r in rows)} (replicate 0); {n_bad} of {n_sel} selected "
+                     f"frames wasted over {len(reps)} replicate(s); stable MD time by generation (replicate mean): "
+                     f"{stab}.")
+    for k, rows in enumerate(runs.get("eip", [])):
+        for r in rows:
             walkers = ", ".join(
                 f"{w['walker']} " + (f"collapsed at {w['collapse_time_fs']:g} fs ({(w['reason'] or '').split(' (')[0]})"
                                     if w["collapsed"] else "full length")
                 for w in r["walkers"])
-            lines.append(f"eIP gen {r['generation']} walkers: {walkers}.")
+            lines.append(f"eIP replicate {k} gen {r['generation']} walkers: {walkers}.")
     return lines
 
 
-# ----------------------------------------------------------------------------- figures
-def fig4c(run: RunDir, path: Path) -> None:
-    """Energy and σ vs time of the MD and UDD walker of each generation (collapse marked)."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    gens = [g for g in run.generations() if load_valid(run.artifact_path(g, "explore"), ExplorationSummary)]
-    summaries = {g: load_valid(run.artifact_path(g, "explore"), ExplorationSummary) for g in gens}
-    kinds = ("md", "udd")
-    fig, axes = plt.subplots(len(gens), 2, figsize=(9, 2.0 * len(gens) + 0.6), sharex=True, squeeze=False)
-    for row, g in enumerate(gens):
-        for col, kind in enumerate(kinds):
-            ax = axes[row][col]
-            walker = next((w for w in summaries[g].walkers if w.kind == kind), None)
-            if walker is None:
-                ax.set_visible(False)
-                continue
-            df = pd.read_csv(run.abs(walker.log_csv))
-            t_ps = df["time_fs"] / 1000
-            ax.plot(t_ps, df["energy"] - df["energy"].iloc[0], color="C0", lw=0.8)
-            ax.set_ylabel("E − E(0) (eV)", color="C0", fontsize=8)
-            ax2 = ax.twinx()
-            ax2.plot(t_ps, df["sigma"], color="C3", lw=0.8)
-            ax2.set_ylabel("σ (eV/Å)", color="C3", fontsize=8)
-            if walker.collapsed:
-                ax.axvline(walker.collapse_time_fs / 1000, color="k", ls="--", lw=1)
-                ax.set_title(f"gen {g} {kind.upper()}: collapsed at {walker.collapse_time_fs / 1000:.3g} ps "
-                             f"({(walker.collapse_reason or '').split(':')[0]})", fontsize=8)
-            else:
-                ax.set_title(f"gen {g} {kind.upper()}: full {walker.simulated_time_fs / 1000:.3g} ps", fontsize=8)
-            ax.set_xlim(0, walker.steps_requested * (df["time_fs"].iloc[1] - df["time_fs"].iloc[0]) / 1000
-                        if len(df) > 1 else None)
-    for ax in axes[-1]:
-        ax.set_xlabel("time (ps)")
-    fig.suptitle("Strategy (a): walker energy (blue) and σ (red); dashed: collapse", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def fig_learning(strategies: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    """Test force MAE vs labels, one panel per test set."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(TEST_SETS), figsize=(3.2 * len(TEST_SETS), 3), squeeze=False)
-    for ax, name in zip(axes[0], TEST_SETS, strict=True):
-        for s, rows in strategies.items():
-            ax.plot([r["n_labels"] for r in rows], [r["test"][name]["force_mae"] for r in rows], "o-", label=LABELS[s])
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("labelled frames")
-    axes[0][0].set_ylabel("force MAE (eV/Å)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def fig_stability(strategies: dict[str, list[dict[str, Any]]], temperatures: Sequence[float], path: Path) -> None:
-    """Mean (line) and per-seed (dots) stable MD time vs generation, one panel per temperature."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(4.2 * len(temperatures), 3), squeeze=False)
-    for ax, temp in zip(axes[0], temperatures, strict=True):
-        for k, (s, rows) in enumerate(strategies.items()):
-            gens = [r["generation"] for r in rows]
-            ax.plot(gens, [stable_summary(r["stability"], temp)["mean_fs"] / 1000 for r in rows], "-",
-                    color=f"C{k}", label=LABELS[s])
-            for r in rows:
-                t = [x["stable_fs"] / 1000 for x in r["stability"] if x["temperature_K"] == temp]
-                ax.plot([r["generation"] + 0.05 * (k - 1)] * len(t), t, "o", color=f"C{k}", ms=3)
-        cap = rows[0]["stability"][0]["cap_fs"] / 1000
-        ax.axhline(cap, color="grey", ls=":", lw=1)
-        ax.set_title(f"NVT MD at {temp:g} K (cap {cap:g} ps)", fontsize=9)
-        ax.set_xlabel("generation")
-    axes[0][0].set_ylabel("stable time (ps)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def replicate_summary(runs: Runs) -> dict[str, list[dict[str, Any]]]:
+    """Per strategy and generation: mean, min and max over replicates of every test force MAE
+    and of the stable MD time at each temperature."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s, reps in runs.items():
+        rows = []
+        for g in range(min(len(rr) for rr in reps)):
+            gs = [rr[g] for rr in reps]
+            stat = {name: [r["test"][name]["force_mae"] for r in gs] for name in TEST_SETS}
+            stat |= {f"stable_{t}": [r["stable"][t]["mean_fs"] for r in gs] for t in gs[0]["stable"]}
+            rows.append({"generation": g, "n_labels": [r["n_labels"] for r in gs],
+                         **{k: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+                            for k, v in stat.items()}})
+        out[s] = rows
+    return out
 
 
 # ----------------------------------------------------------------------------- main
@@ -422,12 +437,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--scale", choices=sorted(SCALES), default="reduced")
     ap.add_argument("--quick", action="store_true", help="the same as --scale quick")
     ap.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
+    ap.add_argument("--replicates", nargs="+", type=int, default=None,
+                    help="which replicates to run (default: all of the scale's)")
     ap.add_argument("--work", type=Path, default=None, help="work directory (default bench/data/campaign/<scale>)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/campaign[-<scale>].json)")
     ap.add_argument("--figures", type=Path, default=None, help="figure directory (default docs/figures; quick: <work>)")
     ap.add_argument("--note", action="append", default=[], help="a line about this run for the results (repeatable)")
     args = ap.parse_args(argv)
     scale = SCALES["quick" if args.quick else args.scale]
+    replicates = sorted(set(args.replicates)) if args.replicates is not None else list(range(scale.replicates))
+    if not replicates or not all(0 <= k < scale.replicates for k in replicates):
+        ap.error(f"--replicates: each must lie in 0 … {scale.replicates - 1} (scale {scale.name})")
     work = (args.work or HERE / "data" / "campaign" / scale.name).resolve()
     out = args.out or RESULTS / ("campaign.json" if scale.name == "reduced" else f"campaign-{scale.name}.json")
     figures = args.figures or (work if scale.name == "quick" else FIGURES)
@@ -439,43 +459,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = now_iso()
     sets = test_sets(scale, work / "test-sets")
 
-    results: dict[str, list[dict[str, Any]]] = {}
+    results: Runs = {}
     runs: dict[str, dict[str, Any]] = {}
     for s in args.strategies:
-        cfg = strategy_config(s, scale, work / "runs" / s)
-        run = RunDir(cfg.resolved_run_dir())
-        timing = run_strategy(cfg, work / "campaign.log")
-        cpu = timing["cpu_s_per_generation"]
-        seed = load_valid(run.seed_dir / "artifact.json", DatasetManifest)
-        runs[s] = {"run_dir": str(run.root.relative_to(work)), "seed_sha256": seed.sha256,
-                   "loop_wall_s": sum(c["wall_s"] for c in timing["calls"]),
-                   "loop_cpu_s": sum(c["cpu_s"] for c in timing["calls"])}
-        results[s] = [evaluate_generation(cfg, run, g, sets, scale, work / "eval" / s / f"gen-{g:03d}.json")
-                      for g in range(scale.generations)]
-        for r in results[s]:
-            r["cpu_s"] = cpu.get(str(r["generation"]))
-            r["stable"] = {f"{t:g}K": stable_summary(r["stability"], t) for t in (300.0, scale.hot_K)}
+        results[s] = []
+        for k in replicates:
+            name = run_name(s, k)
+            cfg = strategy_config(s, scale, work / "runs" / name, k)
+            run = RunDir(cfg.resolved_run_dir())
+            timing = run_strategy(cfg, work / "campaign.log")
+            cpu = timing["cpu_s_per_generation"]
+            seed = load_valid(run.seed_dir / "artifact.json", DatasetManifest)
+            runs[name] = {"strategy": s, "replicate": k, "run_dir": str(run.root.relative_to(work)),
+                          "seed_sha256": seed.sha256, "loop_wall_s": sum(c["wall_s"] for c in timing["calls"]),
+                          "loop_cpu_s": sum(c["cpu_s"] for c in timing["calls"])}
+            rows = [evaluate_generation(cfg, run, g, sets, scale, work / "eval" / name / f"gen-{g:03d}.json")
+                    for g in range(scale.generations)]
+            for r in rows:
+                r["replicate"] = k
+                r["cpu_s"] = cpu.get(str(r["generation"]))
+                r["stable"] = {f"{t:g}K": stable_summary(r["stability"], t) for t in (300.0, scale.hot_K)}
+            results[s].append(rows)
     seeds = {v["seed_sha256"] for v in runs.values()}
-    cmp = comparison(results)
+    first = next(iter(runs.values()))
+    ref_cfg = strategy_config(first["strategy"], scale, work / first["run_dir"], first["replicate"])
+    reference = reference_stability(ref_cfg, RunDir(work / first["run_dir"]), sets, scale,
+                                    work / "eval" / "reference.json")
+    cmp = {other: c for other in ("random", "ensemble", "md") if (c := comparison(results, other))}
+    summary = replicate_summary(results)
     result = {
         "benchmark": "campaign",
         "date": now_iso(), "started": started,
         "machine": machine_info(threads=1), "git": git_commit(),
         "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
         "total_loop_wall_s": sum(r["loop_wall_s"] for r in runs.values()),
-        "total_eval_wall_s": sum(g["eval_wall_s"] for rows in results.values() for g in rows),
+        "total_eval_wall_s": sum(g["eval_wall_s"] for reps in results.values() for rows in reps for g in rows),
         "total_cpu_s": sum(r["loop_cpu_s"] for r in runs.values())
-        + sum(g["eval_cpu_s"] for rows in results.values() for g in rows),
-        "scale": asdict(scale), "strategies": {s: LABELS[s] for s in args.strategies},
+        + sum(g["eval_cpu_s"] for reps in results.values() for rows in reps for g in rows),
+        "scale": asdict(scale), "replicates": replicates, "strategies": {s: LABELS[s] for s in args.strategies},
         "notes": NOTES + SCALE_NOTES.get(scale.name, []) + args.note,
         "same_seed_dataset": len(seeds) == 1,
         "test_sets": {k: len(v) for k, v in sets.items()},
-        "runs": runs, "generations": results, "eip_vs_random": cmp, "findings": findings(results, cmp),
+        "runs": runs,
+        "generations": {s: reps[0] for s, reps in results.items()},  # replicate replicates[0], in full
+        "replicate_runs": {s: reps[1:] for s, reps in results.items()},  # the other replicates, in full
+        "replicate_summary": summary,
+        "reference_stability": {"runs": reference, **{f"{t:g}K": stable_summary(reference, t)
+                                                      for t in (300.0, scale.hot_K)}},
+        "eip_vs": cmp, "findings": findings(results, cmp, reference),
     }
     if "eip" in results:
-        fig4c(RunDir(work / runs["eip"]["run_dir"]), figures / "campaign-fig4c.png")
-    fig_learning(results, figures / "campaign-learning.png")
-    fig_stability(results, (300.0, scale.hot_K), figures / "campaign-stability.png")
+        fig4c(RunDir(work / "runs" / run_name("eip", replicates[0])), figures / "campaign-fig4c.png")
+    fig_learning(summary, LABELS, TEST_SETS, figures / "campaign-learning.png")
+    fig_stability(results, reference, (300.0, scale.hot_K), LABELS, figures / "campaign-stability.png")
     result["figures"] = [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
                          for p in sorted(figures.glob("campaign-*.png"))]
     out.parent.mkdir(parents=True, exist_ok=True)

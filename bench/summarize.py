@@ -366,28 +366,41 @@ def uq_targets(result: dict[str, Any]) -> str:
 
 
 def campaign_section(name: str, result: dict[str, Any]) -> str:
-    """Scale, per strategy × generation tables (test errors; stability, waste, audit, cost), findings."""
+    """Scale, replicate summary, replicate-0 tables (test errors; stability, waste, audit, cost), findings."""
     sc = result["scale"]
+    reps = result.get("replicates", [0])
     out = [f"Scale `{sc['name']}`: {sc['generations']} generations, {sc['n_molecules']} H2O, seed {sc['seed_frames']} "
            f"frames, {sc['n_select']} labels per generation, {sc['epochs']} epochs, walkers {sc['walker_steps']} steps "
            f"of 0.5 fs; stability MD {sc['stability_seeds']} seeds × {sc['stability_steps']} steps at 300 K and "
-           f"{sc['hot_K']:g} K. Summed over strategies: loop wall {fmt(result.get('total_loop_wall_s'))} s, "
-           f"evaluation wall {fmt(result.get('total_eval_wall_s'))} s, process CPU {fmt(result.get('total_cpu_s'))} s. Same seed dataset in "
-           f"every run: {fmt(result.get('same_seed_dataset'))}. Test sets (frames): "
+           f"{sc['hot_K']:g} K; replicates {', '.join(map(str, reps))}. Summed over runs: loop wall "
+           f"{fmt(result.get('total_loop_wall_s'))} s, evaluation wall {fmt(result.get('total_eval_wall_s'))} s, "
+           f"process CPU {fmt(result.get('total_cpu_s'))} s. Same seed dataset in every run: "
+           f"{fmt(result.get('same_seed_dataset'))}. Test sets (frames): "
            + ", ".join(f"{k} {v}" for k, v in result["test_sets"].items()) + ".", ""]
     out += [f"- {n}" for n in result.get("notes", [])]
     if "ensemble" not in result["generations"]:
-        out.append("- Strategy (d) now runs through the same loop (`--strategies ensemble`: model.uncertainty = "
-                   "ensemble, 4 members); this result predates it or left it out, so it has no numbers for (d).")
+        out.append("- Strategy (d) (`--strategies ensemble`: model.uncertainty = ensemble, 4 members) is not in "
+                   "this result.")
     out += [""]
     out += ["How to run: `OMP_NUM_THREADS=1 PYTHONPATH=. nice -n 15 python bench/bench_campaign.py --scale reduced` "
-            "(or `--scale full`; `--strategies eip md random ensemble` picks a subset, so strategies can run in parallel "
-            "processes and a last call with all of them collects the results). Work files go to "
+            "(or `--scale full`; `--strategies eip md random ensemble` and `--replicates 0 1` pick a subset, so runs "
+            "can go in parallel processes and a last call with all of them collects the results). Work files go to "
             "bench/data/campaign/<scale>/ and every step resumes; `--quick` is the smoke test of "
             "tests/test_bench_campaign.py.", ""]
     sets = list(result["test_sets"])
-    rows, loop = [], []
     hot = f"{sc['hot_K']:g}K"
+    summ = []
+    for s, gens in result.get("replicate_summary", {}).items():
+        for g in gens:
+            cell = [f"{g[k]['mean']:.4f} ({g[k]['min']:.4f}–{g[k]['max']:.4f})" for k in sets]
+            stab = [f"{g[f'stable_{t}']['mean'] / 1000:.3g} ({g[f'stable_{t}']['min'] / 1000:.3g}–"
+                    f"{g[f'stable_{t}']['max'] / 1000:.3g})" for t in ("300K", hot)]
+            summ.append([s, g["generation"], "/".join(str(n) for n in sorted(set(g["n_labels"]))), *cell, *stab])
+    if summ:
+        out += [f"Replicate summary: mean (min–max) over {len(reps)} replicate(s) of the held-out force MAE (eV/Å) "
+                "and of the stable MD time (ps):", "",
+                table(["strategy", "gen", "labels", *[f"F MAE {k}" for k in sets], "300 K ps", f"{hot} ps"], summ), ""]
+    rows, loop = [], []
     for s, gens in result["generations"].items():
         for g in gens:
             t = g["test"]
@@ -400,7 +413,8 @@ def campaign_section(name: str, result: dict[str, Any]) -> str:
                          st[hot]["mean_fs"] / 1000, st[hot]["full_length_fraction"], ", ".join(collapsed) or "none",
                          g["n_selected"], g["wasted_fraction"], a.get("spearman_atom"), a.get("roc_auc_atom"),
                          g["train_wall_s"], g["explore_wall_s"], g["select_wall_s"], g.get("cpu_s")])
-    out += ["Force MAE (eV/Å) on the held-out sets, model of generation g (trained on `labels` frames):", "",
+    out += [f"Replicate {reps[0]} in detail. Force MAE (eV/Å) on the held-out sets, model of generation g (trained "
+            "on `labels` frames):", "",
             table(["strategy", "gen", "labels", *[f"F MAE {k}" for k in sets], "F RMSE dft_geometries",
                    "E MAE id (meV/atom)", "E MAE dft (meV/atom)"], rows), "",
             "Stable NVT MD time (ps, mean over seeds; `full`: share reaching the cap), walkers that collapsed in "

@@ -42,7 +42,15 @@ def test_quick_campaign_structure(tmp_path: Path) -> None:
             assert len(r["stability"]) == 2 * scale.stability_seeds
             assert {"300K", f"{scale.hot_K:g}K"} == set(r["stable"])
             assert r["n_labels"] > 0 and r["train_wall_s"] is not None
-    assert set(result["eip_vs_random"]) == set(bench_campaign.TEST_SETS)
+    ref = result["reference_stability"]  # the mock force field itself under the same rules
+    assert len(ref["runs"]) == 2 * scale.stability_seeds and {"300K", f"{scale.hot_K:g}K"} <= set(ref)
+    assert result["findings"][0].startswith("reference (the mock force field itself")
+    assert set(result["eip_vs"]) == {"random", "ensemble", "md"}
+    assert all(set(c) == set(bench_campaign.TEST_SETS) for c in result["eip_vs"].values())
+    assert result["replicates"] == list(range(scale.replicates))
+    for s, rows in result["replicate_summary"].items():  # one replicate: mean = min = max = the run
+        for r, g in zip(rows, result["generations"][s], strict=True):
+            assert r["hot"]["mean"] == r["hot"]["min"] == g["test"]["hot"]["force_mae"]
     assert {Path(f).name for f in result["figures"]} == {
         "campaign-fig4c.png", "campaign-learning.png", "campaign-stability.png"}
     # random selection: no σ-based rejection in any generation
@@ -58,3 +66,4 @@ def test_quick_campaign_structure(tmp_path: Path) -> None:
     assert all(r["train_wall_s"] > 0 for r in result["generations"]["ensemble"])
     text = summarize.campaign_section("campaign", result)
     assert "F MAE dft_geometries" in text and "| ensemble | 0 |" in text and "Strategy (d) runs the same loop" in text
+    assert "Replicate summary" in text and "selection.lo" in text
