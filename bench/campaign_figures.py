@@ -18,8 +18,9 @@ def fig4c(run: RunDir, path: Path) -> None:
     """Energy and σ vs time of the MD and UDD walker of each generation (collapse marked)."""
     import matplotlib.pyplot as plt
 
-    gens = [g for g in run.generations() if load_valid(run.artifact_path(g, "explore"), ExplorationSummary)]
-    summaries = {g: load_valid(run.artifact_path(g, "explore"), ExplorationSummary) for g in gens}
+    summaries = {g: e for g in run.generations()
+                 if (e := load_valid(run.artifact_path(g, "explore"), ExplorationSummary)) is not None}
+    gens = list(summaries)
     kinds = ("md", "udd")
     fig, axes = plt.subplots(len(gens), 2, figsize=(9, 2.0 * len(gens) + 0.6), sharex=True, squeeze=False)
     for row, g in enumerate(gens):
@@ -75,15 +76,16 @@ def fig_learning(summary: dict[str, list[dict[str, Any]]], labels: dict[str, str
     plt.close(fig)
 
 
-def fig_stability(runs: dict[str, list[list[dict[str, Any]]]], reference: Sequence[dict[str, Any]],
-                  temperatures: Sequence[float], labels: dict[str, str], path: Path) -> None:
+def fig_stability(runs: dict[str, list[list[dict[str, Any]]]], reference_fs: dict[float, float],
+                  labels: dict[str, str], path: Path) -> None:
     """Mean (line) and per-run (dots, every replicate and seed) stable MD time vs generation,
-    one panel per temperature; dashed: the reference force field's mean under the same rules."""
+    one panel per temperature of `reference_fs` (temperature K -> the reference force field's
+    mean stable time, fs, under the same rules: dashed)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(4.2 * len(temperatures), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(reference_fs), figsize=(4.2 * len(reference_fs), 3), squeeze=False)
     cap = next(iter(runs.values()))[0][0]["stability"][0]["cap_fs"] / 1000
-    for ax, temp in zip(axes[0], temperatures, strict=True):
+    for ax, temp in zip(axes[0], reference_fs, strict=True):
         for k, (s, reps) in enumerate(runs.items()):
             gens = range(min(len(rr) for rr in reps))
             t = [[x["stable_fs"] / 1000 for rr in reps for x in rr[g]["stability"] if x["temperature_K"] == temp]
@@ -92,8 +94,7 @@ def fig_stability(runs: dict[str, list[list[dict[str, Any]]]], reference: Sequen
             for g, v in zip(gens, t, strict=True):
                 ax.plot([g + 0.05 * (k - 1)] * len(v), v, "o", color=f"C{k}", ms=3)
         ax.axhline(cap, color="grey", ls=":", lw=1)
-        ax.axhline(np.mean([x["stable_fs"] for x in reference if x["temperature_K"] == temp]) / 1000, color="k", ls="--", lw=1,
-                   label="reference force field")
+        ax.axhline(reference_fs[temp] / 1000, color="k", ls="--", lw=1, label="reference force field")
         ax.set_title(f"NVT MD at {temp:g} K (cap {cap:g} ps)", fontsize=9)
         ax.set_xlabel("generation")
     axes[0][0].set_ylabel("stable time (ps)")
