@@ -20,6 +20,7 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from eip_al.config import ModelConfig
+from eip_al.malloc import keep_freed_memory
 from eip_al.model.head import HEAD_KINDS, Evidence, SymmetricHead, invariant_features, make_head
 from eip_al.model.neighbors import Graph, collate
 from eip_al.model.painn import PaiNN
@@ -30,6 +31,8 @@ from eip_al.model.uncertainty import (
     covariance_components,
     epistemic_covariance,
 )
+
+keep_freed_memory()  # every process that runs a model imports this module (eip_al/malloc.py: why)
 
 BiasFn = Callable[[torch.Tensor, int], torch.Tensor]
 """UDD bias: (differentiable configuration σ, number of atoms) → E_bias (scalar tensor, eV)."""
@@ -158,7 +161,7 @@ class PlainPaiNN(nn.Module):
             shift_vec = torch.einsum("ek,ekl->el", g.shifts, cell[g.batch[g.edge_i]])
         vectors = positions.index_select(0, g.edge_j) - positions.index_select(0, g.edge_i) + shift_vec
         s, v = self.backbone(g.species, vectors, g.edge_i, g.edge_j)
-        atomic = self.readout(s).squeeze(-1) * self.energy_scale
+        atomic = self.readout(s).squeeze(-1).to(s.dtype) * self.energy_scale  # .to: autocast (painn.py)
         return atomic.new_zeros(g.n_graphs).index_add(0, g.batch, atomic), s, v
 
     def predict(self, g: Graph, *, create_graph: bool = False, stress: bool = False) -> dict[str, torch.Tensor]:
