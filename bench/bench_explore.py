@@ -35,7 +35,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,8 +47,12 @@ from eip_al.atomic import atomic_write_text
 from eip_al.calculator import EIPCalculator
 from eip_al.config import CollapseConfig, UDDConfig, WalkerConfig
 from eip_al.explore import CollapseDetector, ReplicaBatch, UDDCalculator, run_trajectory
-from eip_al.explore.walker import start_atoms
+from eip_al.explore.biases import PreparedBias
+from eip_al.explore.device import DeviceEngine
+from eip_al.explore.walker import WalkerJob, WalkerPlan, start_atoms
 from eip_al.model import EIPModel, ModelSpec
+from eip_al.rundir import RunDir
+from eip_al.screening import build_screen
 from eip_al.systems import build_water_box
 
 RESULTS = Path(__file__).parent / "results"
@@ -86,10 +90,28 @@ def in_thread(fn: Callable, *args: object) -> tuple[object, float, float]:
     return box[0], time.perf_counter() - w0, time.process_time() - c0
 
 
-def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, rounds: int) -> dict:
-    """Wall and CPU seconds of `replicas` walkers of `steps` steps, batched vs one by one."""
+def device_jobs(model: EIPModel, box, kind: str, replicas: int, steps: int, tmp: Path, r: int) -> tuple:
+    """`replicas` walker jobs for the device engine (the same starts as the ASE modes) and its template."""
+    wc = WalkerConfig(kind=kind, steps=steps, timestep_fs=0.5, temperature_K=300.0, sample_every=10)
+    run = RunDir(tmp / f"device-{r}")
+    template = EIPCalculator.from_model(model)
+    jobs = []
+    for k in range(replicas):
+        atoms = start_atoms(box, 300.0, np.random.default_rng([r, k]))
+        base = EIPCalculator.sharing(template)
+        bias = (PreparedBias(UDDCalculator(base, UDDConfig()), UDDConfig().model_dump(mode="json"))
+                if kind == "udd" else PreparedBias(base, None))
+        jobs.append(WalkerJob(run, 0, WalkerPlan(f"{kind}-300K-{k}", wc, k), atoms, LOOSE,
+                              build_screen(LOOSE, atoms.numbers), bias, f"bench-{r}-{k}", 10**9))
+    return DeviceEngine(template), jobs
+
+
+def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, rounds: int,
+                   modes: Sequence[str] = ("sequential", "batched")) -> dict:
+    """Wall and CPU seconds of `replicas` walkers of `steps` steps in each of `modes`:
+    sequential and batched (ASE engine, one by one or sharing passes), device (device engine)."""
     wc = WalkerConfig(steps=steps, timestep_fs=0.5, temperature_K=300.0, sample_every=10)
-    times: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": []} for m in ("sequential", "batched")}
+    times: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": []} for m in modes}
 
     def trajectories(calcs: list, tmp: Path, r: int) -> list[Callable[[], object]]:
         def one(k: int) -> object:
@@ -103,17 +125,24 @@ def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, r
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds + 1):  # round 0 warms up
             for mode in times:
-                if mode == "batched":
-                    batch = ReplicaBatch(EIPCalculator.from_model(model))
-                    bases = [batch.calculator() for _ in range(replicas)]
+                if mode == "device":
+                    engine, jobs = device_jobs(model, box, kind, replicas, steps, Path(tmp), r)
+                    outcomes, wall, cpu = in_thread(engine.run, jobs)
+                    collapsed = [o.collapse_reason for o in outcomes if not isinstance(o, BaseException) and o.collapsed]
+                    if collapsed:
+                        raise RuntimeError(f"a device walker collapsed during the benchmark: {collapsed[0]}")
                 else:
-                    bases = [EIPCalculator.from_model(model) for _ in range(replicas)]
-                calcs = [make_calc(b, kind) for b in bases]
-                fns = trajectories(calcs, Path(tmp), r)
-                if mode == "batched":
-                    outcomes, wall, cpu = in_thread(batch.run, list(zip(bases, fns, strict=True)))
-                else:
-                    outcomes, wall, cpu = in_thread(run_each, fns)
+                    if mode == "batched":
+                        batch = ReplicaBatch(EIPCalculator.from_model(model))
+                        bases = [batch.calculator() for _ in range(replicas)]
+                    else:
+                        bases = [EIPCalculator.from_model(model) for _ in range(replicas)]
+                    calcs = [make_calc(b, kind) for b in bases]
+                    fns = trajectories(calcs, Path(tmp), r)
+                    if mode == "batched":
+                        outcomes, wall, cpu = in_thread(batch.run, list(zip(bases, fns, strict=True)))
+                    else:
+                        outcomes, wall, cpu = in_thread(run_each, fns)
                 failed = [o for o in outcomes if isinstance(o, BaseException)]
                 if failed:
                     raise failed[0]
@@ -127,8 +156,9 @@ def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, r
         wall, cpu = statistics.median(t["wall"]), statistics.median(t["cpu"])
         out[mode] = {"wall_s": t["wall"], "replica_steps_per_s": n_steps / wall,
                      "wall_per_replica_step_ms": 1e3 * wall / n_steps, "cpu_per_replica_step_ms": 1e3 * cpu / n_steps}
-    out["speedup"] = statistics.median(s / b for s, b in zip(times["sequential"]["wall"], times["batched"]["wall"],
-                                                             strict=True))
+    for mode in modes[1:]:  # speed-up of each mode over the first (sequential), median over rounds
+        out["speedup" if mode == "batched" else f"speedup_{mode}"] = statistics.median(
+            s / b for s, b in zip(times[modes[0]]["wall"], times[mode]["wall"], strict=True))
     return out
 
 
@@ -139,8 +169,8 @@ def replicas_main(args: argparse.Namespace) -> None:
     by_atoms: dict[str, dict] = {}
     for n_atoms in args.atoms:
         box = build_water_box(n_atoms // 3, 0.997, seed=0)
-        by_atoms[str(len(box))] = {str(n): replica_rounds(model, box, args.kind, n, args.steps, args.rounds)
-                                   for n in args.replicas}
+        by_atoms[str(len(box))] = {str(n): replica_rounds(model, box, args.kind, n, args.steps, args.rounds,
+                                                          args.modes) for n in args.replicas}
     result = {
         "benchmark": "explore-replicas",
         "created_at": datetime.now(UTC).isoformat(),
@@ -150,6 +180,7 @@ def replicas_main(args: argparse.Namespace) -> None:
         "load_average_1_5_15_before": list(load_before),
         "load_average_1_5_15_after": list(os.getloadavg()),
         "kind": args.kind,
+        "modes": args.modes,
         "model": {"n_features": 128, "n_interactions": 3, "cutoff_A": 5.0, "n_rbf": 20, "dtype": "float32"},
         "steps_per_replica": args.steps,
         "rounds": args.rounds,
@@ -160,7 +191,8 @@ def replicas_main(args: argparse.Namespace) -> None:
     suffix = "" if args.device == "cpu" else f"-{args.device.split(':')[0]}"
     path = RESULTS / f"explore-replicas{suffix}.json"
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-    print(json.dumps({a: {n: v["speedup"] for n, v in d.items()} for a, d in by_atoms.items()}, indent=2))
+    print(json.dumps({a: {n: {k: v for k, v in r.items() if k.startswith("speedup")} for n, r in d.items()}
+                      for a, d in by_atoms.items()}, indent=2))
     print(f"wrote {path}")
 
 
@@ -182,6 +214,9 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, nargs="+", help="measure batched vs sequential replicas")
     ap.add_argument("--atoms", type=int, nargs="+", default=[96, 288], help="box sizes for --replicas")
     ap.add_argument("--kind", choices=("md", "udd"), default="udd", help="walker kind for --replicas")
+    ap.add_argument("--modes", nargs="+", default=["sequential", "batched", "device"],
+                    choices=("sequential", "batched", "device"),
+                    help="--replicas: ASE engine one by one / sharing passes, device engine (first = baseline)")
     ap.add_argument("--note", default="", help="free text stored with --replicas results (e.g. shared cores)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

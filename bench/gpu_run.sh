@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU benchmarks (issue 23) for a session that has a GPU: about 5 minutes.
+# One-shot GPU benchmarks (issue 23) for a session that has a GPU: about 7 minutes.
 #
 #   bash bench/gpu_run.sh            # from the repository root, on the GPU machine
 #
@@ -8,7 +8,12 @@
 #   2. bench_explore.py --device cuda            full MD / UDD walker steps, 288 atoms, vs the
 #                                                authors' 35.4 ms per UDD step on an H100
 #   3. bench_explore.py --device cuda --replicas 1 2 4 8   batched vs sequential replicas
-# Results: bench/results/{model,explore,explore-replicas}-cuda.json (copied to $OUT when the
+#   4. bench_train.py --device cuda --epochs 12   s/epoch and valid force MAE of the default
+#                                                model on the DFT water, batch 4 vs 16 × amp off vs bf16
+#                                                (writes after every run: a timeout keeps the finished ones;
+#                                                needs the DFT water in ../shared or, where that is absent,
+#                                                a copy in bench/data/water-dft/, gitignored: carry it)
+# Results: bench/results/{model,explore,explore-replicas,train}-cuda.json (copied to $OUT when the
 # device tool sets it). Then, on the development machine: python bench/summarize.py.
 set -u
 cd "$(dirname "$0")"
@@ -25,5 +30,6 @@ run 120 python3 bench_model.py --device cuda --batch 8 --threads 1 --repeats 30
 run 120 python3 bench_explore.py --device cuda --threads 1 --steps 200 --rounds 3
 run 240 python3 bench_explore.py --device cuda --threads 1 --replicas 1 2 4 8 --atoms 96 288 \
     --steps 100 --rounds 2 --note "one GPU, not shared; 1 CPU thread for the host side"
+run 120 python3 bench_train.py --device cuda --threads 1 --epochs 12
 if [ -n "${OUT:-}" ]; then cp results/*-cuda.json "$OUT"/ 2>/dev/null || true; fi
 exit $status

@@ -102,6 +102,20 @@ class EIPCalculator(Calculator):
         Calculator.__init__(calc)
         return calc
 
+    @classmethod
+    def sharing(cls, template: EIPCalculator) -> EIPCalculator:
+        """A calculator on `template`'s model object itself (no copy) with its own neighbor
+        list and bias hook: one model in memory for many walkers."""
+        calc = cls.__new__(cls)
+        calc._share(template)
+        Calculator.__init__(calc)
+        return calc
+
+    def _share(self, template: EIPCalculator) -> None:
+        self._setup(template.model, None, template.skin, None)
+        self.stress = False
+        self.checkpoint_path, self.meta, self.calibration = template.checkpoint_path, template.meta, template.calibration
+
     def _setup(self, model: UncertaintySource, bias: BiasFn | None, skin: float, dtype: str | None) -> None:
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")

@@ -33,6 +33,8 @@ from eip_al.registries import (
     registry_field,
 )
 
+DEVICE_INTEGRATORS = ("berendsen", "langevin")  # what explore.engine 'device' integrates (explore/device.py)
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -139,8 +141,15 @@ class TrainConfig(Section):
     max_time_s: PosFloat | None = None
     warm_start: bool = True  # start generation g from generation g-1's checkpoint
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "off"  # autocast of the training forward, fp16 CUDA only (docs/defaults.md)
     seed: int = 0
     loss: LossConfig = LossConfig()
+
+    @model_validator(mode="after")
+    def _fp16_needs_cuda(self) -> TrainConfig:
+        if self.amp == "fp16" and self.device == "cpu":
+            raise ValueError("amp 'fp16' needs device 'cuda' (on CPU use amp 'bf16' or 'off')")
+        return self
 
 
 class UDDConfig(Section):
@@ -247,7 +256,20 @@ class ExploreConfig(Section):
     # trajectories as one by one; eip_al/explore/batch.py, docs/exploration.md); auto: on a
     # GPU only (on 2 CPU cores batching measured no faster, and walkers may run in parallel)
     batched: Literal["auto"] | bool = "auto"
+    # ase: ASE integrators on the host, the model on explore.device; device: all walkers as one
+    # torch state on explore.device (integrator, neighbor lists with a skin, model pass), NVT
+    # berendsen/langevin walkers only (eip_al/explore/device.py, docs/exploration.md)
+    engine: Literal["ase", "device"] = "ase"
     restart_every: PosInt = 500  # steps between a walker's restart points (resume after a crash)
+
+    @model_validator(mode="after")
+    def _engine_supports_walkers(self) -> ExploreConfig:
+        if self.engine == "device":
+            bad = sorted({w.thermostat for w in self.walkers} - set(DEVICE_INTEGRATORS))
+            if bad:
+                raise ValueError(f"engine 'device' integrates {' and '.join(DEVICE_INTEGRATORS)} walkers only "
+                                 f"(got thermostat {', '.join(bad)}); use engine 'ase' for them")
+        return self
 
 
 class SelectConfig(Section):

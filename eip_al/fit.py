@@ -13,6 +13,7 @@ the time limit, progress, and the files in `out_dir`:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import hashlib
@@ -32,7 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from eip_al.atomic import atomic_write_bytes, atomic_write_text, sha256_file
-from eip_al.config import ModelConfig, TrainConfig
+from eip_al.config import ConfigError, ModelConfig, TrainConfig
 from eip_al.io import FrameError, frame_id
 from eip_al.metrics import force_errors
 from eip_al.model.checkpoint import checkpoint_payload, read_payload, save_checkpoint
@@ -49,6 +50,7 @@ LAST_NAME = "last.pt"
 METRICS_NAME = "metrics.csv"
 CALIBRATION_NAME = "calibration.json"
 GRAD_CLIP_NORM = 10.0  # evidential losses can spike when α→1 or ν→0; clipping keeps AdamW sane
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.amp → autocast dtype
 
 METRIC_COLUMNS = (
     "epoch",
@@ -180,13 +182,21 @@ def job_fingerprint(
 ) -> str:
     """Identity of a training job for resuming: data, configs (except epochs/time/device and
     the uncertainty-source choice, which does not change one model's training), the init
-    checkpoint's content (so a moved run directory still resumes) and `tag` (objective, member)."""
+    checkpoint's content (so a moved run directory still resumes) and `tag` (objective, member).
+
+    `train.amp` is part of it, unlike the device: CPU and GPU both train in float32 and differ
+    only in rounding order, while bf16/fp16 autocast lowers the precision of every layer (8 or
+    11 significant bits instead of 24), which can change what the model converges to (the
+    reason bench/bench_train.py measures its accuracy). A last.pt from an fp32 run continued
+    under bf16 would mix two trainings. It enters only when set, so that the fingerprints of
+    last.pt files written before the option existed (amp off) stay the same and still resume."""
     h = hashlib.sha256()
     for frames in (train, valid):
         h.update(json.dumps([frame_id(a) for a in frames]).encode())
         h.update(np.asarray([a.get_potential_energy() for a in frames]).tobytes())
     h.update(model_cfg.model_dump_json(exclude={"uncertainty", "ensemble_size"}).encode())
-    h.update(train_cfg.model_dump_json(exclude={"epochs", "max_time_s", "device"}).encode())
+    not_identity = {"epochs", "max_time_s", "device"} | ({"amp"} if train_cfg.amp == "off" else set())
+    h.update(train_cfg.model_dump_json(exclude=not_identity).encode())
     h.update(bytes.fromhex(sha256_file(init)) if init is not None else b"cold start")
     h.update(tag.encode())
     return h.hexdigest()
@@ -264,6 +274,42 @@ class Fitted:
     state: dict[str, Any]
 
 
+class MixedPrecision:
+    """`train.amp` in one `fit`: the autocast context of the training forward (loss, forces
+    and their double backward) and, for fp16, the GradScaler that keeps small gradients from
+    underflowing (bf16 has float32's exponent range and needs none). Validation never uses it."""
+
+    def __init__(self, cfg: TrainConfig, model: Trainable):
+        self.dtype = AMP_DTYPES.get(cfg.amp)
+        self.device_type = model.device.type
+        if self.dtype is not None and model.dtype != torch.float32:
+            raise ConfigError(f"train.amp: {cfg.amp!r} needs model.dtype float32 (got "
+                              f"{str(model.dtype).removeprefix('torch.')}; autocast leaves float64 alone)")
+        if cfg.amp == "fp16" and self.device_type != "cuda":
+            raise ConfigError(f"train.amp: 'fp16' needs a CUDA device (training runs on {self.device_type}); "
+                              "use 'bf16' or 'off'")
+        self.scaler = torch.amp.GradScaler(self.device_type) if cfg.amp == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def step(self, loss: torch.Tensor, model: Trainable, optimizer: torch.optim.Optimizer) -> None:
+        """Backward (outside autocast), gradient clipping on the true gradients, optimizer step."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
+        self.scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+        self.scaler.update()
+
+
 def fit(
     build: Callable[[], Trainable],
     train_frames: Sequence[Atoms],
@@ -278,12 +324,14 @@ def fit(
 ) -> Fitted:
     """THE training loop, for every model kind: AdamW on `objective`, ReduceLROnPlateau and
     early stopping on the validation loss, gradient clipping, `train_cfg.max_time_s`,
-    progress, `model.pt` (best) / `last.pt` (resume) / metrics.csv in `out_dir`.
+    `train_cfg.amp` (mixed-precision training forward, `MixedPrecision`), progress,
+    `model.pt` (best) / `last.pt` (resume) / metrics.csv in `out_dir`.
 
     `build()` makes the fresh model (called under `train_cfg.seed`); a `last.pt` with the same
     `fingerprint` continues (its weights go into a built model); a finished job is not redone
     (a larger `epochs` or a job stopped by the time limit continues). Each epoch row also
-    records its process CPU time (`cpu_s`, not a metrics.csv column).
+    records its process CPU time (`cpu_s`) and the wall time of its training pass alone
+    (`train_s`, without validation and checkpoints); neither is a metrics.csv column.
     """
     check_frames(train_frames, "train split")
     check_frames(valid_frames, "valid split")
@@ -313,9 +361,12 @@ def fit(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=train_cfg.lr_factor, patience=train_cfg.lr_patience
     )
+    amp = MixedPrecision(train_cfg, model)
     if resumed is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if amp.scaler is not None and "grad_scaler" in state:
+            amp.scaler.load_state_dict(state["grad_scaler"])
 
     finished = state["stopped_reason"] == "early_stopping" or (
         state["stopped_reason"] is not None and state["epoch"] >= max_epochs
@@ -331,7 +382,8 @@ def fit(
         while state["stopped_reason"] is None:
             t_epoch, c_epoch = time.perf_counter(), time.process_time()
             epoch = state["epoch"] + 1
-            row = _train_epoch(model, train, optimizer, train_cfg, shuffle, epoch, objective)
+            row = _train_epoch(model, train, optimizer, train_cfg, shuffle, epoch, objective, amp)
+            row["train_s"] = time.perf_counter() - t_epoch  # synchronized: the epoch reads every loss
             valid_loss, metrics = _validate(model, valid, train_cfg, objective)
             scheduler.step(valid_loss)
             if valid_loss < state["best_loss"]:
@@ -351,6 +403,8 @@ def fit(
             state.update(epoch=epoch, elapsed_s=state["elapsed_s"] + row["wall_s"],
                          optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                          shuffle_rng=shuffle.get_state())
+            if amp.scaler is not None:
+                state["grad_scaler"] = amp.scaler.state_dict()
             _write_metrics(metrics_path, state["history"])
             _save_state(last_path, model, state)
             info = f"valid F-MAE {metrics['force_mae']:.4f} eV/Å" + (
@@ -376,25 +430,25 @@ def _load_weights(model: Trainable, payload: dict[str, Any], path: Path) -> None
 
 def _train_epoch(
     model: Trainable, data: PreparedFrames, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-    shuffle: torch.Generator, epoch: int, objective: Objective,
+    shuffle: torch.Generator, epoch: int, objective: Objective, amp: MixedPrecision | None = None,
 ) -> dict[str, Any]:
-    """One pass over the shuffled training frames; returns the epoch's mean training losses."""
+    """One pass over the shuffled training frames (the forward under `amp`'s autocast);
+    returns the epoch's mean training losses."""
+    amp = amp if amp is not None else MixedPrecision(cfg, model)
     model.train()
     order = torch.randperm(len(data.graphs), generator=shuffle).tolist()
     sums = {"train_loss": 0.0, "train_loss_force": 0.0, "train_loss_energy": 0.0}
     for start in range(0, len(order), cfg.batch_size):
         idx = order[start : start + cfg.batch_size]
         g, e_ref, f_ref = _batch(data, idx)
-        loss, parts, _ = objective.loss(model, g, e_ref, f_ref, cfg, True)
+        with amp.autocast():
+            loss, parts, _ = objective.loss(model, g, e_ref, f_ref, cfg, True)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss became {float(loss)} in epoch {epoch}; lower train.lr "
                 f"(now {optimizer.param_groups[0]['lr']:g}) or check the data"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
-        optimizer.step()
+        amp.step(loss, model, optimizer)
         sums["train_loss"] += float(loss.detach()) * len(idx)
         sums["train_loss_force"] += parts["loss_force"] * len(idx)
         sums["train_loss_energy"] += parts["loss_energy"] * len(idx)

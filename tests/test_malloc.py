@@ -25,16 +25,21 @@ def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 torch.manual_seed(0)
-model = EIPModel(ModelSpec(n_features=128, n_interactions=2, cutoff=5.0, n_rbf=16, elements=(1, 8)),
-                 element_energies=[-13.6, -430.0])
-atoms = build_water_box(48, 0.997, seed=0)
-g = frame_graph(atoms, SpeciesMap((1, 8)), 5.0).to("cpu", torch.float32)
-for _ in range(2):  # warm-up: the working set is faulted in once
-    forces = model.predict(g)["forces"]
+model = EIPModel(ModelSpec(n_features=32, n_interactions=2, cutoff=4.0, n_rbf=8, elements=(1, 8)),
+                 element_energies=[-13.6, -430.0]).double()
+atoms = build_water_box(16, 0.997, seed=0)
+g = frame_graph(atoms, SpeciesMap((1, 8)), 4.0).to("cpu", torch.float64)
+forces = model.predict(g)["forces"]
+
+def one_pass():  # a model pass's pattern: many MiB-sized tensors alive at once, then all freed
+    blocks = [torch.empty(1 << 20).fill_(1.0) for _ in range(20)]  # 20 × 4 MiB
+    del blocks
+
+one_pass()
 before = faults()
-for _ in range(3):  # the same pass again, as every MD step makes it
-    model.predict(g)
-per_pass = (faults() - before) / 3
+for _ in range(5):
+    one_pass()
+per_pass = (faults() - before) / 5
 print(json.dumps({"applied": malloc.keep_freed_memory(), "faults_per_pass": per_pass,
                   "forces": forces.flatten().tolist()}))
 """
@@ -51,8 +56,9 @@ def _probe(env_value: str | None) -> dict:
 def test_freed_blocks_are_reused_and_results_do_not_change():
     tuned, system = _probe(None), _probe("system")
     assert tuned["applied"] is True and system["applied"] is False
-    # glibc's default maps and unmaps the pass's megabyte tensors: ~20–35k page faults per pass
-    # measured here, against 0–2k once freed blocks are kept
-    assert system["faults_per_pass"] > 5000
-    assert tuned["faults_per_pass"] < system["faults_per_pass"] / 5
+    # glibc's default gives part of the freed 80 MiB back to the OS and faults it in again on
+    # the next pass (measured ~4200 faults per pass); kept, the blocks are reused (0–205).
+    # A real model pass (48 H2O, 128 features): 3–35k faults before, 0–2k after.
+    assert system["faults_per_pass"] > 2000
+    assert tuned["faults_per_pass"] < 500
     assert tuned["forces"] == system["forces"]  # only where memory comes from changed

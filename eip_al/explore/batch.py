@@ -27,6 +27,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from eip_al.calculator import EIPCalculator, unpack_results
 from eip_al.config import ALConfig
+from eip_al.explore.device import DeviceEngine
 from eip_al.explore.walker import (
     explore_batched,
     explore_dtype,
@@ -128,10 +129,7 @@ class ReplicaCalculator(EIPCalculator):
     """An `EIPCalculator` whose model evaluations go through a `ReplicaBatch` (same results)."""
 
     def __init__(self, batch: ReplicaBatch, slot: int, **kwargs: Any):
-        t = batch.template
-        self._setup(t.model, None, t.skin, None)
-        self.stress = False
-        self.checkpoint_path, self.meta, self.calibration = t.checkpoint_path, t.meta, t.calibration
+        self._share(batch.template)
         self.batch, self.slot = batch, slot
         Calculator.__init__(self, **kwargs)
 
@@ -149,7 +147,8 @@ class ReplicaCalculator(EIPCalculator):
 def run_walkers(cfg: ALConfig, run: RunDir, gen: int, names: Sequence[str]) -> list[ExplorationResult]:
     """Walkers `names` of generation `gen`, each result written to ``explore/<name>.json``;
     finished ones are loaded, not rerun. Batched (`explore_batched`) the others advance together
-    on one model (`ReplicaBatch`), otherwise one after another. A batched walker that fails
+    on one model: as one torch state (`DeviceEngine`, `explore.engine: device`) or as ASE
+    walkers sharing each model pass (`ReplicaBatch`); otherwise one after another. A batched walker that fails
     does not stop the others; the first failure is raised once all have ended."""
     out = run.step_dir(gen, "explore")
     paths = {name: out / f"{name}.json" for name in names}
@@ -163,13 +162,19 @@ def run_walkers(cfg: ALConfig, run: RunDir, gen: int, names: Sequence[str]) -> l
     todo = [name for name in names if load_valid(paths[name], ExplorationResult) is None]
     if todo:
         template = EIPCalculator(walker_checkpoint(run, gen), device=cfg.explore.device, dtype=explore_dtype(cfg))
-        batch = ReplicaBatch(template)
-        work = []
-        for name in todo:
-            calc = batch.calculator()
-            job = prepare_walker(cfg, run, gen, name, base=calc)
-            work.append((calc, lambda name=name, job=job: step(name, job)))
-        results = dict(zip(todo, batch.run(work), strict=True))
+        if cfg.explore.engine == "device":
+            jobs = [prepare_walker(cfg, run, gen, name, base=EIPCalculator.sharing(template)) for name in todo]
+            done = DeviceEngine(template).run(jobs)
+            for name, res in zip(todo, done, strict=True):
+                results[name] = res if isinstance(res, BaseException) else step(name, lambda res=res: res)
+        else:
+            batch = ReplicaBatch(template)
+            work = []
+            for name in todo:
+                calc = batch.calculator()
+                job = prepare_walker(cfg, run, gen, name, base=calc)
+                work.append((calc, lambda name=name, job=job: step(name, job)))
+            results = dict(zip(todo, batch.run(work), strict=True))
         failed = [r for r in results.values() if isinstance(r, BaseException)]
         if failed:
             raise failed[0]

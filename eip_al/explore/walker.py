@@ -174,21 +174,85 @@ def _part(path: Path) -> Path:
     return path.with_name(path.name + ".part")
 
 
+class WalkerFiles:
+    """A walker's log and candidate files, streamed to ``*.part`` files and renamed when it
+    ends, and its restart point (one copy for the ASE and the device engine).
+
+    `open` resumes from a restart point that belongs to this walker (same key) and whose
+    files are intact, truncating the files to it, or starts new files; `step`,
+    `n_candidates` and `wall_before` then say where the walker stands."""
+
+    def __init__(self, log_path: Path, frames_path: Path, restart_path: Path | None, restart_key: str):
+        self.log_path, self.frames_path, self.restart_path, self.key = log_path, frames_path, restart_path, restart_key
+        self.log_part, self.frames_part = _part(log_path), _part(frames_path)
+        self.step, self.n_candidates, self.wall_before = 0, 0, 0.0
+        self.log: IO[str] | None = None
+        self.frames: IO[str] | None = None
+
+    def open(self, atoms: Atoms, rng: np.random.Generator) -> MDState | None:
+        """Open the files; on resume also put the restart point's positions, momenta, cell
+        and RNG state into `atoms` and `rng` and return it (None: a new start)."""
+        self.log_part.parent.mkdir(parents=True, exist_ok=True)
+        restart = self._matching_restart()
+        if restart is not None:
+            meta = restart.meta
+            for part, size in ((self.log_part, meta["log_bytes"]), (self.frames_part, meta["frames_bytes"])):
+                with open(part, "r+b") as fh:
+                    fh.truncate(size)
+            if restart.cell is not None:
+                atoms.set_cell(restart.cell, scale_atoms=False)
+            atoms.set_positions(restart.positions)
+            atoms.set_momenta(restart.momenta)
+            rng.bit_generator.state = meta["rng_state"]
+            self.step, self.n_candidates = int(meta["step"]), int(meta["n_candidates"])
+            self.wall_before = float(meta["wall_time_s"])
+        else:
+            self.log_part.write_text(",".join(LOG_COLUMNS) + "\n")
+            self.frames_part.write_bytes(b"")
+        self.log, self.frames = open(self.log_part, "a"), open(self.frames_part, "a")
+        return restart
+
+    def _matching_restart(self) -> MDState | None:
+        if not self.log_part.is_file() or not self.frames_part.is_file():
+            return None
+        state = load_md_state(self.restart_path, self.key)
+        if state is None:
+            return None
+        meta = state.meta
+        if self.log_part.stat().st_size < meta["log_bytes"] or self.frames_part.stat().st_size < meta["frames_bytes"]:
+            return None
+        return state
+
+    def save_restart(self, atoms: Atoms, rng: np.random.Generator, wall_s: float,
+                     state: dict[str, np.ndarray] | None = None) -> None:
+        """A restart point at the current step (files flushed first, so their sizes hold)."""
+        assert self.log is not None and self.frames is not None and self.restart_path is not None
+        meta = {
+            "key": self.key, "step": self.step, "n_candidates": self.n_candidates,
+            "log_bytes": _size(self.log), "frames_bytes": _size(self.frames),
+            "rng_state": rng.bit_generator.state, "wall_time_s": self.wall_before + wall_s,
+        }
+        save_md_state(self.restart_path, atoms, meta, state)
+
+    def close(self) -> None:
+        """Close the files (an interrupted walker keeps them and its restart point)."""
+        for fh in (self.log, self.frames):
+            if fh is not None:
+                fh.close()
+        self.log = self.frames = None
+
+    def finish(self) -> None:
+        """Close and rename the files to their final names; the restart point goes."""
+        self.close()
+        os.replace(self.log_part, self.log_path)
+        os.replace(self.frames_part, self.frames_path)
+        if self.restart_path is not None and self.restart_path.exists():
+            self.restart_path.unlink()
+
+
 def _size(fh: IO) -> int:
     fh.flush()
     return os.fstat(fh.fileno()).st_size
-
-
-def _load_restart(path: Path | None, key: str, log_part: Path, frames_part: Path) -> MDState | None:
-    """The restart point at `path` if it belongs to this exact walker and its files are intact."""
-    if not log_part.is_file() or not frames_part.is_file():
-        return None
-    state = load_md_state(path, key)
-    if state is None:
-        return None
-    if log_part.stat().st_size < state.meta["log_bytes"] or frames_part.stat().st_size < state.meta["frames_bytes"]:
-        return None
-    return state
 
 
 def run_trajectory(
@@ -219,25 +283,8 @@ def run_trajectory(
     """
     t_start = time.perf_counter()
     rng = thermostat_rng if thermostat_rng is not None else np.random.default_rng()
-    log_part, frames_part = _part(log_path), _part(frames_path)
-    log_part.parent.mkdir(parents=True, exist_ok=True)
-    restart = _load_restart(restart_path, restart_key, log_part, frames_part)
-    if restart is not None:
-        meta = restart.meta
-        for part, size in ((log_part, meta["log_bytes"]), (frames_part, meta["frames_bytes"])):
-            with open(part, "r+b") as fh:
-                fh.truncate(size)
-        if restart.cell is not None:
-            atoms.set_cell(restart.cell, scale_atoms=False)
-        atoms.set_positions(restart.positions)
-        atoms.set_momenta(restart.momenta)
-        rng.bit_generator.state = meta["rng_state"]
-        step, n_candidates, wall_before = int(meta["step"]), int(meta["n_candidates"]), float(meta["wall_time_s"])
-    else:
-        step, n_candidates, wall_before = 0, 0, 0.0
-        log_part.write_text(",".join(LOG_COLUMNS) + "\n")
-        frames_part.write_bytes(b"")
-
+    files = WalkerFiles(log_path, frames_path, restart_path, restart_key)
+    restart = files.open(atoms, rng)
     atoms.calc = calc
     dyn = make_dynamics(atoms, walker, rng)
     if restart is not None:
@@ -252,11 +299,13 @@ def run_trajectory(
     reason: str | None = None
     lines = Throttle(wait_first=True)
 
-    with open(log_part, "a") as log_fh, open(frames_part, "a") as frames_fh:
+    try:
+        log_fh, frames_fh = files.log, files.frames
+        assert log_fh is not None and frames_fh is not None
 
         def sane(k: int, forces: np.ndarray) -> bool:
             """Check the frame of step k; log it (and maybe write it) if sane."""
-            nonlocal collapse_step, reason, n_candidates
+            nonlocal collapse_step, reason
             res = calc.results
             values = frame_values(res)
             energy = values[0]
@@ -269,52 +318,58 @@ def run_trajectory(
                 collapse_step, reason = k, why
                 _say(label, f"collapsed at step {k} ({k * dt_fs:g} fs): {why}")
                 return False
-            e_bias, sigma, sigma_max, ratio, r_med, r_max = values[1:]
-            log_fh.write(f"{k},{k * dt_fs!r},{energy!r},{e_bias!r},{sigma!r},{sigma_max!r},"
-                         f"{temperature!r},{ratio!r},{r_med!r},{r_max!r},{volume!r},{density!r}\n")
+            log_fh.write(log_row(k, dt_fs, values, temperature, volume, density))
             if k > 0 and k % walker.sample_every == 0:
-                _write_candidate(frames_fh, atoms, res, info, step=k, time_fs=k * dt_fs,
-                                 temperature=temperature, values=values)
-                n_candidates += 1
+                write_candidate(frames_fh, atoms, res, info, step=k, time_fs=k * dt_fs,
+                                temperature=temperature, values=values)
+                files.n_candidates += 1
             return True
 
-        _say(label, f"{'resumed at step ' + str(step) if restart else 'started'}: {walker.steps} steps "
-                    f"of {dt_fs:g} fs at {walker.temperature_K:g} K ({walker.thermostat}"
-                    + (f", {walker.pressure_bar:g} bar)" if npt else ")"))
+        _say(label, start_line(walker, files.step if restart is not None else None))
         forces = atoms.get_forces(md=True)
         ok = True if restart is not None else sane(0, forces)
-        while ok and step < walker.steps:
+        while ok and files.step < walker.steps:
             forces = advance(dyn, forces)
-            step += 1
-            ok = sane(step, forces)
+            files.step += 1
+            ok = sane(files.step, forces)
             if not ok:
                 break
-            now = time.perf_counter()
+            step = files.step
             if restart_path is not None and step % restart_every == 0 and step < walker.steps:
-                meta = {
-                    "key": restart_key, "step": step, "n_candidates": n_candidates,
-                    "log_bytes": _size(log_fh), "frames_bytes": _size(frames_fh),
-                    "rng_state": rng.bit_generator.state, "wall_time_s": wall_before + now - t_start,
-                }
-                save_md_state(restart_path, atoms, meta, integrator_state(dyn, walker))
+                files.save_restart(atoms, rng, time.perf_counter() - t_start, integrator_state(dyn, walker))
             if lines.due():
                 log_fh.flush()
                 _say(label, f"step {step}/{walker.steps} ({100 * step / walker.steps:.0f}%), "
                             f"{step * dt_fs:g} fs, σ={calc.results['config_uncertainty']:.3g} eV/Å, "
                             f"T={atoms.get_temperature():.0f} K"
                             + (f", ρ={density_g_cm3(mass, atoms.get_volume()):.3f} g/cm³" if npt else ""))
-
-    os.replace(log_part, log_path)
-    os.replace(frames_part, frames_path)
-    if restart_path is not None and restart_path.exists():
-        restart_path.unlink()
+    except BaseException:
+        files.close()
+        raise
+    files.finish()
+    step, n_candidates, wall_before = files.step, files.n_candidates, files.wall_before
     wall = wall_before + time.perf_counter() - t_start
     _say(label, f"{'collapsed' if collapse_step is not None else 'finished'} after {step} steps, "
                 f"{n_candidates} candidates, {wall:.1f} s")
     return TrajectoryOutcome(step, collapse_step, reason, n_candidates, wall)
 
 
-def _write_candidate(
+def start_line(walker: WalkerConfig, resumed_at: int | None) -> str:
+    """The progress line a walker starts (or resumes) with."""
+    npt = walker.ensemble == "npt"
+    return (f"{'resumed at step ' + str(resumed_at) if resumed_at is not None else 'started'}: {walker.steps} steps "
+            f"of {walker.timestep_fs:g} fs at {walker.temperature_K:g} K ({walker.thermostat}"
+            + (f", {walker.pressure_bar:g} bar)" if npt else ")"))
+
+
+def log_row(k: int, dt_fs: float, values: FrameValues, temperature: float, volume: float, density: float) -> str:
+    """The log line of step `k` (`LOG_COLUMNS`; floats as repr, so nothing is rounded)."""
+    energy, e_bias, sigma, sigma_max, ratio, r_med, r_max = values
+    return (f"{k},{k * dt_fs!r},{energy!r},{e_bias!r},{sigma!r},{sigma_max!r},"
+            f"{temperature!r},{ratio!r},{r_med!r},{r_max!r},{volume!r},{density!r}\n")
+
+
+def write_candidate(
     fh: IO,
     atoms: Atoms,
     res: dict,
@@ -415,14 +470,34 @@ class WalkerJob:
 
     def __call__(self) -> ExplorationResult:
         """Integrate the trajectory (resuming from its restart point) and build the result."""
-        plan, wc, run = self.plan, self.plan.config, self.run
         log_csv, frames_xyz, restart = self.paths
         outcome = run_trajectory(
-            self.atoms, self.bias.calc, wc, self.collapse, log_csv, frames_xyz,
-            frame_info={"walker": plan.name, "kind": plan.kind, "source": plan.kind, "generation": self.gen},
-            thermostat_rng=walker_seeds(plan, self.gen)[2], restart_path=restart, restart_key=self.restart_key,
-            restart_every=self.restart_every, label=f"gen {self.gen} {plan.name}", screen=self.screen,
+            self.atoms, self.bias.calc, self.plan.config, self.collapse, log_csv, frames_xyz,
+            frame_info=self.frame_info,
+            thermostat_rng=self.thermostat_rng(), restart_path=restart, restart_key=self.restart_key,
+            restart_every=self.restart_every, label=self.label, screen=self.screen,
         )
+        return self.result(outcome)
+
+    def thermostat_rng(self) -> np.random.Generator:
+        """A fresh copy of the walker's seeded thermostat RNG (a restart point sets its state)."""
+        return walker_seeds(self.plan, self.gen)[2]
+
+    @property
+    def label(self) -> str:
+        """How progress lines name this walker."""
+        return f"gen {self.gen} {self.plan.name}"
+
+    @property
+    def frame_info(self) -> dict[str, object]:
+        """Provenance added to each candidate frame's info."""
+        plan = self.plan
+        return {"walker": plan.name, "kind": plan.kind, "source": plan.kind, "generation": self.gen}
+
+    def result(self, outcome: TrajectoryOutcome) -> ExplorationResult:
+        """The `ExplorationResult` of this walker's finished (or collapsed) trajectory."""
+        plan, wc, run = self.plan, self.plan.config, self.run
+        log_csv, frames_xyz, _ = self.paths
         return ExplorationResult(
             generation=self.gen,
             walker=plan.name,
@@ -488,6 +563,9 @@ def prepare_walker(
         "dtype": str(base.model.dtype),
         "checkpoint_sha256": sha256_file(checkpoint), "dataset_sha256": dataset_sha, "start_frame": frame_index,
         "screen": screen.thresholds, "log_columns": LOG_COLUMNS,
+        # the device engine integrates in torch: the same trajectory up to float rounding, not
+        # bit for bit, so its restart points are its own (keys of ASE-engine walkers unchanged)
+        **({"engine": cfg.explore.engine} if cfg.explore.engine != "ase" else {}),
     }
     restart_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()
     return WalkerJob(run, gen, plan, atoms, cfg.explore.collapse, screen, bias, restart_key,
@@ -495,7 +573,10 @@ def prepare_walker(
 
 
 def explore_batched(cfg: ALConfig) -> bool:
-    """Whether the walkers advance batched: `explore.batched`, where 'auto' means on a GPU."""
+    """Whether the walkers advance batched: always with the device engine, otherwise
+    `explore.batched`, where 'auto' means on a GPU."""
+    if cfg.explore.engine == "device":  # always together: one state, one pass for all walkers
+        return True
     if cfg.explore.batched != "auto":
         return bool(cfg.explore.batched)
     return resolve_device(cfg.explore.device).type == "cuda"

@@ -68,7 +68,7 @@ class PaperHead(nn.Module):
         )
 
     def forward(self, s: torch.Tensor, v: torch.Tensor, species: torch.Tensor) -> Evidence:
-        raw = self.net(v)  # (N, 3 components, 3 raw outputs)
+        raw = self.net(v).to(v.dtype)  # (N, 3 components, 3 raw outputs); .to: autocast (painn.py)
         return Evidence(nu=_positive(raw[..., 2]), alpha=_positive(raw[..., 0], 1.0), beta=_positive(raw[..., 1]))
 
 
@@ -95,9 +95,9 @@ class SymmetricHead(nn.Module):
 
     def forward(self, s: torch.Tensor, v: torch.Tensor, species: torch.Tensor) -> Evidence:
         h = invariant_features(s, v)
-        raw = self.net(h)
+        raw = self.net(h).to(h.dtype)  # evidence and loss in the model dtype under autocast (painn.py)
         nu = _positive(raw[:, 2]) / self.novelty.factor(h, species)
-        u = self.directions(v)  # (N, 3, K)
+        u = self.directions(v).to(v.dtype)  # (N, 3, K)
         weights = _positive(raw[:, 4:])  # (N, K)
         eye = torch.eye(3, dtype=v.dtype, device=v.device)
         m = _positive(raw[:, 3])[:, None, None] * eye + torch.einsum("nak,nbk,nk->nab", u, u, weights)

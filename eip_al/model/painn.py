@@ -5,6 +5,10 @@ Equivariance rules (docs/eip-method §1): every linear map acting on vectors has
 and mixes only the feature axis; nonlinearities act on scalars or on vector norms
 sqrt(|v|² + ε); vectors are combined only through scalar gates. Energies built from `s`
 are therefore exactly invariant and forces exactly equivariant.
+
+Mixed precision (`train.amp`, torch.autocast): the linear layers then compute in bf16/fp16,
+while the residual stream (s, v) stays in the model dtype: every layer output is cast back
+before it is accumulated. Without autocast those casts are no-ops (same tensor, same numbers).
 """
 
 from __future__ import annotations
@@ -58,8 +62,8 @@ class Message(nn.Module):
         dv = dv_s.unsqueeze(1) * unit.unsqueeze(-1)  # (E, 3, F)
         if not v_is_zero:
             dv = torch.addcmul(dv, v.index_select(0, edge_j), dv_v.unsqueeze(1))
-        s = s.index_add(0, edge_i, ds)
-        v = v.index_add(0, edge_i, dv)
+        s = s.index_add(0, edge_i, ds.to(s.dtype))  # .to: no-ops without autocast (module doc)
+        v = v.index_add(0, edge_i, dv.to(v.dtype))
         return s, v
 
 
@@ -76,8 +80,8 @@ class Update(nn.Module):
         )
 
     def forward(self, s: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        uv = self.U(v)
-        vv = self.V(v)
+        uv = self.U(v).to(v.dtype)  # norms and dot products in the model dtype under autocast
+        vv = self.V(v).to(v.dtype)
         norm = torch.sqrt((vv * vv).sum(dim=1) + NORM_EPS)
         a = self.mlp(torch.cat([s, norm], dim=-1))
         a_vv, a_sv, a_ss = torch.split(a, self.n_features, dim=-1)
