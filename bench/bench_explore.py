@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from summarize import git_commit, machine_info  # bench/ is on sys.path when run as a script
 
+from eip_al import malloc
 from eip_al.atomic import atomic_write_text
 from eip_al.calculator import EIPCalculator
 from eip_al.config import CollapseConfig, UDDConfig, WalkerConfig
@@ -90,11 +91,11 @@ def in_thread(fn: Callable, *args: object) -> tuple[object, float, float]:
     return box[0], time.perf_counter() - w0, time.process_time() - c0
 
 
-def device_jobs(model: EIPModel, box, kind: str, replicas: int, steps: int, tmp: Path, r: int) -> tuple:
-    """`replicas` walker jobs for the device engine (the same starts as the ASE modes) and its template."""
+def device_jobs(template: EIPCalculator, box, kind: str, replicas: int, steps: int, tmp: Path,
+                r: int) -> tuple[DeviceEngine, list[WalkerJob]]:
+    """The device engine on `template`'s model and `replicas` walker jobs (the ASE modes' starts)."""
     wc = WalkerConfig(kind=kind, steps=steps, timestep_fs=0.5, temperature_K=300.0, sample_every=10)
     run = RunDir(tmp / f"device-{r}")
-    template = EIPCalculator.from_model(model)
     jobs = []
     for k in range(replicas):
         atoms = start_atoms(box, 300.0, np.random.default_rng([r, k]))
@@ -106,10 +107,11 @@ def device_jobs(model: EIPModel, box, kind: str, replicas: int, steps: int, tmp:
     return DeviceEngine(template), jobs
 
 
-def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, rounds: int,
+def replica_rounds(template: EIPCalculator, box, kind: str, replicas: int, steps: int, rounds: int,
                    modes: Sequence[str] = ("sequential", "batched")) -> dict:
     """Wall and CPU seconds of `replicas` walkers of `steps` steps in each of `modes`:
-    sequential and batched (ASE engine, one by one or sharing passes), device (device engine)."""
+    sequential and batched (ASE engine, one by one or sharing passes), device (device engine);
+    every mode on `template`'s model (compiled in the warm-up round when it is)."""
     wc = WalkerConfig(steps=steps, timestep_fs=0.5, temperature_K=300.0, sample_every=10)
     times: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": []} for m in modes}
 
@@ -126,17 +128,17 @@ def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, r
         for r in range(rounds + 1):  # round 0 warms up
             for mode in times:
                 if mode == "device":
-                    engine, jobs = device_jobs(model, box, kind, replicas, steps, Path(tmp), r)
+                    engine, jobs = device_jobs(template, box, kind, replicas, steps, Path(tmp), r)
                     outcomes, wall, cpu = in_thread(engine.run, jobs)
                     collapsed = [o.collapse_reason for o in outcomes if not isinstance(o, BaseException) and o.collapsed]
                     if collapsed:
                         raise RuntimeError(f"a device walker collapsed during the benchmark: {collapsed[0]}")
                 else:
                     if mode == "batched":
-                        batch = ReplicaBatch(EIPCalculator.from_model(model))
+                        batch = ReplicaBatch(template)
                         bases = [batch.calculator() for _ in range(replicas)]
                     else:
-                        bases = [EIPCalculator.from_model(model) for _ in range(replicas)]
+                        bases = [EIPCalculator.sharing(template) for _ in range(replicas)]
                     calcs = [make_calc(b, kind) for b in bases]
                     fns = trajectories(calcs, Path(tmp), r)
                     if mode == "batched":
@@ -164,12 +166,12 @@ def replica_rounds(model: EIPModel, box, kind: str, replicas: int, steps: int, r
 
 def replicas_main(args: argparse.Namespace) -> None:
     """`--replicas`: batched vs sequential throughput per box size and replica count."""
-    model = paper_model(args.device)
+    template = EIPCalculator.from_model(paper_model(args.device), compile=args.compile)
     load_before = os.getloadavg()
     by_atoms: dict[str, dict] = {}
     for n_atoms in args.atoms:
         box = build_water_box(n_atoms // 3, 0.997, seed=0)
-        by_atoms[str(len(box))] = {str(n): replica_rounds(model, box, args.kind, n, args.steps, args.rounds,
+        by_atoms[str(len(box))] = {str(n): replica_rounds(template, box, args.kind, n, args.steps, args.rounds,
                                                           args.modes) for n in args.replicas}
     result = {
         "benchmark": "explore-replicas",
@@ -181,6 +183,8 @@ def replicas_main(args: argparse.Namespace) -> None:
         "load_average_1_5_15_after": list(os.getloadavg()),
         "kind": args.kind,
         "modes": args.modes,
+        "compiled": args.compile,
+        "malloc_tuned": malloc.keep_freed_memory(),
         "model": {"n_features": 128, "n_interactions": 3, "cutoff_A": 5.0, "n_rbf": 20, "dtype": "float32"},
         "steps_per_replica": args.steps,
         "rounds": args.rounds,
@@ -188,7 +192,7 @@ def replicas_main(args: argparse.Namespace) -> None:
         "target_speedup_4_replicas_cpu": 1.5,
         "target_speedup_8_replicas_gpu": 4.0,
     }
-    suffix = "" if args.device == "cpu" else f"-{args.device.split(':')[0]}"
+    suffix = ("" if args.device == "cpu" else f"-{args.device.split(':')[0]}") + args.suffix
     path = RESULTS / f"explore-replicas{suffix}.json"
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     print(json.dumps({a: {n: {k: v for k, v in r.items() if k.startswith("speedup")} for n, r in d.items()}
@@ -217,6 +221,8 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["sequential", "batched", "device"],
                     choices=("sequential", "batched", "device"),
                     help="--replicas: ASE engine one by one / sharing passes, device engine (first = baseline)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the backbone (explore.compile)")
+    ap.add_argument("--suffix", default="", help="appended to the results file name, e.g. -compiled")
     ap.add_argument("--note", default="", help="free text stored with --replicas results (e.g. shared cores)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -226,7 +232,8 @@ def main() -> None:
 
     box = build_water_box(96, 0.997, seed=0)
     model = paper_model(args.device)
-    calcs = {kind: make_calc(EIPCalculator.from_model(model), kind) for kind in ("md", "udd")}
+    template = EIPCalculator.from_model(model, compile=args.compile)
+    calcs = {kind: make_calc(EIPCalculator.sharing(template), kind) for kind in ("md", "udd")}
     wc = WalkerConfig(steps=args.steps, timestep_fs=0.5, temperature_K=300.0, sample_every=10)
     load_before = os.getloadavg()
     walls: dict[str, list[float]] = {"md": [], "udd": []}
@@ -274,6 +281,8 @@ def main() -> None:
         "machine": {**machine_info(args.threads, args.device), "numpy": np.__version__},
         "load_average_1_5_15_before": list(load_before),
         "load_average_1_5_15_after": list(load_after),
+        "compiled": args.compile,
+        "malloc_tuned": malloc.keep_freed_memory(),
         "system": {"atoms": len(box), "molecules": 96, "cell_A": float(box.cell[0, 0])},
         "model": {"n_features": 128, "n_interactions": 3, "cutoff_A": 5.0, "n_rbf": 20, "dtype": "float32"},
         "steps_per_round": args.steps,
@@ -292,9 +301,9 @@ def main() -> None:
                          "udd": {"wall": eval_udd[0], "cpu": eval_udd[1]}},
     }
     if args.device != "cpu":
-        path = RESULTS / f"explore-{args.device.split(':')[0]}.json"
+        path = RESULTS / f"explore-{args.device.split(':')[0]}{args.suffix}.json"
     else:
-        path = RESULTS / ("explore.json" if args.threads == 2 else f"explore-{args.threads}threads.json")
+        path = RESULTS / (("explore" if args.threads == 2 else f"explore-{args.threads}threads") + f"{args.suffix}.json")
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("steps_per_s", "udd_over_md", "udd_over_md_cpu",
                                              "speedup_vs_authors", "collapse_check_s")}, indent=2))

@@ -38,6 +38,7 @@ from eip_al.model.eip import BiasFn
 from eip_al.model.errors import CheckpointError
 from eip_al.model.evaluation import frames_to_graphs, predict_graphs, split_outputs
 from eip_al.model.neighbors import Graph, SpeciesMap, frame_graph
+from eip_al.model.painn import compile_backbones
 from eip_al.model.sources import UncertaintySource
 from eip_al.uq import Calibration, CalibrationError, calibration_from_meta
 
@@ -70,14 +71,16 @@ class EIPCalculator(Calculator):
         skin: float = 0.5,
         dtype: str | None = None,
         stress: bool = False,
+        compile: bool = False,
         **kwargs: Any,
     ):
         """`bias(σ, n_atoms) -> E_bias` (scalar tensor, eV) enables UDD bias forces;
         `skin` (Å) is the Verlet skin of the neighbor list; `dtype` ('float32' or
         'float64') overrides the checkpoint's precision; `stress=True` computes the
-        stress with every evaluation (NPT)."""
+        stress with every evaluation (NPT); `compile=True` compiles the backbone with
+        torch.compile (`compile_backbones`: the first pass compiles, later ones run faster)."""
         model, meta = load_checkpoint(checkpoint_path, device)
-        self._setup(model, bias, skin, dtype)
+        self._setup(model, bias, skin, dtype, compile)
         self.stress = stress
         self.checkpoint_path = Path(checkpoint_path)
         self.meta = meta
@@ -90,11 +93,11 @@ class EIPCalculator(Calculator):
     @classmethod
     def from_model(
         cls, model: UncertaintySource, bias: BiasFn | None = None, skin: float = 0.5, dtype: str | None = None,
-        calibration: Calibration | None = None,
+        calibration: Calibration | None = None, compile: bool = False,
     ) -> EIPCalculator:
         """A calculator around a frozen copy of an in-memory model (e.g. right after training)."""
         calc = cls.__new__(cls)
-        calc._setup(copy.deepcopy(model), bias, skin, dtype)
+        calc._setup(copy.deepcopy(model), bias, skin, dtype, compile)
         calc.stress = False
         calc.checkpoint_path = None
         calc.meta = {}
@@ -116,7 +119,8 @@ class EIPCalculator(Calculator):
         self.stress = False
         self.checkpoint_path, self.meta, self.calibration = template.checkpoint_path, template.meta, template.calibration
 
-    def _setup(self, model: UncertaintySource, bias: BiasFn | None, skin: float, dtype: str | None) -> None:
+    def _setup(self, model: UncertaintySource, bias: BiasFn | None, skin: float, dtype: str | None,
+               compile: bool = False) -> None:
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")
         if dtype is not None:
@@ -125,6 +129,8 @@ class EIPCalculator(Calculator):
             model = model.to(getattr(torch, dtype))
         model.eval()
         model.requires_grad_(False)
+        if compile:
+            compile_backbones(model)
         self.model = model
         self.bias = bias
         self.skin = float(skin)

@@ -161,7 +161,8 @@ def run_walkers(cfg: ALConfig, run: RunDir, gen: int, names: Sequence[str]) -> l
     results: dict[str, ExplorationResult | BaseException] = {}
     todo = [name for name in names if load_valid(paths[name], ExplorationResult) is None]
     if todo:
-        template = EIPCalculator(walker_checkpoint(run, gen), device=cfg.explore.device, dtype=explore_dtype(cfg))
+        template = EIPCalculator(walker_checkpoint(run, gen), device=cfg.explore.device, dtype=explore_dtype(cfg),
+                                 compile=cfg.explore.compile)
         if cfg.explore.engine == "device":
             jobs = [prepare_walker(cfg, run, gen, name, base=EIPCalculator.sharing(template)) for name in todo]
             done = DeviceEngine(template).run(jobs)

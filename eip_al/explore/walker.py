@@ -553,7 +553,8 @@ def prepare_walker(
 
     screen = screen_for_run(cfg.explore.collapse, run, gen, atoms.numbers)
     if base is None:
-        base = EIPCalculator(checkpoint, device=cfg.explore.device, dtype=explore_dtype(cfg))
+        base = EIPCalculator(checkpoint, device=cfg.explore.device, dtype=explore_dtype(cfg),
+                             compile=cfg.explore.compile)
     base.stress = wc.ensemble == "npt"
     bias = prepare_bias(plan.kind, base, cfg.explore, lambda n: training_frames(run, gen, n), f"gen {gen} {name}")
     key_data = {

@@ -115,3 +115,19 @@ class PaiNN(nn.Module):
             s, v = message(s, v, radial, unit, edge_i, edge_j, v_is_zero=k == 0)
             s, v = update(s, v)
         return s, v
+
+
+def compile_backbones(model: nn.Module) -> int:
+    """Compile every PaiNN backbone of `model` in place with torch.compile (inductor, dynamic
+    shapes: the edge count changes every MD step, so one compiled graph serves all). Returns
+    how many were compiled. For inference (explore): forces and UDD bias forces are two
+    backward passes over one graph, which compiled graphs allow only without donated buffers.
+    Training is not compiled: its forces enter the loss (double backward), which
+    torch.compile's autograd does not support."""
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
+    backbones = [m for m in model.modules() if isinstance(m, PaiNN)]
+    for m in backbones:
+        m.compile(dynamic=True)
+    return len(backbones)
