@@ -1,12 +1,17 @@
 """Keep freed memory in the process (glibc): the model's large tensors are not re-faulted every step.
 
-glibc's malloc serves blocks above a dynamic threshold (128 KiB at start) with mmap and gives
-them back to the OS on free; the heap top is trimmed above 128 KiB free. A model pass allocates
-and frees edge tensors of megabytes (96 water molecules: ~5000 edges × 384 floats), so every
-MD step or training batch page-faults its working set in again: on 2 cores this was half the
-wall time of a UDD step and two thirds of a training step (BENCHMARKS.md, "allocator").
-`keep_freed_memory` raises the mmap threshold to glibc's maximum (32 MiB) and keeps up to
-1 GiB of freed heap, so the same blocks are reused. Blocks above 32 MiB still come from mmap.
+glibc's malloc serves blocks above a dynamic threshold (128 KiB at start, 32 MiB at most) with
+mmap and gives them back to the OS on free; the heap top is trimmed once enough is free; each
+thread gets its own arena, whose heaps are mmap'd 64 MiB regions. A model pass allocates and
+frees edge tensors of megabytes (96 water molecules: ~5000 edges × 384 floats; four batched
+288-atom boxes: hundreds of MiB), so every MD step or training batch page-faulted its working
+set in again: on 2 cores half the wall time of a UDD step, two thirds of a training step, and
+a batched 4 × 288-atom pass ran 3× slower than four single passes (BENCHMARKS.md, "allocator").
+`keep_freed_memory` turns mmap off for allocations (`M_MMAP_MAX` 0: every block comes from the
+heap and is reused), keeps up to 2 GiB of freed heap (`M_TRIM_THRESHOLD`), grows the heap in
+64 MiB steps and lets all threads share the main arena (`M_ARENA_MAX` 1: walkers run in
+Prefect's worker threads). The price: the process keeps its peak heap (up to 2 GiB of it
+free) instead of returning it to the OS.
 
 It changes no result, only where memory comes from. It is applied once per process when the
 model code is imported (`eip_al.model.eip`); ``EIP_AL_MALLOC=system`` leaves glibc's defaults
@@ -20,8 +25,8 @@ import ctypes.util
 import os
 import platform
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc <malloc.h>
-SETTINGS = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 1 << 30, M_TOP_PAD: 64 << 20}
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX, M_ARENA_MAX = -1, -2, -4, -8  # glibc <malloc.h>
+SETTINGS = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1, M_TOP_PAD: 64 << 20, M_ARENA_MAX: 1}
 
 _applied: bool | None = None
 
