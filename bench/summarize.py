@@ -430,16 +430,20 @@ def campaign_section(name: str, result: dict[str, Any]) -> str:
 
 
 def replicas_section(name: str, result: dict[str, Any]) -> str:
-    """bench_explore.py --replicas: batched vs sequential walker replicas per box size."""
-    rows = [
-        [int(atoms), int(n), v["sequential"]["replica_steps_per_s"], v["batched"]["replica_steps_per_s"],
-         v["speedup"], v["sequential"]["cpu_per_replica_step_ms"], v["batched"]["cpu_per_replica_step_ms"]]
-        for atoms, by_n in result["by_atoms"].items() for n, v in by_n.items()
-    ]
-    header = ["atoms", "replicas", "sequential steps/s", "batched steps/s", "speed-up (wall)",
-              "sequential CPU ms/step", "batched CPU ms/step"]
+    """bench_explore.py --replicas: walker replicas per box size in each measured mode (ASE engine
+    one by one = sequential, ASE engine sharing passes = batched, the device engine = device)."""
+    modes = result.get("modes", ["sequential", "batched"])
+    rows = []
+    for atoms, by_n in result["by_atoms"].items():
+        for n, v in by_n.items():
+            rows.append([int(atoms), int(n), *(v[m]["replica_steps_per_s"] for m in modes),
+                         *(v["speedup" if m == "batched" else f"speedup_{m}"] for m in modes[1:]),
+                         *(v[m]["cpu_per_replica_step_ms"] for m in modes)])
+    header = ["atoms", "replicas", *(f"{m} steps/s" for m in modes),
+              *(f"{m} / {modes[0]} (wall)" for m in modes[1:]), *(f"{m} CPU ms/step" for m in modes)]
+    compiled = " Backbone compiled (explore.compile)." if result.get("compiled") else ""
     text = [f"{result['kind']} walkers, {result['steps_per_replica']} steps each, {result['rounds']} timed round(s); "
-            f"device {result['machine'].get('device', 'cpu')}.", table(header, rows)]
+            f"device {result['machine'].get('device', 'cpu')}.{compiled}", table(header, rows)]
     text += [f"**{key.replace('_', ' ')}**: {result[key]}" for key in ("note", "measured", "not_measured", "reading")
              if result.get(key)]
     return "\n\n".join(text)

@@ -5,6 +5,7 @@ dynamic-shape graph), and a compiled walker logs the eager walker's trajectory."
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,23 @@ def test_compiled_model_matches_eager() -> None:
         assert b["energy"] == pytest.approx(a["energy"], rel=1e-12)
         for key in ("forces", "forces_bias", "uncertainty"):
             np.testing.assert_allclose(b[key], a[key], rtol=1e-9, atol=1e-11)
-    # really compiled (nn.Module.compile sets the compiled call), the eager one not
-    assert compiled.model.backbone._compiled_call_impl is not None
-    assert eager.model.backbone._compiled_call_impl is None
+    assert compiled.model.backbone.compiled and not eager.model.backbone.compiled
+
+
+def test_compiled_model_runs_in_worker_threads() -> None:
+    """Walkers run in Prefect's worker threads, where torch's donated-buffer setting (thread-
+    local) is at its default: the first pass compiles there and the UDD pass (two backward
+    passes over one graph) still works, in a second thread too."""
+    compiled = EIPCalculator.from_model(tiny_model(), bias=make_bias(UDDConfig(A=20.0, B=1.0)), compile=True)
+    eager = EIPCalculator.from_model(tiny_model(), bias=make_bias(UDDConfig(A=20.0, B=1.0)))
+    eager.calculate(water_box(seed=0), ["energy", "forces"])
+    for _ in range(2):
+        box: list = []
+        worker = threading.Thread(target=lambda box=box: box.append(compiled.get_forces(water_box(seed=0))))
+        worker.start()
+        worker.join()
+        assert box, "the compiled pass failed in the worker thread"
+        np.testing.assert_allclose(box[0], eager.results["forces"], rtol=1e-9, atol=1e-11)
 
 
 def test_compiled_walkers_follow_the_eager_trajectories(tmp_path: Path) -> None:

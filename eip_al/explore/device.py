@@ -90,7 +90,8 @@ class DeviceWalker:
         self.p = torch.tensor(atoms.get_momenta(), **f64)
         self.m = torch.tensor(atoms.get_masses(), **f64).unsqueeze(1)
         self.cell = torch.tensor(atoms.cell.array, **f64)
-        self.pbc = torch.tensor([bool(v) for v in atoms.pbc], device=self.device)
+        pbc = [bool(v) for v in atoms.pbc]  # vesin-torch: one bool, or three as a tensor
+        self.pbc: bool | torch.Tensor = pbc[0] if len(set(pbc)) == 1 else torch.tensor(pbc, device=self.device)
         self.species = torch.from_numpy(species(atoms.numbers, job.label)).to(self.device)
         self.nl = vesin_torch.NeighborList(cutoff=float(model.spec.cutoff), full_list=True, skin=SKIN_A)
         self.forces: torch.Tensor | None = None  # what the integrator sees (model + limited bias)

@@ -101,6 +101,7 @@ class PaiNN(nn.Module):
         self.embedding = nn.Embedding(n_elements, n_features)
         self.messages = nn.ModuleList(Message(n_features, n_rbf) for _ in range(n_interactions))
         self.updates = nn.ModuleList(Update(n_features) for _ in range(n_interactions))
+        self.compiled = False  # set by compile_backbones
 
     def forward(
         self, species: torch.Tensor, vectors: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor
@@ -121,13 +122,26 @@ def compile_backbones(model: nn.Module) -> int:
     """Compile every PaiNN backbone of `model` in place with torch.compile (inductor, dynamic
     shapes: the edge count changes every MD step, so one compiled graph serves all). Returns
     how many were compiled. For inference (explore): forces and UDD bias forces are two
-    backward passes over one graph, which compiled graphs allow only without donated buffers.
-    Training is not compiled: its forces enter the loss (double backward), which
-    torch.compile's autograd does not support."""
-    import torch._functorch.config as functorch_config
-
-    functorch_config.donated_buffer = False
+    backward passes over one graph, which a compiled graph allows only without donated
+    buffers (`_no_donated_buffers`). Training is not compiled: its forces enter the loss
+    (double backward), which compiled autograd does not support."""
+    _no_donated_buffers()
     backbones = [m for m in model.modules() if isinstance(m, PaiNN)]
     for m in backbones:
         m.compile(dynamic=True)
+        m.compiled = True
     return len(backbones)
+
+
+def _no_donated_buffers() -> None:
+    """Turn torch's donated buffers off in every thread. Setting the flag is a per-thread
+    override in torch (a ContextVar): walkers run in Prefect's worker threads, and the
+    backward graph compiles lazily in the thread of the first backward (on CUDA the autograd
+    engine's own), which would not see it. So the flag's default changes too (torch's config
+    entry; private, hence guarded), and the override is set for the calling thread."""
+    import torch._functorch.config as functorch_config
+
+    entry = getattr(functorch_config, "_config", {}).get("donated_buffer")
+    if entry is not None and hasattr(entry, "default"):
+        entry.default = False
+    functorch_config.donated_buffer = False
