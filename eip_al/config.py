@@ -253,8 +253,8 @@ class ExploreConfig(Section):
     # model precision while exploring; auto: float32 on a GPU, the checkpoint's on CPU
     dtype: Literal["auto", "float32", "float64"] = "auto"
     # all walkers of a generation advance together, one batched model pass per step (same
-    # trajectories as one by one; eip_al/explore/batch.py, docs/exploration.md); auto: on a
-    # GPU only (on 2 CPU cores batching measured no faster, and walkers may run in parallel)
+    # trajectories as one by one; eip_al/explore/batch.py, docs/exploration.md); auto: batched,
+    # except on CPU with flow.task_runner dask (walkers then run on separate workers)
     batched: Literal["auto"] | bool = "auto"
     # ase: ASE integrators on the host, the model on explore.device; device: all walkers as one
     # torch state on explore.device (integrator, neighbor lists with a skin, model pass), NVT

@@ -575,12 +575,15 @@ def prepare_walker(
 
 def explore_batched(cfg: ALConfig) -> bool:
     """Whether the walkers advance batched: always with the device engine, otherwise
-    `explore.batched`, where 'auto' means on a GPU."""
+    `explore.batched`, where 'auto' means batched except on CPU under a Dask task runner
+    (there the flow spreads the walkers over the cluster's workers instead). On 2 CPU cores
+    four batched walkers measured 1.17–1.51× the throughput of four one after another
+    (BENCHMARKS.md, explore-replicas.json), and a batch of one costs what a walker alone does."""
     if cfg.explore.engine == "device":  # always together: one state, one pass for all walkers
         return True
     if cfg.explore.batched != "auto":
         return bool(cfg.explore.batched)
-    return resolve_device(cfg.explore.device).type == "cuda"
+    return resolve_device(cfg.explore.device).type == "cuda" or cfg.flow.task_runner != "dask"
 
 
 def explore_dtype(cfg: ALConfig) -> str | None:
