@@ -20,6 +20,8 @@ from eip_al.explore import CollapseDetector, ReplicaBatch, UDDCalculator, run_wa
 from eip_al.explore.udd import make_bias
 from eip_al.explore.walker import start_atoms
 from eip_al.model.neighbors import SpeciesMap, collate, frame_graph
+from eip_al.rundir import RunDir
+from eip_al.schemas import ExplorationResult
 from tests.test_explore import make_run, tiny_model, water_box
 
 VOLATILE = {"created_at", "wall_time_s", "files"}  # result fields that differ between two equal runs
@@ -71,18 +73,15 @@ def test_batched_walkers_match_one_by_one(tmp_path: Path) -> None:
     assert not list(out.glob("*.npz")) and not list(out.glob("*.part"))
 
 
-def test_walker_crashing_inside_a_batch_resumes_from_its_restart_point(tmp_path: Path) -> None:
-    """A walker that dies mid-batch (as after kill -9) does not stop the others; rerunning
-    the batch resumes it from its restart file and the run equals an uninterrupted one."""
-    ref_run = make_run(tmp_path / "ref", frames())
-    ref = run_walkers(config(False), ref_run, 0, walker_names(config(False)))
-    run = make_run(tmp_path / "run", frames())
+class Crash(Exception):
+    """A walker dying mid-run (as after kill -9), raised from inside its collapse check."""
 
-    class Crash(Exception):
-        pass
 
+def crash_then_resume(cfg: ALConfig, run: RunDir) -> list[ExplorationResult]:
+    """Run `cfg`'s four walkers with udd-350K-0 (the third to start) dying at step 12: the
+    others finish and it keeps its restart point; then rerun them all and return the results."""
     real = CollapseDetector.check
-    calls: dict[int, int] = {}  # per detector, in the order walkers start (slot order)
+    calls: dict[int, int] = {}  # per detector, in the order walkers start
 
     def crashing(self, *args):  # type: ignore[no-untyped-def]
         calls[id(self)] = calls.get(id(self), 0) + 1
@@ -93,12 +92,20 @@ def test_walker_crashing_inside_a_batch_resumes_from_its_restart_point(tmp_path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(CollapseDetector, "check", crashing)
         with pytest.raises(Crash):
-            run_walkers(config(True), run, 0, walker_names(config(True)))
+            run_walkers(cfg, run, 0, walker_names(cfg))
     out = run.step_dir(0, "explore")
     assert sorted(p.name for p in out.glob("*.json")) == ["md-300K-0.json", "md-300K-1.json", "udd-350K-1.json"]
     assert (out / "udd-350K-0.restart.npz").is_file()
-    resumed = run_walkers(config(True), run, 0, walker_names(config(True)))
-    assert_same_walkers(ref_run, ref, run, resumed)
+    return run_walkers(cfg, run, 0, walker_names(cfg))
+
+
+def test_walker_crashing_inside_a_batch_resumes_from_its_restart_point(tmp_path: Path) -> None:
+    """A walker that dies mid-batch (as after kill -9) does not stop the others; rerunning
+    the batch resumes it from its restart file and the run equals an uninterrupted one."""
+    ref_run = make_run(tmp_path / "ref", frames())
+    ref = run_walkers(config(False), ref_run, 0, walker_names(config(False)))
+    run = make_run(tmp_path / "run", frames())
+    assert_same_walkers(ref_run, ref, run, crash_then_resume(config(True), run))
 
 
 def test_per_graph_biases_in_one_pass() -> None:

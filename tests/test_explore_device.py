@@ -18,7 +18,7 @@ from eip_al.explore import CollapseDetector, run_walkers, walker_names
 from eip_al.explore.device import DeviceEngine, DeviceWalker
 from eip_al.explore.walker import explore_batched, prepare_walker, walker_checkpoint
 from tests.test_explore import make_run, tiny_model
-from tests.test_explore_batch import assert_same_walkers, frames
+from tests.test_explore_batch import assert_same_walkers, crash_then_resume, frames
 
 # a random model is no physical potential: only the non-finite and extreme checks stay on
 LOOSE = {"learned_factor": None, "min_distance": 0.1, "covalent_factor": 0.1, "max_oh_bond": None,
@@ -55,28 +55,7 @@ def test_device_walker_crashing_resumes_from_its_restart_point(tmp_path: Path) -
     ref_run = make_run(tmp_path / "ref", frames())
     ref = run_walkers(config("device"), ref_run, 0, walker_names(config("device")))
     run = make_run(tmp_path / "run", frames())
-
-    class Crash(Exception):
-        pass
-
-    real = CollapseDetector.check
-    calls: dict[int, int] = {}
-
-    def crashing(self, *args):  # type: ignore[no-untyped-def]
-        calls[id(self)] = calls.get(id(self), 0) + 1
-        if list(calls).index(id(self)) == 2 and calls[id(self)] == 13:  # udd-350K-0 dies at step 12
-            raise Crash
-        return real(self, *args)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(CollapseDetector, "check", crashing)
-        with pytest.raises(Crash):
-            run_walkers(config("device"), run, 0, walker_names(config("device")))
-    out = run.step_dir(0, "explore")
-    assert sorted(p.name for p in out.glob("*.json")) == ["md-300K-0.json", "md-300K-1.json", "udd-350K-1.json"]
-    assert (out / "udd-350K-0.restart.npz").is_file()
-    resumed = run_walkers(config("device"), run, 0, walker_names(config("device")))
-    assert_same_walkers(ref_run, ref, run, resumed)
+    assert_same_walkers(ref_run, ref, run, crash_then_resume(config("device"), run))
 
 
 def test_ase_restart_point_is_not_resumed_by_the_device_engine(tmp_path: Path) -> None:

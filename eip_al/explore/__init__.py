@@ -8,6 +8,7 @@ one, `run_walkers(cfg, run, gen, names)` runs several (batched on one model with
 
 from eip_al.explore.batch import ReplicaBatch, ReplicaCalculator, explore_generation, run_walkers
 from eip_al.explore.collapse import CollapseDetector
+from eip_al.explore.files import LOG_COLUMNS
 from eip_al.explore.udd import (
     UDDCalculator,
     bias_force_ratio,
@@ -17,7 +18,6 @@ from eip_al.explore.udd import (
     reference_bias,
 )
 from eip_al.explore.walker import (
-    LOG_COLUMNS,
     TrajectoryOutcome,
     WalkerJob,
     WalkerPlan,

@@ -35,16 +35,9 @@ from ase import units
 from eip_al.calculator import EIPCalculator
 from eip_al.config import DEVICE_INTEGRATORS, UDDConfig
 from eip_al.explore.collapse import CollapseDetector
+from eip_al.explore.files import FrameValues, WalkerFiles, log_row, write_candidate
 from eip_al.explore.udd import make_bias
-from eip_al.explore.walker import (
-    FrameValues,
-    TrajectoryOutcome,
-    WalkerFiles,
-    WalkerJob,
-    log_row,
-    start_line,
-    write_candidate,
-)
+from eip_al.explore.walker import TrajectoryOutcome, WalkerJob, start_line
 from eip_al.model.eip import BiasFn
 from eip_al.model.neighbors import Graph, SpeciesMap
 from eip_al.progress import Throttle, say
