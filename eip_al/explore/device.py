@@ -36,7 +36,7 @@ from eip_al.calculator import EIPCalculator
 from eip_al.config import DEVICE_INTEGRATORS, UDDConfig
 from eip_al.explore.collapse import CollapseDetector
 from eip_al.explore.files import FrameValues, WalkerFiles, log_row, write_candidate
-from eip_al.explore.udd import make_bias
+from eip_al.explore.udd import limit_bias_forces, make_bias
 from eip_al.explore.walker import TrajectoryOutcome, WalkerJob, start_line
 from eip_al.model.eip import BiasFn
 from eip_al.model.neighbors import Graph, SpeciesMap
@@ -100,6 +100,7 @@ class DeviceWalker:
         self.error: BaseException | None = None
         self.running = True
         self.t_start = time.perf_counter()
+        self.wall_s = math.nan  # set when it stops
 
     # ------------------------------------------------------------------ integrators (ASE's order)
     def temperature(self) -> torch.Tensor:
@@ -155,10 +156,7 @@ class DeviceWalker:
         if self.udd is None:
             return f, torch.zeros_like(f)
         raw = p.out["forces_bias"][sl].to(torch.float64)
-        limited = raw
-        if self.udd.limiter:  # eip_al.explore.udd.limit_bias_forces, in torch
-            c, d = self.udd.C, self.udd.D
-            limited = raw * (d / (2.0 * math.pi * c * c)) * torch.exp(-(raw * raw) / (2.0 * c * c))
+        limited = limit_bias_forces(raw, self.udd.C, self.udd.D) if self.udd.limiter else raw
         return f + limited, limited
 
     def stats(self, p: _Pass, k: int, total: torch.Tensor, limited: torch.Tensor) -> torch.Tensor:
@@ -218,15 +216,23 @@ class DeviceWalker:
             self.error = error
             self.files.close()
             return
+        self.wall_s = self.files.wall_before + time.perf_counter() - self.t_start
         self.files.finish()
-        wall = self.files.wall_before + time.perf_counter() - self.t_start
         say("explore", f"{self.label}: {'collapsed' if self.collapse_step is not None else 'finished'} after "
-                       f"{self.files.step} steps, {self.files.n_candidates} candidates, {wall:.1f} s")
+                       f"{self.files.step} steps, {self.files.n_candidates} candidates, {self.wall_s:.1f} s")
 
     def outcome(self) -> ExplorationResult:
-        wall = self.files.wall_before + time.perf_counter() - self.t_start
+        """The result of a walker that stopped without error (its own wall time, not the batch's)."""
         return self.job.result(TrajectoryOutcome(self.files.step, self.collapse_step, self.reason,
-                                                 self.files.n_candidates, wall))
+                                                 self.files.n_candidates, self.wall_s))
+
+
+def _still_running(walkers: Sequence[DeviceWalker]) -> list[DeviceWalker]:
+    """`walkers` without those that stopped; a walker at its last step stops here."""
+    for w in walkers:
+        if w.running and w.files.step >= w.wc.steps:
+            w.stop()
+    return [w for w in walkers if w.running]
 
 
 class DeviceEngine:
@@ -235,7 +241,6 @@ class DeviceEngine:
     def __init__(self, template: EIPCalculator):
         self.model = template.model
         self.species = SpeciesMap(template.model.spec.elements)
-        self.passes = 0
 
     def run(self, jobs: Sequence[WalkerJob]) -> list[ExplorationResult | BaseException]:
         """Integrate every job to its end (or collapse); each walker's result or its error, in order.
@@ -248,19 +253,12 @@ class DeviceEngine:
             running = list(walkers)
             # the forces to start from; a resumed walker logged its restart step already
             self._after_pass(running, self._pass(running), log=[not w.resumed for w in running])
-            for w in running:
-                if w.running and w.files.step >= w.wc.steps:
-                    w.stop()
-            running = [w for w in running if w.running]
+            running = _still_running(running)
             while running:
                 for w in running:
                     w.first_half()
-                p = self._pass(running)
-                self._after_pass(running, p, log=[True] * len(running), advance=True)
-                for w in running:
-                    if w.running and w.files.step >= w.wc.steps:
-                        w.stop()
-                running = [w for w in running if w.running]
+                self._after_pass(running, self._pass(running), log=[True] * len(running), advance=True)
+                running = _still_running(running)
                 if running and lines.due():
                     say("explore", "device engine: " + ", ".join(
                         f"{w.job.plan.name} {w.files.step}/{w.wc.steps}" for w in running))
@@ -294,7 +292,6 @@ class DeviceEngine:
         )
         with torch.enable_grad():
             out = model.predict(g, bias=[w.bias for w in walkers])
-        self.passes += 1
         return _Pass(out, starts)
 
     def _after_pass(self, walkers: Sequence[DeviceWalker], p: _Pass, log: Sequence[bool],

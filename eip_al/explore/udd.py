@@ -69,16 +69,20 @@ def make_bias(udd: UDDConfig) -> BiasFn:
     raise ValueError(f"unknown UDD bias form {udd.form!r} (expected 'reference' or 'kulichenko')")
 
 
-def limit_bias_forces(forces_bias: np.ndarray, C: float, D: float) -> np.ndarray:
+def limit_bias_forces(forces_bias: np.ndarray | torch.Tensor, C: float, D: float) -> np.ndarray | torch.Tensor:
     """Gaussian limiter per component: F̃_b = F_b · D · exp(−F_b²/(2C²)) / (2πC²).
 
     Small bias forces are scaled by D/(2πC²); the output peaks at |F_b| = C with
-    D·e^{−1/2}/(2πC) and decays to zero for |F_b| ≫ C.
+    D·e^{−1/2}/(2πC) and decays to zero for |F_b| ≫ C. A tensor stays a tensor on its
+    device (the device engine); anything else becomes a float64 array.
     """
     if not (C > 0 and D > 0):
         raise ValueError(f"limiter needs C > 0 and D > 0 (got C={C}, D={D})")
-    fb = np.asarray(forces_bias, dtype=np.float64)
-    return fb * (D / (2.0 * math.pi * C * C)) * np.exp(-(fb * fb) / (2.0 * C * C))
+    if isinstance(forces_bias, torch.Tensor):
+        fb, exp = forces_bias, torch.exp
+    else:
+        fb, exp = np.asarray(forces_bias, dtype=np.float64), np.exp
+    return fb * (D / (2.0 * math.pi * C * C)) * exp(-(fb * fb) / (2.0 * C * C))
 
 
 def bias_force_ratio(forces_bias: np.ndarray, forces: np.ndarray) -> float:
